@@ -1,0 +1,142 @@
+"""Dealer interface: the service that hands out correlated randomness, and its party-side client.
+
+Responsibility: `Dealer` is what a session talks to (seeds at set-up, correction shares on
+demand); `DealerClient` is a party's view of it (`CorrelatedRandomness`): it expands the party's
+own seed and fetches only the correction shares it cannot derive, in batches that grow
+geometrically so that a chain of small operations does not pay one dealer call each.
+Security model: see `mpc.dealers.streams`. A dealer declares `secure`: False means it runs where a
+party can read its state (tests only); sessions refuse such a dealer unless the caller passes an
+explicit allow-insecure flag.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Callable
+
+import numpy as np
+
+from mpc.dealers.streams import Stream, is_derived, seeded_share
+from mpc.errors import DealerError
+from mpc.protocols.base import Need, Shape, SharingScheme
+from mpc.rng import Prg
+
+ALL_NEEDS = frozenset(Need)
+
+Fetch = Callable[[Stream, int, int], list[list[np.ndarray]]]
+
+
+class Dealer(ABC):
+    """The dealer service for one session."""
+
+    #: False for a dealer that runs where a party can read its state.
+    secure: bool = False
+    provides: frozenset[Need] = ALL_NEEDS
+
+    @abstractmethod
+    def seed_for(self, rank: int) -> bytes:
+        """The PRG seed of party `rank` (given to that party only, once)."""
+
+    @abstractmethod
+    def corrections(
+        self, rank: int, stream: Stream, start: int, count: int
+    ) -> list[list[np.ndarray]]:
+        """Correction shares of party `rank` for items start..start+count-1 of `stream`."""
+
+
+class DealerClient:
+    """One party's access to the dealer (implements `CorrelatedRandomness`)."""
+
+    def __init__(
+        self,
+        rank: int,
+        seed: bytes,
+        scheme: SharingScheme,
+        fetch: Fetch,
+        provides: frozenset[Need] = ALL_NEEDS,
+        max_batch_elements: int = 1 << 21,
+    ) -> None:
+        self.rank = rank
+        self.scheme = scheme
+        self._prg = Prg(seed)
+        self._fetch = fetch
+        self._provides = provides
+        self._max_batch_elements = max_batch_elements
+        self._counters: dict[Stream, int] = {}
+        self._fetched_until: dict[Stream, int] = {}
+        self._batch: dict[Stream, int] = {}
+        self._cache: dict[Stream, deque[list[np.ndarray]]] = {}
+        self.items_used = 0
+        self.correction_fetches = 0
+
+    @property
+    def provides(self) -> frozenset[Need]:
+        return self._provides
+
+    def _needs_corrections(self, stream: Stream) -> bool:
+        return any(
+            self.rank >= self.scheme.seeded_prefix(is_derived(c))
+            for c in stream.components
+        )
+
+    def prefetch(self, stream: Stream, count: int) -> None:
+        """Fetch the corrections of the next `count` items of `stream` now (offline phase)."""
+        if not self._needs_corrections(stream):
+            return
+        start = self._fetched_until.get(stream, self._counters.get(stream, 0))
+        self._store(stream, start, count)
+
+    def _store(self, stream: Stream, start: int, count: int) -> None:
+        try:
+            items = self._fetch(stream, start, count)
+        except DealerError:
+            raise
+        except Exception as exc:
+            raise DealerError(f"the dealer failed to provide {stream.kind} items: {exc}") from exc
+        if len(items) != count:
+            raise DealerError(f"the dealer sent {len(items)} {stream.kind} items, expected {count}")
+        self.correction_fetches += 1
+        self._cache.setdefault(stream, deque()).extend(items)
+        self._fetched_until[stream] = start + count
+
+    def _take(self, stream: Stream) -> list[np.ndarray]:
+        if stream.need not in self._provides:
+            raise DealerError(f"this dealer does not provide {stream.need.value}")
+        counter = self._counters.get(stream, 0)
+        self._counters[stream] = counter + 1
+        self.items_used += 1
+        corrections: deque[np.ndarray] = deque()
+        if self._needs_corrections(stream):
+            cache = self._cache.get(stream)
+            if not cache:
+                per_item = max(1, stream.item_elements())
+                cap = max(1, self._max_batch_elements // per_item)
+                batch = min(cap, self._batch.get(stream, 1))
+                self._batch[stream] = min(cap, batch * 2)
+                self._store(stream, counter, batch)
+                cache = self._cache[stream]
+            corrections.extend(cache.popleft())
+        out = []
+        algebra = self.scheme.algebra
+        for component in stream.components:
+            if self.rank < self.scheme.seeded_prefix(is_derived(component)):
+                out.append(seeded_share(algebra, self._prg, stream, counter, component))
+            else:
+                out.append(corrections.popleft())
+        return out
+
+    # ---- CorrelatedRandomness ---------------------------------------------------------------
+    def triple(self, shape: Shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        a, b, c = self._take(Stream("triple", (shape,)))
+        return a, b, c
+
+    def matrix_triple(
+        self, shape_x: Shape, shape_y: Shape
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        a, b, c = self._take(Stream("matrix", (shape_x, shape_y)))
+        return a, b, c
+
+    def truncation_pair(self, shape: Shape, bits: int) -> tuple[np.ndarray, np.ndarray]:
+        r, r_shifted = self._take(Stream("trunc", (shape,), bits))
+        return r, r_shifted

@@ -1,0 +1,132 @@
+"""Streams of correlated randomness and their seed-compressed generation.
+
+Responsibility: the pure definition of what a dealer hands out (Beaver triples, matrix triples,
+truncation pairs), shared by the dealer that generates it and the party that expands its part.
+
+Seed compression (as in SPDZ's and ABY's dealer optimisations; see Damgård et al., "Practical
+covertly secure MPC for dishonest majority", ESORICS 2013): the dealer gives party i a PRG seed
+once. For the k-th item of a stream, every party whose rank is below the scheme's seeded prefix
+derives its share of each component from its own seed and the tag (stream, k, component); the
+dealer, which knows all seeds, computes the shares of the remaining ranks (for additive sharing:
+one share of c for one party) and sends only those. Dealer traffic is then one share per triple
+for additive sharing.
+Security model: the dealer knows every secret it generates and must be trusted not to reveal
+them or reuse items; each (seed, tag) pair is used once because counters only increase.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mpc.algebra import Algebra
+from mpc.protocols.base import Need, Shape, SharingScheme
+from mpc.rng import Prg
+
+_COMPONENTS: dict[str, tuple[str, ...]] = {
+    "triple": ("a", "b", "c"),
+    "matrix": ("a", "b", "c"),
+    "trunc": ("r", "r_shifted"),
+}
+_NEED_OF_KIND = {
+    "triple": Need.TRIPLES,
+    "matrix": Need.MATRIX_TRIPLES,
+    "trunc": Need.TRUNCATION_PAIRS,
+}
+_DERIVED = {"c", "r_shifted"}
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One kind of item with fixed shapes: e.g. triples of shape (1000,)."""
+
+    kind: str
+    shapes: tuple[Shape, ...]
+    bits: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in _COMPONENTS:
+            raise ValueError(f"unknown stream kind {self.kind!r}; use one of {sorted(_COMPONENTS)}")
+
+    @property
+    def need(self) -> Need:
+        return _NEED_OF_KIND[self.kind]
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        return _COMPONENTS[self.kind]
+
+    def component_shape(self, component: str) -> Shape:
+        if self.kind == "matrix":
+            shape_c = matmul_shape(self.shapes[0], self.shapes[1])
+            return {"a": self.shapes[0], "b": self.shapes[1], "c": shape_c}[component]
+        return self.shapes[0]
+
+    def item_elements(self) -> int:
+        return sum(int(np.prod(self.component_shape(c), dtype=np.int64)) for c in self.components)
+
+    def tag(self, counter: int, component: str) -> tuple[object, ...]:
+        return (self.kind, self.shapes, self.bits, counter, component)
+
+    def to_wire(self) -> tuple[str, list[list[int]], int]:
+        return (self.kind, [list(s) for s in self.shapes], self.bits)
+
+    @staticmethod
+    def from_wire(data: tuple[str, list[list[int]], int]) -> Stream:
+        kind, shapes, bits = data
+        return Stream(str(kind), tuple(tuple(int(d) for d in s) for s in shapes), int(bits))
+
+
+def matmul_shape(shape_x: Shape, shape_y: Shape) -> Shape:
+    """The shape of x @ y for 1-D or 2-D operands; ValueError if they do not chain."""
+    if len(shape_x) not in (1, 2) or len(shape_y) not in (1, 2):
+        raise ValueError(f"matrix products need 1-D or 2-D operands, got {shape_x} @ {shape_y}")
+    if shape_x[-1] != shape_y[0]:
+        raise ValueError(f"inner dimensions differ: {shape_x} @ {shape_y}")
+    return tuple(shape_x[:-1]) + tuple(shape_y[1:])
+
+
+def derive_secret(
+    algebra: Algebra, stream: Stream, component: str, secrets: dict[str, np.ndarray]
+) -> np.ndarray:
+    """The value of a derived component (c = a*b, C = A@B, r' = floor(r_s / 2^bits))."""
+    if component == "c" and stream.kind == "triple":
+        return algebra.mul(secrets["a"], secrets["b"])
+    if component == "c" and stream.kind == "matrix":
+        return algebra.matmul(secrets["a"], secrets["b"])
+    if component == "r_shifted":
+        return algebra.from_signed(algebra.to_signed(secrets["r"]) >> stream.bits)
+    raise ValueError(f"component {component!r} of {stream.kind!r} is not derived")
+
+
+def seeded_share(algebra: Algebra, prg: Prg, stream: Stream, counter: int, component: str) -> np.ndarray:
+    """A share that a party draws from its own seed."""
+    return algebra.random(prg, stream.component_shape(component), tag=stream.tag(counter, component))
+
+
+def is_derived(component: str) -> bool:
+    return component in _DERIVED
+
+
+def generate_corrections(
+    scheme: SharingScheme, prgs: list[Prg], stream: Stream, counter: int
+) -> list[list[np.ndarray]]:
+    """Dealer side: for item `counter` of `stream`, the correction shares of every rank.
+
+    Returns one list per rank, with the shares of the components that rank does not derive
+    from its own seed, in component order.
+    """
+    algebra = scheme.algebra
+    out: list[list[np.ndarray]] = [[] for _ in range(scheme.n)]
+    secrets: dict[str, np.ndarray] = {}
+    for component in stream.components:
+        derived = is_derived(component)
+        prefix = scheme.seeded_prefix(derived)
+        seeded = [seeded_share(algebra, prgs[r], stream, counter, component) for r in range(prefix)]
+        given = derive_secret(algebra, stream, component, secrets) if derived else None
+        secret, rest = scheme.complete(seeded, given)
+        secrets[component] = secret
+        for offset, share in enumerate(rest):
+            out[prefix + offset].append(share)
+    return out

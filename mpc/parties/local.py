@@ -1,0 +1,79 @@
+"""In-process executor: n parties as threads over the in-memory transport.
+
+Responsibility: run one SPMD program at n parties inside this process, for protocol tests and
+quick experiments, with the same party code (`PartyRunner`) as the Ray runtime.
+Security model: none between parties (one process); use it to test correctness, not to protect
+data. Dealers used here are in-process and therefore insecure.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from mpc.dealers.base import Dealer, DealerClient
+from mpc.parties.memory import MemoryNetwork
+from mpc.parties.party import PartyOutcome, PartyRunner, Program, SessionConfig, root_cause
+from mpc.protocols.registry import get_protocol
+
+
+class LocalParties:
+    """n party runners wired together in memory; reusable for several runs."""
+
+    def __init__(
+        self,
+        config: SessionConfig,
+        dealer: Dealer | None,
+        private: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        self.config = config
+        names = list(config.parties)
+        self.network = MemoryNetwork(names)
+        scheme = get_protocol(config.protocol).make_scheme(len(names), config.threshold)
+        self.dealer_clients: list[DealerClient | None] = []
+        for rank in range(len(names)):
+            client = None
+            if dealer is not None:
+                client = DealerClient(
+                    rank,
+                    dealer.seed_for(rank),
+                    scheme,
+                    lambda stream, start, count, r=rank: dealer.corrections(r, stream, start, count),
+                    provides=dealer.provides,
+                )
+            self.dealer_clients.append(client)
+        private = private or {}
+        self.runners = [
+            PartyRunner(rank, config, transport, self.dealer_clients[rank], private.get(name))
+            for rank, (name, transport) in enumerate(
+                zip(names, self.network.transports(), strict=True)
+            )
+        ]
+        self._run_id = 0
+
+    def run(self, program: Program, *args: Any, **kwargs: Any) -> dict[str, PartyOutcome]:
+        """Run `program(ctx, *args, **kwargs)` at every party; return each party's outcome."""
+        self._run_id += 1
+        for box in self.network.mailboxes:
+            box.reset_failure()
+        outcomes: dict[str, PartyOutcome] = {}
+        failures: dict[str, BaseException] = {}
+
+        def work(runner: PartyRunner) -> None:
+            try:
+                outcomes[runner.name] = runner.run(self._run_id, program, args, kwargs)
+            except BaseException as exc:  # collected and re-raised at the caller
+                failures[runner.name] = exc
+
+        threads = [
+            threading.Thread(target=work, args=(r,), name=f"party-{r.name}", daemon=True)
+            for r in self.runners
+        ]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        if failures:
+            raise root_cause(failures)
+        return {name: outcomes[name] for name in self.config.parties}

@@ -1,0 +1,89 @@
+"""Keyed mailbox: holds messages that arrive before their receiver asks for them.
+
+Responsibility: match each incoming message to the receive that wants it by (sender, tag), with a
+timeout on every wait, and turn a peer's failure into an error at every waiting receive.
+Security model: the mailbox stores arrays that a transport has already authenticated; it never
+parses or unpickles anything. A second message with the same (sender, tag) is refused as a replay.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from mpc.errors import IntegrityError, PeerFailedError, ReceiveTimeoutError
+
+Tag = tuple[int, ...]
+
+
+class Mailbox:
+    """Thread-safe store of received arrays keyed by (sender rank, tag)."""
+
+    def __init__(self, owner: str = "") -> None:
+        self._owner = owner
+        self._cond = threading.Condition()
+        self._messages: dict[tuple[int, Tag], np.ndarray] = {}
+        self._seen: set[tuple[int, Tag]] = set()
+        self._failure: Exception | None = None
+
+    def put(self, sender: int, tag: Tag, array: np.ndarray) -> None:
+        key = (sender, tag)
+        with self._cond:
+            if key in self._seen:
+                self._failure = self._failure or IntegrityError(
+                    f"{self._owner}: duplicate message from party {sender} with tag {tag} "
+                    "(replayed or re-sent); run aborted"
+                )
+                self._cond.notify_all()
+                return
+            self._seen.add(key)
+            self._messages[key] = array
+            self._cond.notify_all()
+
+    def fail(self, error: Exception) -> None:
+        """Make every current and future receive raise `error` (first failure wins)."""
+        with self._cond:
+            if self._failure is None:
+                self._failure = error
+            self._cond.notify_all()
+
+    @property
+    def failure(self) -> Exception | None:
+        return self._failure
+
+    def get(self, sender: int, tag: Tag, timeout: float, sender_name: str = "") -> np.ndarray:
+        """Wait up to `timeout` seconds for the message (sender, tag) and remove it."""
+        key = (sender, tag)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                msg = self._messages.pop(key, None)
+                if msg is not None:
+                    return msg
+                if self._failure is not None:
+                    raise self._failure
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    who = sender_name or f"party {sender}"
+                    raise ReceiveTimeoutError(
+                        f"{self._owner}: no message from {who} for tag {tag} within {timeout:g} s; "
+                        "the peer is slow, stuck or gone (raise the receive timeout if it is slow)"
+                    )
+                self._cond.wait(remaining)
+
+    def forget(self, run_prefix: Tag) -> None:
+        """Drop state of a finished run whose tags start with `run_prefix`."""
+        n = len(run_prefix)
+        with self._cond:
+            self._messages = {k: v for k, v in self._messages.items() if k[1][:n] != run_prefix}
+            self._seen = {k for k in self._seen if k[1][:n] != run_prefix}
+
+    def reset_failure(self) -> None:
+        with self._cond:
+            self._failure = None
+
+
+def peer_failed(owner: str, peer: str, reason: str) -> PeerFailedError:
+    return PeerFailedError(f"{owner}: peer {peer!r} failed: {reason}")

@@ -1,0 +1,130 @@
+"""Party-side execution of one SPMD program: shared by the in-process and the Ray runtimes.
+
+Responsibility: build the protocol instance, channel and context of one party for one run,
+execute the program, and turn any failure into an abort that reaches every peer plus one
+`PartyFailedError` naming this party and the operation in progress.
+Security model: runs inside the party; it holds the party's private data, its dealer seed and
+its shares. The program's return value leaves the party, so it must not contain `Secret`s.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from mpc.dealers.base import DealerClient
+from mpc.encoding import FixedPoint
+from mpc.errors import ConfigurationError, MpcError, PartyFailedError, PeerFailedError
+from mpc.parties.channel import PartyChannel
+from mpc.parties.transport import Transport
+from mpc.program import PartyContext, Secret
+from mpc.protocols.registry import get_protocol
+from mpc.rng import Prg, new_seed
+from mpc.stats import PartyStats
+
+Program = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """What every party of a session agrees on."""
+
+    parties: tuple[str, ...]
+    protocol: str
+    threshold: int
+    fixed_point: FixedPoint = FixedPoint()
+    timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        if len(set(self.parties)) != len(self.parties):
+            raise ConfigurationError(f"party names must be unique, got {list(self.parties)}")
+        if self.timeout <= 0:
+            raise ConfigurationError(f"the receive timeout must be positive, got {self.timeout}")
+
+
+@dataclass
+class PartyOutcome:
+    """What one party reports back after a run."""
+
+    output: Any
+    stats: PartyStats
+
+
+class PartyRunner:
+    """Runs programs at one party over an established transport."""
+
+    def __init__(
+        self,
+        rank: int,
+        config: SessionConfig,
+        transport: Transport,
+        dealer: DealerClient | None,
+        private: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.rank = rank
+        self.config = config
+        self.transport = transport
+        self.dealer = dealer
+        self.private = dict(private or {})
+        self._protocol_cls = get_protocol(config.protocol)
+        self._prg = Prg(new_seed())
+
+    @property
+    def name(self) -> str:
+        return self.config.parties[self.rank]
+
+    def run(self, run_id: int, program: Program, args: tuple[Any, ...] = (),
+            kwargs: Mapping[str, Any] | None = None) -> PartyOutcome:
+        channel = PartyChannel(self.transport, run_id, self.config.timeout)
+        try:
+            protocol = self._protocol_cls(
+                channel, self._prg.derive(("run", run_id)), self.dealer, self.config.threshold
+            )
+            ctx = PartyContext(
+                self.config.parties, self.rank, protocol, channel, self.config.fixed_point,
+                self.private,
+            )
+            output = program(ctx, *args, **(kwargs or {}))
+            _refuse_secrets(output)
+            return PartyOutcome(output, channel.stats)
+        except BaseException as exc:
+            operation = channel.current_operation
+            cause = exc.cause if isinstance(exc, PartyFailedError) else _describe(exc)
+            secondary = isinstance(exc, PeerFailedError) or (
+                isinstance(exc, PartyFailedError) and exc.secondary
+            )
+            if not secondary:
+                self.transport.abort(f"{cause} (in {operation})")
+            raise PartyFailedError(self.name, operation, cause, secondary) from exc
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, MpcError):
+        return f"{type(exc).__name__}: {exc}"
+    where = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    loc = f" at {where[0].filename}:{where[0].lineno}" if where else ""
+    return f"{type(exc).__name__}: {exc}{loc}"
+
+
+def _refuse_secrets(value: Any) -> None:
+    if isinstance(value, Secret):
+        raise ConfigurationError(
+            "the program returned a Secret (a share); reveal it with ctx.reveal(...) and return "
+            "the revealed value instead"
+        )
+    if isinstance(value, Mapping):
+        for v in value.values():
+            _refuse_secrets(v)
+    elif isinstance(value, list | tuple | set):
+        for v in value:
+            _refuse_secrets(v)
+
+
+def root_cause(failures: Mapping[str, BaseException]) -> BaseException:
+    """Of the failures of one run, the one that started it (not a peer's echo of it)."""
+    for exc in failures.values():
+        if not getattr(exc, "secondary", False):
+            return exc
+    return next(iter(failures.values()))

@@ -1,0 +1,216 @@
+"""Ray runtime: party actors (and the trusted-dealer actor) for one session.
+
+Responsibility: start or attach to Ray, place one actor per party (pinned to its node through a
+custom resource `party:<name>` when a deployment config says so), wire the transport (encrypted
+TCP by default), attach the dealer, ship programs and collect results. A failure at any party is
+pushed to every other party at once (they abort their receives) and raised at the caller as one
+`PartyFailedError` naming the party and operation that failed first.
+Security model: see `mpc.session` and `mpc.parties.actors`. The driver passes each party's
+private data only to that party's actor.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from mpc.dealers.streams import Stream
+from mpc.deploy import DeploymentConfig
+from mpc.errors import ConfigurationError, PartyFailedError
+from mpc.parties.actors import DealerActor, PartyActor
+from mpc.parties.party import Program, SessionConfig, root_cause
+from mpc.stats import PartyStats
+
+SETUP_TIMEOUT = 120.0
+
+
+class RayParties:
+    def __init__(
+        self,
+        config: SessionConfig,
+        *,
+        transport: str,
+        with_dealer: bool,
+        private: Mapping[str, Mapping[str, Any]],
+        deployment: DeploymentConfig | None,
+        ray_address: str | None,
+        num_cpus: int,
+        session_id: bytes,
+    ) -> None:
+        self.config = config
+        self.transport = transport
+        self.with_dealer = with_dealer
+        self.private = private
+        self.deployment = deployment
+        self.ray_address = ray_address
+        self.num_cpus = num_cpus
+        self.session_id = session_id
+        self.actors: list[Any] = []
+        self.dealer: Any = None
+        self._started_ray = False
+        self._run_id = 0
+
+    def _specs(self) -> list[Any]:
+        if self.deployment is None:
+            return [None] * len(self.config.parties)
+        return list(self.deployment.parties)
+
+    def start(self) -> None:
+        import ray
+
+        if not ray.is_initialized():
+            if self.ray_address:
+                ray.init(address=self.ray_address, logging_level=logging.WARNING)
+            else:
+                ray.init(
+                    num_cpus=self.num_cpus,
+                    include_dashboard=False,
+                    logging_level=logging.WARNING,
+                    log_to_driver=False,
+                )
+            self._started_ray = True
+        specs = self._specs()
+        available = ray.cluster_resources()
+        wanted = [s.resource for s in specs if s is not None and s.resource]
+        if self.deployment is not None and self.deployment.dealer_resource:
+            wanted.append(self.deployment.dealer_resource)
+        missing = [r for r in wanted if available.get(r, 0) <= 0]
+        if missing:
+            raise ConfigurationError(
+                f"no Ray node offers the resource(s) {missing}; start each party's node with "
+                "ray start --address=HEAD --resources='{\"party:<name>\": 1}' (see docs/deploy.md)"
+            )
+        party_cls = ray.remote(PartyActor)
+        for rank, name in enumerate(self.config.parties):
+            spec = specs[rank]
+            options: dict[str, Any] = {"num_cpus": 0, "max_concurrency": 16, "name": None}
+            if spec is not None and spec.resource:
+                options["resources"] = {spec.resource: 0.001}
+            self.actors.append(
+                party_cls.options(**options).remote(
+                    rank,
+                    self.config,
+                    self.transport,
+                    self.session_id,
+                    self.private.get(name),
+                    spec.key_file if spec is not None else None,
+                )
+            )
+        if self.with_dealer:
+            dealer_options: dict[str, Any] = {"num_cpus": 0, "max_concurrency": 8}
+            if self.deployment is not None and self.deployment.dealer_resource:
+                dealer_options["resources"] = {self.deployment.dealer_resource: 0.001}
+            self.dealer = ray.remote(DealerActor).options(**dealer_options).remote(
+                self.config.protocol, len(self.config.parties), self.config.threshold
+            )
+        self._wire(specs)
+
+    def _get(self, refs: Any, what: str) -> Any:
+        import ray
+
+        try:
+            return ray.get(refs, timeout=SETUP_TIMEOUT)
+        except ray.exceptions.GetTimeoutError:
+            raise ConfigurationError(
+                f"session set-up timed out while {what} (are all nodes up and reachable?)"
+            ) from None
+        except ray.exceptions.RayTaskError as exc:
+            raise exc.as_instanceof_cause() from None
+
+    def _wire(self, specs: list[Any]) -> None:
+        names = list(self.config.parties)
+        if self.transport in ("tcp", "tcp-plaintext"):
+            actual = self._get([a.public_key.remote() for a in self.actors], "starting parties")
+            keys = dict(zip(names, actual, strict=True))
+            if self.deployment is not None and specs[0].public_key is not None:
+                for spec in specs:
+                    if keys[spec.name] != spec.public_key:
+                        raise ConfigurationError(
+                            f"party {spec.name!r}: its key file does not match the public key "
+                            "pinned in the deployment config"
+                        )
+                    keys[spec.name] = spec.public_key
+            hosts = [s.host if s is not None else "127.0.0.1" for s in specs]
+            addresses = self._get(
+                [a.listen.remote(h, keys) for a, h in zip(self.actors, hosts, strict=True)],
+                "opening party ports",
+            )
+            book = {name: tuple(addr) for name, addr in zip(names, addresses, strict=True)}
+            self._get([a.connect.remote(book) for a in self.actors], "connecting parties")
+        else:
+            self._get(
+                [a.use_ray_transport.remote(self.actors) for a in self.actors], "wiring parties"
+            )
+        self._get([a.attach_dealer.remote(self.dealer) for a in self.actors], "attaching dealer")
+
+    def prefetch(self, stream: Stream, count: int) -> None:
+        self._get([a.prefetch.remote([(stream.to_wire(), count)]) for a in self.actors], "prefetch")
+
+    def run(
+        self, program: Program, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, PartyStats]]:
+        import ray
+
+        self._run_id += 1
+        names = list(self.config.parties)
+        refs = [a.run.remote(self._run_id, program, args, dict(kwargs)) for a in self.actors]
+        owner = {ref: name for ref, name in zip(refs, names, strict=True)}
+        outputs: dict[str, Any] = {}
+        stats: dict[str, PartyStats] = {}
+        failures: dict[str, BaseException] = {}
+        pending = list(refs)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            for ref in ready:
+                name = owner[ref]
+                try:
+                    output, party_stats = ray.get(ref)
+                    outputs[name] = output
+                    stats[name] = PartyStats.from_dict(party_stats)
+                except ray.exceptions.RayTaskError as exc:
+                    failures[name] = exc.as_instanceof_cause()
+                except ray.exceptions.RayActorError:
+                    failures[name] = PartyFailedError(
+                        name, "unknown", "the party's process died (actor killed or crashed)"
+                    )
+                if name in failures and len(failures) == 1:
+                    reason = f"party {name!r} failed: {failures[name]}"
+                    for other, actor in zip(names, self.actors, strict=True):
+                        if other != name:
+                            actor.peer_aborted.remote(name, reason)
+        if failures:
+            raise _named_root_cause(failures)
+        return outputs, stats
+
+    def close(self) -> None:
+        import ray
+
+        if not ray.is_initialized():
+            return
+        try:
+            ray.get([a.close.remote() for a in self.actors], timeout=10)
+        except Exception:  # dead actors cannot close; they are killed below
+            pass
+        for actor in [*self.actors, self.dealer]:
+            if actor is not None:
+                try:
+                    ray.kill(actor)
+                except Exception:
+                    pass
+        self.actors = []
+        self.dealer = None
+        if self._started_ray:
+            ray.shutdown()
+            self._started_ray = False
+
+
+def _named_root_cause(failures: Mapping[str, BaseException]) -> BaseException:
+    """Prefer a primary failure; a dead party (operation unknown) borrows its peers' operation."""
+    cause = root_cause(failures)
+    if isinstance(cause, PartyFailedError) and cause.operation == "unknown":
+        ops = [f.operation for f in failures.values() if isinstance(f, PartyFailedError)
+               and f.operation != "unknown"]
+        if ops:
+            return PartyFailedError(cause.party, ops[0], cause.cause)
+    return cause

@@ -1,0 +1,985 @@
+"""Encrypted, authenticated TCP transport between parties that run in separate processes or hosts.
+
+Responsibility: one TCP connection per pair of parties (the higher rank dials the lower one), a
+mutually authenticated key exchange on each, and delivery of whole numpy arrays keyed by tag into
+the party's mailbox, with peer failures (abort, lost connection, rejected record) turned into
+errors at every pending receive.
+
+Security model (encrypt=True, the default):
+
+* Every party has a long-term X25519 key (`mpc.parties.keys.PartyKey`) and pins the public key of
+  every peer, distributed out of band. The handshake sends each side's name and a fresh ephemeral
+  X25519 key; both derive keys with HKDF-SHA256 over DH(static, static) || DH(ephemeral, ephemeral),
+  salt = session id, info = a transcript of the party list and both parties' ranks, names, static
+  and ephemeral keys (ordered by rank). Only a party holding the private key of the pinned public
+  key derives the same keys, and an eavesdropper who later steals a static key cannot decrypt
+  recorded traffic (the ephemeral DH gives forward secrecy). The handshake ends with a
+  key-confirmation record in each direction, so an impostor or a wrongly pinned key is refused at
+  connect time with an error naming the peer. (As with every static-static scheme, a party whose
+  own private key leaks can be impersonated *to* by the thief; protect key files.)
+* Records are AES-256-GCM with one key per direction and a 96-bit nonce equal to a per-direction
+  record counter that the receiver expects to increase by exactly one, so a replayed, reordered,
+  dropped or modified record fails authentication. The associated data binds sender rank,
+  receiver rank and session id. Header and payload are separate records (large payloads are split
+  into 1 MiB records); lengths on the wire are either authenticated by the header or checked by
+  decryption. Any failure fails the mailbox with `IntegrityError` naming the peer and closes that
+  connection: the run cannot continue, but no forged data is ever delivered.
+* What is not hidden: who talks to whom, when, and message sizes. Nothing protects availability: a
+  network attacker can always cut connections (which surfaces as `PeerFailedError`).
+
+With encrypt=False the same framing is sent in the clear without any authentication: anyone on the
+path can read and change shares. It must be asked for by name and emits
+`PlaintextTransportWarning`.
+
+No bytes from a peer are ever unpickled: headers are msgpack with a validated schema and payloads
+are raw bytes of allow-listed numeric dtypes (`mpc.parties.framing`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import socket
+import threading
+import time
+import warnings
+from typing import Any, Final
+
+import msgpack
+import numpy as np
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from mpc.errors import (
+    CommunicationError,
+    ConfigurationError,
+    IntegrityError,
+    MpcError,
+    PeerFailedError,
+    ReceiveTimeoutError,
+)
+from mpc.parties import framing
+from mpc.parties.framing import Buffer, Header
+from mpc.parties.keys import PUBLIC_KEY_BYTES, PartyKey, check_public, fingerprint
+from mpc.parties.mailbox import Tag
+from mpc.parties.transport import Transport
+
+PROTOCOL: Final = "mpc-tcp"
+VERSION: Final = 1
+_LABEL: Final = b"mpc-tcp/1"
+
+#: Plaintext bytes per payload record (larger payloads are split into several records).
+RECORD_CHUNK: Final = 1 << 20
+#: AES-GCM authentication tag length.
+GCM_TAG: Final = 16
+#: Payloads up to this size are encrypted into one fresh buffer and sent with the header.
+_SMALL_PAYLOAD: Final = 64 * 1024
+#: Size of the per-connection receive buffer (small frames are parsed straight out of it).
+_READ_BUFFER: Final = 256 * 1024
+#: Reads at least this large go straight into their destination instead of the buffer.
+_DIRECT_READ: Final = 64 * 1024
+_HANDSHAKE_MAX: Final = 64 * 1024
+#: A blocked receive re-checks whether its peer has closed at this interval (seconds).
+_RECV_SLICE: Final = 0.25
+#: How long `abort` and `close` wait for a busy connection before giving up on it (seconds).
+_CONTROL_WAIT: Final = 1.0
+_SEND_FLAGS: Final = getattr(socket, "MSG_NOSIGNAL", 0)
+
+
+class PlaintextTransportWarning(UserWarning):
+    """The TCP transport was created with encrypt=False: traffic is readable and forgeable."""
+
+
+def _nonce(counter: int) -> bytes:
+    return counter.to_bytes(12, "big")
+
+
+def _sendmsg_all(sock: socket.socket, buffers: list[Buffer]) -> None:
+    """Send every buffer, in order, with as few `sendmsg` calls as the kernel allows."""
+    views = [memoryview(b) for b in buffers if len(b)]
+    while views:
+        sent = sock.sendmsg(views, (), _SEND_FLAGS)
+        i = 0
+        while i < len(views) and sent >= views[i].nbytes:
+            sent -= views[i].nbytes
+            i += 1
+        views = views[i:]
+        if views and sent:
+            views[0] = views[0][sent:]
+
+
+class _Reader:
+    """Buffered exact reads from a socket: small frames come out of one `recv_into` call, large
+    payloads are received straight into their destination."""
+
+    def __init__(self, sock: socket.socket, size: int = _READ_BUFFER) -> None:
+        self._sock = sock
+        self._view = memoryview(bytearray(size))
+        self._start = 0
+        self._end = 0
+
+    def _fill(self, n: int) -> None:
+        if self._start == self._end:
+            self._start = self._end = 0
+        elif self._start + n > len(self._view):
+            avail = self._end - self._start
+            self._view[:avail] = self._view[self._start : self._end]
+            self._start, self._end = 0, avail
+        while self._end - self._start < n:
+            got = self._sock.recv_into(self._view[self._end :])
+            if got == 0:
+                raise EOFError("connection closed by the peer")
+            self._end += got
+
+    def read(self, n: int) -> memoryview:
+        """The next `n` bytes (n <= buffer size); the view is valid until the next read."""
+        if self._end - self._start < n:
+            self._fill(n)
+        view = self._view[self._start : self._start + n]
+        self._start += n
+        return view
+
+    def read_into(self, dst: memoryview) -> None:
+        """Fill `dst` (a flat byte view) with the next len(dst) bytes."""
+        n = dst.nbytes
+        take = min(n, self._end - self._start)
+        if take:
+            dst[:take] = self._view[self._start : self._start + take]
+            self._start += take
+        rest = n - take
+        if rest == 0:
+            return
+        if rest < _DIRECT_READ:
+            dst[take:] = self.read(rest)
+            return
+        pos = take
+        while pos < n:
+            got = self._sock.recv_into(dst[pos:])
+            if got == 0:
+                raise EOFError("connection closed by the peer")
+            pos += got
+
+
+class _Link:
+    """One authenticated connection to one peer: its socket, keys, counters and reader thread."""
+
+    def __init__(
+        self,
+        peer: int,
+        name: str,
+        sock: socket.socket,
+        reader: _Reader,
+        keys: tuple[AESGCM, AESGCM, bytes, bytes] | None,
+    ) -> None:
+        self.peer = peer
+        self.name = name
+        self.sock = sock
+        self.reader = reader
+        self.send_lock = threading.Lock()
+        self.send_key: AESGCM | None = None
+        self.recv_key: AESGCM | None = None
+        self.send_ad = b""
+        self.recv_ad = b""
+        if keys is not None:
+            self.send_key, self.recv_key, self.send_ad, self.recv_ad = keys
+        self.send_counter = 1  # record 0 of each direction is the key confirmation
+        self.recv_counter = 1
+        self.bytes_sent = 0
+        self.broken = False  # the send side cannot be used any more
+        self.reader_done = False  # the receive side has ended (bye, EOF or error)
+        self.bye_received = False
+        self.thread: threading.Thread | None = None
+        self._send_scratch: memoryview | None = None
+        self._recv_scratch: memoryview | None = None
+
+    # ---- sending (caller holds send_lock) -------------------------------------------------
+
+    def _next_send_nonce(self) -> bytes:
+        nonce = _nonce(self.send_counter)
+        self.send_counter += 1
+        return nonce
+
+    def send_frame(self, header: bytes, payload: memoryview | bytes = b"") -> int:
+        """Write one frame; return the bytes put on the wire. Caller holds `send_lock`."""
+        aead = self.send_key
+        total = len(payload)
+        if aead is None:
+            _sendmsg_all(self.sock, framing.frame_buffers(header, payload))
+            wire = framing.LENGTH_PREFIX_BYTES + len(header) + total
+        else:
+            ad = self.send_ad
+            head_ct = aead.encrypt(self._next_send_nonce(), header, ad)
+            buffers: list[Buffer] = [framing.length_prefix(len(head_ct)), head_ct]
+            wire = framing.LENGTH_PREFIX_BYTES + len(head_ct)
+            if total <= _SMALL_PAYLOAD:
+                if total:
+                    body_ct = aead.encrypt(self._next_send_nonce(), payload, ad)
+                    buffers.append(body_ct)
+                    wire += len(body_ct)
+                _sendmsg_all(self.sock, buffers)
+            else:
+                if self._send_scratch is None:
+                    self._send_scratch = memoryview(bytearray(RECORD_CHUNK + GCM_TAG))
+                src = memoryview(payload)
+                for offset in range(0, total, RECORD_CHUNK):
+                    size = min(RECORD_CHUNK, total - offset)
+                    out = self._send_scratch[: size + GCM_TAG]
+                    aead.encrypt_into(self._next_send_nonce(), src[offset : offset + size], ad, out)
+                    buffers.append(out)
+                    _sendmsg_all(self.sock, buffers)
+                    buffers = []
+                    wire += size + GCM_TAG
+        self.bytes_sent += wire
+        return wire
+
+    def send_control(self, header: bytes) -> None:
+        """Best-effort abort/bye frame: never raises, never waits long for a busy connection."""
+        if not self.send_lock.acquire(timeout=_CONTROL_WAIT):
+            return
+        try:
+            if not self.broken:
+                self.send_frame(header)
+        except (OSError, ValueError):
+            self.broken = True
+        finally:
+            self.send_lock.release()
+
+    # ---- receiving (reader thread only) ---------------------------------------------------
+
+    def _open(self, record: memoryview | bytes) -> bytes:
+        assert self.recv_key is not None
+        nonce = _nonce(self.recv_counter)
+        self.recv_counter += 1
+        try:
+            return self.recv_key.decrypt(nonce, record, self.recv_ad)
+        except InvalidTag:
+            raise IntegrityError("record failed authentication") from None
+
+    def read_header(self) -> Header:
+        if self.recv_key is None:
+            size = framing.parse_length(self.reader.read(4), framing.MAX_HEADER_BYTES)
+            return framing.parse_header(self.reader.read(size))
+        size = framing.parse_length(self.reader.read(4), framing.MAX_HEADER_BYTES + GCM_TAG)
+        if size < GCM_TAG:
+            raise IntegrityError(f"record of {size} bytes is shorter than its tag")
+        return framing.parse_header(self._open(self.reader.read(size)))
+
+    def read_payload(self, header: Header) -> np.ndarray:
+        array = framing.allocate(header)
+        total = header.nbytes
+        if total == 0:
+            return array
+        dst = framing.byte_view(array)
+        aead = self.recv_key
+        if aead is None:
+            self.reader.read_into(dst)
+            return framing.check_values(array)
+        for offset in range(0, total, RECORD_CHUNK):
+            size = min(RECORD_CHUNK, total - offset)
+            record_len = size + GCM_TAG
+            if record_len < _DIRECT_READ:
+                record = self.reader.read(record_len)
+            else:
+                if self._recv_scratch is None:
+                    self._recv_scratch = memoryview(bytearray(RECORD_CHUNK + GCM_TAG))
+                record = self._recv_scratch[:record_len]
+                self.reader.read_into(record)
+            nonce = _nonce(self.recv_counter)
+            self.recv_counter += 1
+            try:
+                aead.decrypt_into(nonce, record, self.recv_ad, dst[offset : offset + size])
+            except InvalidTag:
+                raise IntegrityError("record failed authentication") from None
+        return framing.check_values(array)
+
+    def shutdown(self) -> None:
+        """Stop both directions (wakes the reader thread); the fd is closed later by `close`."""
+        self.broken = True
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Refused(Exception):
+    """Internal: a handshake failed; `peer` is the rank it is attributed to, if known."""
+
+    def __init__(self, peer: int | None, error: MpcError) -> None:
+        super().__init__(str(error))
+        self.peer = peer
+        self.error = error
+
+
+class TcpTransport(Transport):
+    """Point-to-point transport over TCP, AES-256-GCM encrypted and mutually authenticated.
+
+    Usage: ``address = t.listen()``; exchange addresses (and public keys) out of band;
+    ``t.connect({name: (host, port), ...})``; then `send`/`recv`; finally `close`.
+    """
+
+    def __init__(
+        self,
+        rank: int,
+        names: list[str],
+        *,
+        key: PartyKey | None,
+        peer_keys: dict[str, bytes] | None,
+        session_id: bytes,
+        encrypt: bool = True,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        connect_timeout: float = 30.0,
+    ) -> None:
+        if len(set(names)) != len(names) or len(names) < 2:
+            raise ConfigurationError(f"party names must be at least two distinct names: {names!r}")
+        if not 0 <= rank < len(names):
+            raise ConfigurationError(f"rank {rank} is outside 0..{len(names) - 1}")
+        super().__init__(rank, names)
+        if not isinstance(session_id, bytes) or not 1 <= len(session_id) <= 1024:
+            raise ConfigurationError(
+                "session_id must be 1 to 1024 bytes (ideally 16+ random bytes)"
+            )
+        if connect_timeout <= 0:
+            raise ConfigurationError("connect_timeout must be positive")
+        self._encrypt = bool(encrypt)
+        self._session_id = session_id
+        self._host = host
+        self._port = port
+        self._connect_timeout = float(connect_timeout)
+        self._key: PartyKey | None = None
+        self._pinned: dict[str, bytes] = {}
+        if self._encrypt:
+            self._check_keys(key, peer_keys)
+            self.confidential = True
+        else:
+            warnings.warn(
+                f"party {self.name!r}: TcpTransport(encrypt=False) sends shares in plaintext, "
+                "without encryption or authentication: anyone on the network can read and alter "
+                "them. Use it only on a trusted network, and only by asking for it by name "
+                "(encrypt=False).",
+                PlaintextTransportWarning,
+                stacklevel=2,
+            )
+            self.confidential = False
+        self._sid_digest = hashlib.sha256(_LABEL + b" session " + session_id).digest()[:16]
+        self._cond = threading.Condition()
+        self._links: dict[int, _Link] = {}
+        self._errors: dict[int, MpcError] = {}
+        self._anonymous_errors: list[str] = []
+        self._dial_errors: dict[int, str] = {}
+        self._listener: socket.socket | None = None
+        self._accept_thread: threading.Thread | None = None
+        self._accepting = False
+        self._connected = False
+        self._closed = False
+
+    def _check_keys(self, key: PartyKey | None, peer_keys: dict[str, bytes] | None) -> None:
+        if key is None or peer_keys is None:
+            raise ConfigurationError(
+                f"party {self.name!r}: encrypt=True needs this party's key (PartyKey) and the "
+                "pinned public keys of all peers (peer_keys={name: public key}); pass "
+                "encrypt=False explicitly to run without encryption"
+            )
+        unknown = sorted(set(peer_keys) - set(self.names))
+        if unknown:
+            raise ConfigurationError(f"peer_keys has keys for unknown parties {unknown}")
+        missing = [n for i, n in enumerate(self.names) if i != self.rank and n not in peer_keys]
+        if missing:
+            raise ConfigurationError(f"party {self.name!r}: no pinned public key for {missing}")
+        pinned = {n: check_public(bytes(k)) for n, k in peer_keys.items()}
+        own = pinned.pop(self.name, None)
+        if own is not None and own != key.public_bytes:
+            raise ConfigurationError(
+                f"party {self.name!r}: peer_keys pins {fingerprint(own)} for this party but its "
+                f"key is {key.fingerprint}; wrong key file?"
+            )
+        self._key = key
+        self._pinned = pinned
+
+    # ---- properties -----------------------------------------------------------------------
+
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes put on the wire by `send`, `abort` and `close` (prefixes and GCM tags included)."""
+        with self._cond:
+            links = list(self._links.values())
+        return sum(link.bytes_sent for link in links)
+
+    # ---- setup ----------------------------------------------------------------------------
+
+    def listen(self) -> tuple[str, int]:
+        """Bind the listening socket and start accepting peers; return the bound (host, port)."""
+        with self._cond:
+            if self._closed:
+                raise CommunicationError(f"party {self.name!r}: transport is closed")
+            if self._listener is not None:
+                raise ConfigurationError(f"party {self.name!r}: listen() was already called")
+            try:
+                info = socket.getaddrinfo(
+                    self._host, self._port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+                )[0]
+                listener = socket.socket(info[0], socket.SOCK_STREAM)
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                listener.bind(info[4])
+                listener.listen(max(8, 2 * self.n))
+            except OSError as e:
+                raise ConfigurationError(
+                    f"party {self.name!r} cannot listen on {self._host}:{self._port}: {e}"
+                ) from e
+            listener.settimeout(0.2)
+            self._listener = listener
+            self._accepting = True
+            self._accept_thread = threading.Thread(
+                target=self._accept_loop, name=f"mpc-tcp-accept-{self.name}", daemon=True
+            )
+            self._accept_thread.start()
+            bound = listener.getsockname()
+            return str(bound[0]), int(bound[1])
+
+    def connect(self, addresses: dict[str, tuple[str, int]]) -> None:
+        """Connect to and authenticate every peer; return when all n-1 links are up.
+
+        `addresses` maps party names to the (host, port) their `listen()` returned; this party
+        dials every lower rank and waits for every higher rank to dial it.
+        """
+        with self._cond:
+            if self._closed:
+                raise CommunicationError(f"party {self.name!r}: transport is closed")
+            if self._connected:
+                raise ConfigurationError(f"party {self.name!r}: connect() was already called")
+            if self.rank < self.n - 1 and self._listener is None:
+                raise ConfigurationError(
+                    f"party {self.name!r}: call listen() before connect(); parties of higher "
+                    "rank dial this one"
+                )
+        missing = [self.names[p] for p in range(self.rank) if self.names[p] not in addresses]
+        if missing:
+            raise ConfigurationError(f"party {self.name!r}: no address for parties {missing}")
+        deadline = time.monotonic() + self._connect_timeout
+        for peer in range(self.rank):
+            host, port = addresses[self.names[peer]]
+            threading.Thread(
+                target=self._dial,
+                args=(peer, str(host), int(port), deadline),
+                name=f"mpc-tcp-dial-{self.name}->{self.names[peer]}",
+                daemon=True,
+            ).start()
+        error: MpcError | None = None
+        with self._cond:
+            while True:
+                if self._errors:
+                    error = self._errors[min(self._errors)]
+                    break
+                if len(self._links) == self.n - 1:
+                    self._connected = True
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    error = self._timeout_error(addresses)
+                    break
+                self._cond.wait(remaining)
+        self._stop_listening()
+        if error is not None:
+            self.close()
+            raise error
+
+    def _timeout_error(self, addresses: dict[str, tuple[str, int]]) -> CommunicationError:
+        parts = []
+        for peer in range(self.n):
+            if peer == self.rank or peer in self._links:
+                continue
+            name = self.names[peer]
+            if peer < self.rank:
+                host, port = addresses[name]
+                last = self._dial_errors.get(peer, "no answer")
+                parts.append(f"{name!r} not reachable at {host}:{port} ({last})")
+            else:
+                parts.append(f"{name!r} did not connect to this party")
+        note = ""
+        if self._anonymous_errors:
+            note = f"; rejected unidentified connections: {self._anonymous_errors[-3:]}"
+        return CommunicationError(
+            f"party {self.name!r}: timed out after {self._connect_timeout:g} s connecting to "
+            f"peers: {'; '.join(parts)}{note}"
+        )
+
+    def _stop_listening(self) -> None:
+        with self._cond:
+            self._accepting = False
+            listener, self._listener = self._listener, None
+            thread, self._accept_thread = self._accept_thread, None
+        if listener is not None:
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=2.0)
+        if listener is not None:
+            listener.close()
+
+    def _accept_loop(self) -> None:
+        listener = self._listener
+        assert listener is not None
+        while self._accepting:
+            try:
+                sock, address = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not self._accepting:
+                sock.close()
+                return
+            threading.Thread(
+                target=self._accept_one,
+                args=(sock, address),
+                name=f"mpc-tcp-handshake-{self.name}",
+                daemon=True,
+            ).start()
+
+    def _accept_one(self, sock: socket.socket, address: Any) -> None:
+        deadline = time.monotonic() + self._connect_timeout
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            link = self._handshake(sock, None, deadline, f"{address[0]}:{address[1]}")
+        except _Refused as refused:
+            sock.close()
+            with self._cond:
+                if refused.peer is None:
+                    self._anonymous_errors.append(str(refused.error))
+                elif refused.peer not in self._links:
+                    self._errors.setdefault(refused.peer, refused.error)
+                self._cond.notify_all()
+            return
+        except OSError:
+            sock.close()
+            return
+        self._register(link)
+
+    def _dial(self, peer: int, host: str, port: int, deadline: float) -> None:
+        name = self.names[peer]
+        where = f"{host}:{port}"
+        sock: socket.socket | None = None
+        while sock is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._closed:
+                with self._cond:
+                    last = self._dial_errors.get(peer, "no answer")
+                    self._errors.setdefault(
+                        peer,
+                        CommunicationError(
+                            f"party {self.name!r}: could not connect to party {name!r} at "
+                            f"{where} within {self._connect_timeout:g} s ({last}); is it running "
+                            "and listening there?"
+                        ),
+                    )
+                    self._cond.notify_all()
+                return
+            try:
+                sock = socket.create_connection((host, port), timeout=min(remaining, 5.0))
+            except OSError as e:
+                with self._cond:
+                    self._dial_errors[peer] = f"{type(e).__name__}: {e}"
+                time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            link = self._handshake(sock, peer, deadline, where)
+        except _Refused as refused:
+            sock.close()
+            with self._cond:
+                self._errors.setdefault(peer, refused.error)
+                self._cond.notify_all()
+            return
+        self._register(link)
+
+    def _register(self, link: _Link) -> None:
+        with self._cond:
+            if self._closed or link.peer in self._links:
+                duplicate = link.peer in self._links
+                link.sock.close()
+                if duplicate:
+                    self._anonymous_errors.append(f"second connection claiming {link.name!r}")
+                return
+            self._links[link.peer] = link
+            link.thread = threading.Thread(
+                target=self._receive_loop,
+                args=(link,),
+                name=f"mpc-tcp-recv-{self.name}<-{link.name}",
+                daemon=True,
+            )
+            link.thread.start()
+            self._cond.notify_all()
+
+    # ---- handshake ------------------------------------------------------------------------
+
+    def _hello(self, to: int, eph_public: bytes | None) -> dict[str, Any]:
+        hello: dict[str, Any] = {
+            "m": "hello",
+            "p": PROTOCOL,
+            "v": VERSION,
+            "rank": self.rank,
+            "name": self.name,
+            "names": self.names,
+            "to": to,
+            "enc": self._encrypt,
+            "sid": self._sid_digest,
+        }
+        if self._key is not None and eph_public is not None:
+            hello["static"] = self._key.public_bytes
+            hello["eph"] = eph_public
+        return hello
+
+    @staticmethod
+    def _send_msg(sock: socket.socket, message: dict[str, Any]) -> None:
+        data: bytes = msgpack.packb(message, use_bin_type=True)
+        _sendmsg_all(sock, [framing.length_prefix(len(data)), data])
+
+    @staticmethod
+    def _recv_msg(reader: _Reader) -> dict[str, Any]:
+        size = framing.parse_length(reader.read(4), _HANDSHAKE_MAX)
+        try:
+            message = msgpack.unpackb(reader.read(size), raw=False, strict_map_key=True)
+        except Exception as e:  # msgpack raises many types for malformed input
+            raise IntegrityError(f"undecodable handshake message ({type(e).__name__})") from None
+        if not isinstance(message, dict) or not isinstance(message.get("m"), str):
+            raise IntegrityError("malformed handshake message")
+        return message
+
+    def _check_hello(self, hello: dict[str, Any], expected: int | None, where: str) -> int:
+        """Validate a peer's hello; return its rank. Raises _Refused (attributed if possible)."""
+        claimed = hello.get("name")
+        peer: int | None = None
+        if isinstance(claimed, str) and claimed in self.names and claimed != self.name:
+            peer = self.names.index(claimed)
+        if expected is not None:
+            peer = expected
+        who = f"party {self.names[peer]!r}" if peer is not None else f"a peer at {where}"
+
+        def refuse(reason: str, kind: type[MpcError] = ConfigurationError) -> _Refused:
+            return _Refused(
+                peer, kind(f"party {self.name!r}: handshake with {who} failed: {reason}")
+            )
+
+        if hello.get("m") != "hello" or hello.get("p") != PROTOCOL or hello.get("v") != VERSION:
+            raise refuse(
+                f"it speaks {hello.get('p')!r} version {hello.get('v')!r}, this party "
+                f"{PROTOCOL!r} version {VERSION}"
+            )
+        if hello.get("names") != self.names:
+            raise refuse(f"it has the party list {hello.get('names')!r}, this party {self.names!r}")
+        rank = hello.get("rank")
+        if type(rank) is not int or not 0 <= rank < self.n or self.names[rank] != claimed:
+            raise refuse(f"it claims rank {rank!r} and name {claimed!r}, which do not match")
+        if expected is not None and rank != expected:
+            raise refuse(
+                f"the address given for {self.names[expected]!r} reached party {claimed!r}"
+            )
+        if expected is None and rank <= self.rank:
+            raise refuse(f"party {claimed!r} dialed this party, but only higher ranks dial it")
+        if hello.get("to") != self.rank:
+            raise refuse(f"it dialed this address expecting rank {hello.get('to')!r}")
+        if hello.get("enc") is not self._encrypt:
+            mine = "on" if self._encrypt else "off"
+            theirs = "on" if hello.get("enc") else "off"
+            raise refuse(f"it has encryption {theirs}, this party has it {mine}")
+        if hello.get("sid") != self._sid_digest:
+            raise refuse("it belongs to a different session (session ids differ)")
+        if self._encrypt:
+            static, eph = hello.get("static"), hello.get("eph")
+            if not isinstance(static, bytes) or not isinstance(eph, bytes):
+                raise refuse("its hello carries no keys")
+            if len(eph) != PUBLIC_KEY_BYTES:
+                raise refuse("its ephemeral key is not 32 bytes", IntegrityError)
+            pinned = self._pinned[self.names[rank]]
+            if static != pinned:
+                raise refuse(
+                    f"it presents public key {fingerprint(static)} but this party pins "
+                    f"{fingerprint(pinned)} for {self.names[rank]!r} (wrong key file, wrong "
+                    "pinned key, or an impostor)"
+                )
+        return rank
+
+    def _derive(
+        self, peer: int, eph_private: X25519PrivateKey, eph_peer: bytes
+    ) -> tuple[AESGCM, AESGCM, bytes, bytes]:
+        assert self._key is not None
+        static_dh = self._key.exchange(self._pinned[self.names[peer]])
+        try:
+            eph_dh = eph_private.exchange(X25519PublicKey.from_public_bytes(eph_peer))
+        except ValueError as e:
+            raise IntegrityError(f"ephemeral key exchange failed: {e}") from e
+        eph_mine = eph_private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        entries = {
+            self.rank: (self.name, self._key.public_bytes, eph_mine),
+            peer: (self.names[peer], self._pinned[self.names[peer]], eph_peer),
+        }
+        info = bytearray(_LABEL + b" keys")
+        for name in self.names:
+            encoded = name.encode()
+            info += len(encoded).to_bytes(4, "big") + encoded
+        for rank in sorted(entries):
+            name, static, eph = entries[rank]
+            encoded = name.encode()
+            info += rank.to_bytes(4, "big") + len(encoded).to_bytes(4, "big") + encoded
+            info += static + eph
+        okm = HKDF(
+            algorithm=hashes.SHA256(), length=64, salt=self._session_id, info=bytes(info)
+        ).derive(static_dh + eph_dh)
+        low_to_high, high_to_low = okm[:32], okm[32:]
+        send, recv = (low_to_high, high_to_low) if self.rank < peer else (high_to_low, low_to_high)
+        return AESGCM(send), AESGCM(recv), self._ad(self.rank, peer), self._ad(peer, self.rank)
+
+    def _ad(self, sender: int, receiver: int) -> bytes:
+        return _LABEL + sender.to_bytes(4, "big") + receiver.to_bytes(4, "big") + self._session_id
+
+    def _handshake(
+        self, sock: socket.socket, expected: int | None, deadline: float, where: str
+    ) -> _Link:
+        """Run the handshake on a fresh socket; `expected` is the dialed rank (None: accepted).
+
+        Order: dialer hello -> acceptor hello -> dialer confirm -> acceptor confirm. Each confirm
+        is record 0 of its direction; a peer that fails a check gets a "reject" with the reason.
+        """
+        reader = _Reader(sock)
+        peer: int | None = expected
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        eph = X25519PrivateKey.generate() if self._encrypt else None
+        eph_public = (
+            eph.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+            if eph is not None
+            else None
+        )
+
+        def label() -> str:
+            return f"party {self.names[peer]!r}" if peer is not None else f"a peer at {where}"
+
+        def fail(reason: str, kind: type[MpcError] = CommunicationError) -> _Refused:
+            return _Refused(
+                peer, kind(f"party {self.name!r}: handshake with {label()} failed: {reason}")
+            )
+
+        def reject(reason: str) -> None:
+            with contextlib.suppress(OSError):
+                self._send_msg(sock, {"m": "reject", "why": reason[:500]})
+
+        def receive(what: str) -> dict[str, Any]:
+            try:
+                message = self._recv_msg(reader)
+            except IntegrityError as e:
+                raise fail(str(e), IntegrityError) from None
+            except (EOFError, ConnectionError) as e:
+                raise fail(
+                    f"the connection closed while waiting for its {what} ({e}); it may have "
+                    "rejected this party"
+                ) from None
+            except TimeoutError:
+                raise fail(f"no {what} within {self._connect_timeout:g} s") from None
+            if message["m"] == "reject":
+                why = str(message.get("why", ""))[:500]
+                raise fail(f"it refused this party: {why!r}", ConfigurationError)
+            return message
+
+        def confirm_record(keys: tuple[AESGCM, AESGCM, bytes, bytes] | None) -> dict[str, Any]:
+            if keys is None:
+                return {"m": "confirm"}
+            return {"m": "confirm", "c": keys[0].encrypt(_nonce(0), _LABEL + b" confirm", keys[2])}
+
+        def check_confirm(
+            message: dict[str, Any], keys: tuple[AESGCM, AESGCM, bytes, bytes] | None
+        ) -> None:
+            if message["m"] != "confirm":
+                raise fail(f"expected its key confirmation, got {message['m']!r}", IntegrityError)
+            if keys is None:
+                return
+            record = message.get("c")
+            try:
+                if not isinstance(record, bytes):
+                    raise InvalidTag
+                plain = keys[1].decrypt(_nonce(0), record, keys[3])
+                if plain != _LABEL + b" confirm":
+                    raise InvalidTag
+            except InvalidTag:
+                assert peer is not None
+                pinned = fingerprint(self._pinned[self.names[peer]])
+                reason = (
+                    f"key confirmation failed: it does not hold the private key of the pinned "
+                    f"public key {pinned} (an impostor), or it pins a different key for "
+                    f"{self.name!r}"
+                )
+                reject(reason)
+                raise fail(reason, IntegrityError) from None
+
+        try:
+            if expected is not None:
+                self._send_msg(sock, self._hello(expected, eph_public))
+            hello = receive("hello")
+            try:
+                rank = self._check_hello(hello, expected, where)
+            except _Refused as refused:
+                reject(str(refused.error))
+                raise
+            peer = rank
+            keys = None
+            if eph is not None:
+                try:
+                    keys = self._derive(rank, eph, hello["eph"])
+                except MpcError as e:
+                    reject(str(e))
+                    raise fail(str(e), IntegrityError) from None
+            if expected is None:
+                self._send_msg(sock, self._hello(rank, eph_public))
+                check_confirm(receive("key confirmation"), keys)
+                self._send_msg(sock, confirm_record(keys))
+            else:
+                self._send_msg(sock, confirm_record(keys))
+                check_confirm(receive("key confirmation"), keys)
+        except TimeoutError:
+            raise fail(f"timed out after {self._connect_timeout:g} s") from None
+        except OSError as e:
+            raise fail(f"{type(e).__name__}: {e}") from None
+        sock.settimeout(None)
+        return _Link(rank, self.names[rank], sock, reader, keys)
+
+    # ---- data path ------------------------------------------------------------------------
+
+    def _link(self, rank: int) -> _Link:
+        if not 0 <= rank < self.n or rank == self.rank:
+            raise ConfigurationError(f"party {self.name!r}: no peer with rank {rank}")
+        link = self._links.get(rank)
+        if link is None:
+            if self._closed:
+                raise CommunicationError(f"party {self.name!r}: transport is closed")
+            raise CommunicationError(
+                f"party {self.name!r}: not connected to party {self.names[rank]!r}; call "
+                "listen() and connect() first"
+            )
+        return link
+
+    def send(self, to: int, tag: Tag, array: np.ndarray) -> int:
+        link = self._link(to)
+        header, payload = framing.encode_data(tag, array)
+        with link.send_lock:
+            if link.broken or self._closed:
+                raise CommunicationError(
+                    f"party {self.name!r}: connection to party {link.name!r} is closed"
+                )
+            try:
+                return link.send_frame(header, payload)
+            except OSError as e:
+                link.broken = True
+                raise CommunicationError(
+                    f"party {self.name!r}: sending to party {link.name!r} failed: {e}"
+                ) from e
+
+    def recv(self, frm: int, tag: Tag, timeout: float) -> np.ndarray:
+        link = self._link(frm)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._closed:
+                raise CommunicationError(f"party {self.name!r}: transport is closed")
+            if link.reader_done:
+                # Everything the peer sent is in the mailbox already.
+                try:
+                    return self.mailbox.get(frm, tag, 0.0, sender_name=link.name)
+                except ReceiveTimeoutError:
+                    raise PeerFailedError(
+                        f"party {self.name!r}: party {link.name!r} closed its connection before "
+                        f"sending the message with tag {tag}"
+                    ) from None
+            remaining = deadline - time.monotonic()
+            try:
+                return self.mailbox.get(
+                    frm, tag, max(0.0, min(remaining, _RECV_SLICE)), sender_name=link.name
+                )
+            except ReceiveTimeoutError:
+                if remaining <= _RECV_SLICE:
+                    raise ReceiveTimeoutError(
+                        f"{self.name}: no message from {link.name!r} for tag {tag} within "
+                        f"{timeout:g} s; the peer is slow, stuck or gone (raise the receive "
+                        "timeout if it is slow)"
+                    ) from None
+
+    def _receive_loop(self, link: _Link) -> None:
+        try:
+            while True:
+                header = link.read_header()
+                if header.kind == framing.KIND_DATA:
+                    self.mailbox.put(link.peer, header.tag, link.read_payload(header))
+                elif header.kind == framing.KIND_ABORT:
+                    self.mailbox.fail(
+                        PeerFailedError(f"party {link.name!r} aborted: {header.reason}")
+                    )
+                else:
+                    link.bye_received = True
+                    return
+        except IntegrityError as e:
+            self.mailbox.fail(
+                IntegrityError(
+                    f"party {self.name!r}: rejected data from party {link.name!r}: {e} "
+                    "(tampered, replayed, reordered or truncated traffic); connection closed"
+                )
+            )
+            link.shutdown()
+        except (OSError, EOFError, ValueError) as e:
+            if not self._closed:
+                self.mailbox.fail(
+                    PeerFailedError(
+                        f"party {self.name!r}: connection to party {link.name!r} closed "
+                        f"unexpectedly ({type(e).__name__}: {e})"
+                    )
+                )
+            link.shutdown()
+        finally:
+            link.reader_done = True
+
+    # ---- failure and shutdown ---------------------------------------------------------------
+
+    def _broadcast_control(self, header: bytes) -> None:
+        with self._cond:
+            links = list(self._links.values())
+        threads = [
+            threading.Thread(target=link.send_control, args=(header,), daemon=True)
+            for link in links
+        ]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 2 * _CONTROL_WAIT
+        for thread in threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+
+    def abort(self, reason: str) -> None:
+        """Tell every peer that this party failed (best effort; never raises)."""
+        with contextlib.suppress(Exception):
+            self._broadcast_control(framing.encode_abort(reason))
+
+    def close(self) -> None:
+        """Say goodbye to every peer, close sockets and join threads. Idempotent."""
+        with self._cond:
+            if self._closed:
+                return
+            links = list(self._links.values())
+        with contextlib.suppress(Exception):
+            self._broadcast_control(framing.encode_bye())
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._stop_listening()
+        for link in links:
+            link.shutdown()
+        deadline = time.monotonic() + 2.0
+        for link in links:
+            if link.thread is not None and link.thread is not threading.current_thread():
+                link.thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        for link in links:
+            if link.send_lock.acquire(timeout=_CONTROL_WAIT):
+                try:
+                    link.sock.close()
+                finally:
+                    link.send_lock.release()
+
+    def __enter__(self) -> TcpTransport:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

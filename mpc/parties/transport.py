@@ -1,0 +1,51 @@
+"""Transport interface: how one party sends arrays to, and receives arrays from, its peers.
+
+Responsibility: the abstract point-to-point channel that protocols use through the party runtime.
+Every transport delivers whole numpy arrays keyed by a deterministic tag, counts the bytes it puts
+on the wire, and turns a peer failure into an error at every pending receive.
+Security model: implementations decide confidentiality and integrity (see each one's docstring);
+none of them ever unpickles bytes from a peer.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from mpc.parties.mailbox import Mailbox, Tag
+
+
+class Transport(ABC):
+    """Point-to-point messaging of one party (rank `rank` of `n`)."""
+
+    #: True when messages on the wire are encrypted and authenticated.
+    confidential: bool = False
+
+    def __init__(self, rank: int, names: list[str]) -> None:
+        self.rank = rank
+        self.names = list(names)
+        self.n = len(names)
+        self.mailbox = Mailbox(owner=names[rank])
+
+    @property
+    def name(self) -> str:
+        return self.names[self.rank]
+
+    @abstractmethod
+    def send(self, to: int, tag: Tag, array: np.ndarray) -> int:
+        """Send `array` to party `to`; return the number of bytes put on the wire.
+
+        The caller must not modify `array` afterwards (in-memory transports do not copy).
+        """
+
+    def recv(self, frm: int, tag: Tag, timeout: float) -> np.ndarray:
+        """Receive the array that party `frm` sent with `tag`, waiting at most `timeout` s."""
+        return self.mailbox.get(frm, tag, timeout, sender_name=self.names[frm])
+
+    @abstractmethod
+    def abort(self, reason: str) -> None:
+        """Tell every peer that this party failed, so that their receives end at once."""
+
+    def close(self) -> None:
+        """Release sockets and threads. Idempotent."""

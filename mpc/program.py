@@ -1,0 +1,319 @@
+"""The SPMD program API: what a user's program sees inside each party.
+
+Responsibility: `PartyContext` (`ctx`) and `Secret`, a shared value with numpy-like operators.
+The same program function runs at every party; operations on `Secret`s call the session's
+protocol, which talks to the other parties directly. Fixed-point bookkeeping happens here:
+every `Secret` knows its number of fractional bits (0 for integers), products of two fixed-point
+values are truncated once, public operands are encoded with the same scale.
+Security model: a `Secret` holds this party's share only. `ctx.private` is this party's own data
+and exists only at this party. Only `ctx.reveal` turns a secret into a plaintext, and only at the
+parties it names. A program must not return `Secret` objects (the runtime refuses: that would
+hand shares to the caller).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+from mpc.encoding import FixedPoint
+from mpc.errors import ConfigurationError, ShapeMismatchError
+from mpc.parties.channel import PartyChannel, contiguous
+from mpc.protocols.base import Protocol
+
+InputKind = Literal["fixed", "int"]
+
+
+class PartyContext:
+    """Everything a program can use at one party."""
+
+    def __init__(
+        self,
+        parties: Sequence[str],
+        rank: int,
+        protocol: Protocol,
+        channel: PartyChannel,
+        fixed_point: FixedPoint,
+        private: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.parties = list(parties)
+        self.rank = rank
+        self.protocol = protocol
+        self.channel = channel
+        self.fixed_point = fixed_point
+        self.private: Mapping[str, Any] = private or {}
+
+    @property
+    def me(self) -> str:
+        """This party's name."""
+        return self.parties[self.rank]
+
+    @property
+    def n(self) -> int:
+        return len(self.parties)
+
+    def rank_of(self, party: str) -> int:
+        try:
+            return self.parties.index(party)
+        except ValueError:
+            raise ConfigurationError(
+                f"unknown party {party!r}; the parties of this session are {self.parties}"
+            ) from None
+
+    # ---- encoding ---------------------------------------------------------------------------
+    def _encode(self, value: Any, frac: int) -> np.ndarray:
+        alg = self.protocol.algebra
+        if frac:
+            ints = self.fixed_point.encode(value)
+        else:
+            arr = np.asarray(value)
+            if arr.dtype.kind not in "iub":
+                raise TypeError(
+                    f"integer input expected, got dtype {arr.dtype}; use kind='fixed' for reals"
+                )
+            limit = 1 << min(62, alg.bits - 2)
+            if arr.size and int(np.max(np.abs(arr.astype(np.int64)))) >= limit:
+                raise ConfigurationError(f"integer inputs must satisfy |v| < 2^{alg.bits - 2}")
+            ints = arr.astype(np.int64)
+        return contiguous(alg.from_signed(ints))
+
+    def _decode(self, elements: np.ndarray, frac: int) -> np.ndarray:
+        ints = self.protocol.algebra.to_signed(elements)
+        if frac:
+            return self.fixed_point.decode(ints)
+        return ints
+
+    # ---- input and output ---------------------------------------------------------------------
+    def input(
+        self, owner: str, value: Any = None, *, key: str | None = None, kind: InputKind = "fixed"
+    ) -> Secret:
+        """Secret-share `owner`'s value among all parties (one round).
+
+        At the owner, the value is `value`, or `ctx.private[key]` when `key` is given; the other
+        parties pass nothing (whatever they pass is ignored). `kind` is 'fixed' (reals, encoded
+        with the session's fixed-point format) or 'int'.
+        """
+        owner_rank = self.rank_of(owner)
+        frac = self.fixed_point.frac_bits if kind == "fixed" else 0
+        if kind not in ("fixed", "int"):
+            raise ValueError(f"kind must be 'fixed' or 'int', got {kind!r}")
+        secret = None
+        if self.rank == owner_rank:
+            if key is not None:
+                if key not in self.private:
+                    raise KeyError(f"party {self.me!r} has no private data named {key!r}")
+                value = self.private[key]
+            if value is None:
+                raise ValueError(f"party {self.me!r} owns this input but passed no value")
+            secret = self._encode(value, frac)
+        with self.channel.operation("input"):
+            share = self.protocol.input(owner_rank, secret)
+        return Secret(self, share, frac)
+
+    def reveal(self, x: Secret, to: str | Sequence[str] | None = None) -> np.ndarray | None:
+        """Open `x` to the named parties (all when None); returns the value there, None elsewhere."""
+        if not isinstance(x, Secret):
+            raise TypeError(f"reveal expects a Secret, got {type(x).__name__}")
+        x._check(self)
+        targets = None
+        if to is not None:
+            names = [to] if isinstance(to, str) else list(to)
+            targets = [self.rank_of(name) for name in names]
+        with self.channel.operation("reveal"):
+            opened = self.protocol.open(x.share, targets)
+        return None if opened is None else self._decode(opened, x.frac)
+
+    def constant(self, value: Any, kind: InputKind = "fixed") -> Secret:
+        """A public value as a (trivially) shared one, to mix with secrets."""
+        frac = self.fixed_point.frac_bits if kind == "fixed" else 0
+        encoded = self._encode(value, frac)
+        zero = np.zeros(encoded.shape, dtype=np.uint64)
+        return Secret(self, self.protocol.add_public(zero, encoded), frac)
+
+    def sum(self, values: Sequence[Secret]) -> Secret:
+        """Sum of several secrets (local)."""
+        if not values:
+            raise ValueError("sum of an empty list")
+        total = values[0]
+        for v in values[1:]:
+            total = total + v
+        return total
+
+
+class Secret:
+    """This party's share of a secret array, with its fixed-point scale (frac bits)."""
+
+    __slots__ = ("ctx", "frac", "share")
+    __array_priority__ = 1000  # numpy defers to our reflected operators
+
+    def __init__(self, ctx: PartyContext, share: np.ndarray, frac: int) -> None:
+        self.ctx = ctx
+        self.share = share
+        self.frac = frac
+
+    # ---- shape ------------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.share.shape)
+
+    @property
+    def size(self) -> int:
+        return int(self.share.size)
+
+    @property
+    def ndim(self) -> int:
+        return int(self.share.ndim)
+
+    def __len__(self) -> int:
+        return len(self.share)
+
+    def __repr__(self) -> str:
+        kind = f"fixed<{self.frac}>" if self.frac else "int"
+        return f"Secret(shape={self.shape}, {kind}, party={self.ctx.me!r})"
+
+    def _like(self, share: np.ndarray, frac: int | None = None) -> Secret:
+        return Secret(self.ctx, share, self.frac if frac is None else frac)
+
+    def reshape(self, *shape: int) -> Secret:
+        return self._like(self.share.reshape(*shape))
+
+    def __getitem__(self, index: Any) -> Secret:
+        return self._like(contiguous(self.share[index]))
+
+    @property
+    def T(self) -> Secret:  # noqa: N802 - numpy's name
+        return self._like(contiguous(self.share.T))
+
+    def sum(self, axis: int | None = None) -> Secret:
+        with self.ctx.channel.operation("linear"):
+            return self._like(self.ctx.protocol.algebra.sum(self.share, axis=axis))
+
+    # ---- helpers ----------------------------------------------------------------------------
+    def _check(self, ctx: PartyContext) -> None:
+        if self.ctx is not ctx:
+            raise ShapeMismatchError("this Secret belongs to another session or run")
+
+    def _other(self, other: Secret) -> Secret:
+        other._check(self.ctx)
+        return other
+
+    def _aligned(self, other: Secret) -> tuple[np.ndarray, np.ndarray, int]:
+        """Both shares at the same fixed-point scale, broadcast to one shape."""
+        x, y = self.share, other.share
+        frac = max(self.frac, other.frac)
+        proto = self.ctx.protocol
+        if self.frac < frac:
+            x = proto.mul_public(x, _power_of_two(proto, frac - self.frac))
+        if other.frac < frac:
+            y = proto.mul_public(y, _power_of_two(proto, frac - other.frac))
+        try:
+            if x.shape != y.shape:
+                x, y = (contiguous(a) for a in np.broadcast_arrays(x, y))
+        except ValueError:
+            raise ShapeMismatchError(
+                f"shapes {self.shape} and {other.shape} do not broadcast"
+            ) from None
+        return x, y, frac
+
+    def _public(self, value: Any) -> tuple[np.ndarray, int]:
+        """Encode a public operand; integers stay integers (scale 0)."""
+        arr = np.asarray(value)
+        if arr.dtype.kind in "iub":
+            return self.ctx._encode(arr, 0), 0
+        if arr.dtype.kind != "f":
+            raise TypeError(f"unsupported operand type {type(value).__name__}")
+        return self.ctx._encode(arr, self.ctx.fixed_point.frac_bits), self.ctx.fixed_point.frac_bits
+
+    def _rescale(self, share: np.ndarray, frac: int) -> Secret:
+        """Truncate a product back to the session's fixed-point scale if needed."""
+        target = self.ctx.fixed_point.frac_bits
+        if frac > target:
+            share = self.ctx.protocol.truncate(share, frac - target)
+            frac = target
+        return self._like(share, frac)
+
+    # ---- linear operators (local) -----------------------------------------------------------
+    def __add__(self, other: Any) -> Secret:
+        proto = self.ctx.protocol
+        with self.ctx.channel.operation("linear"):
+            if isinstance(other, Secret):
+                x, y, frac = self._aligned(self._other(other))
+                return self._like(proto.add(x, y), frac)
+            constant = np.asarray(other)
+            share, frac = self.share, self.frac
+            if frac == 0 and constant.dtype.kind == "f":  # int + real: lift the int first
+                frac = self.ctx.fixed_point.frac_bits
+                share = proto.mul_public(share, _power_of_two(proto, frac))
+            return self._like(proto.add_public(share, self.ctx._encode(constant, frac)), frac)
+
+    __radd__ = __add__
+
+    def __neg__(self) -> Secret:
+        return self._like(self.ctx.protocol.neg(self.share))
+
+    def __sub__(self, other: Any) -> Secret:
+        return self + (-other)
+
+    def __rsub__(self, other: Any) -> Secret:
+        return (-self) + other
+
+    # ---- products ---------------------------------------------------------------------------
+    def __mul__(self, other: Any) -> Secret:
+        proto = self.ctx.protocol
+        if isinstance(other, Secret):
+            x, y = self.share, self._other(other).share
+            if x.shape != y.shape:
+                try:
+                    x, y = (contiguous(a) for a in np.broadcast_arrays(x, y))
+                except ValueError:
+                    raise ShapeMismatchError(
+                        f"cannot multiply shapes {self.shape} and {other.shape}"
+                    ) from None
+            with self.ctx.channel.operation("mul"):
+                return self._rescale(proto.mul(x, y), self.frac + other.frac)
+        c, cfrac = self._public(other)
+        with self.ctx.channel.operation("mul_public" if cfrac == 0 else "mul_public_fixed"):
+            return self._rescale(proto.mul_public(self.share, c), self.frac + cfrac)
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, other: Any) -> Secret:
+        if isinstance(other, Secret):
+            raise TypeError("division by a secret is not supported yet; divide by a public value")
+        divisor = np.asarray(other, dtype=np.float64)
+        if np.any(divisor == 0):
+            raise ZeroDivisionError("division of a secret by zero")
+        return self * (1.0 / divisor)
+
+    def __matmul__(self, other: Any) -> Secret:
+        proto = self.ctx.protocol
+        if isinstance(other, Secret):
+            self._other(other)
+            _check_matmul(self.shape, other.shape)
+            with self.ctx.channel.operation("matmul"):
+                return self._rescale(proto.matmul(self.share, other.share), self.frac + other.frac)
+        c, cfrac = self._public(other)
+        _check_matmul(self.shape, c.shape)
+        with self.ctx.channel.operation("matmul_public"):
+            return self._rescale(proto.matmul_public(self.share, c), self.frac + cfrac)
+
+    def __rmatmul__(self, other: Any) -> Secret:
+        proto = self.ctx.protocol
+        c, cfrac = self._public(other)
+        _check_matmul(c.shape, self.shape)
+        with self.ctx.channel.operation("matmul_public"):
+            return self._rescale(proto.matmul_public(c, self.share), self.frac + cfrac)
+
+    def reveal(self, to: str | Sequence[str] | None = None) -> np.ndarray | None:
+        return self.ctx.reveal(self, to)
+
+
+def _power_of_two(proto: Protocol, bits: int) -> np.ndarray:
+    return proto.algebra.from_signed(np.asarray(1 << bits, dtype=np.int64))
+
+
+def _check_matmul(shape_x: tuple[int, ...], shape_y: tuple[int, ...]) -> None:
+    if len(shape_x) not in (1, 2) or len(shape_y) not in (1, 2) or shape_x[-1] != shape_y[0]:
+        raise ShapeMismatchError(f"cannot matrix-multiply shapes {shape_x} and {shape_y}")

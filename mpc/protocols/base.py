@@ -1,0 +1,275 @@
+"""The protocol interface every sharing protocol implements, and what it may use.
+
+Responsibility: define (1) `Channel`, the per-party messaging a protocol uses (one call of
+`exchange` is one communication round), (2) `CorrelatedRandomness`, the per-party view of a
+dealer, (3) `SharingScheme`, the pure (no communication) part of a linear secret-sharing scheme,
+and (4) `Protocol`, the abstract class of protocol instances (one per party per run).
+
+Security model: a protocol instance runs inside one party and sees only that party's shares,
+the messages sent to it and its dealer view. Each concrete protocol states its own adversary
+model in `security`.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from typing import ClassVar, Protocol as TypingProtocol
+
+import numpy as np
+
+from mpc.algebra import Algebra
+from mpc.errors import ConfigurationError, UnsupportedOperationError
+from mpc.rng import Prg
+
+Shape = tuple[int, ...]
+
+
+class Need(enum.Enum):
+    """Kinds of correlated randomness a protocol can ask a dealer for."""
+
+    TRIPLES = "triples"
+    MATRIX_TRIPLES = "matrix triples"
+    TRUNCATION_PAIRS = "truncation pairs"
+
+
+@dataclass(frozen=True)
+class SecurityModel:
+    """What a protocol protects against, stated for users (`mpc protocols` prints it)."""
+
+    threshold: str  # e.g. "n-1 of n", "t < n/2"
+    trust: str  # e.g. "trusted dealer", "honest majority"
+    adversary: str = "semi-honest"
+    detects_wrong_shares: bool = False
+
+    def describe(self) -> str:
+        detect = ", detects inconsistent opened shares" if self.detects_wrong_shares else ""
+        return f"{self.adversary}; tolerates {self.threshold} corrupt; needs {self.trust}{detect}"
+
+
+class Channel(TypingProtocol):
+    """One party's messaging, as the runtime provides it to protocols."""
+
+    @property
+    def rank(self) -> int: ...
+
+    @property
+    def n(self) -> int: ...
+
+    def exchange(
+        self, outgoing: Mapping[int, np.ndarray], expect: Iterable[int]
+    ) -> dict[int, np.ndarray]:
+        """One round: send each outgoing array to its party, then receive one from each expected."""
+        ...
+
+
+class CorrelatedRandomness(TypingProtocol):
+    """One party's view of a dealer: its shares of triples, matrix triples, truncation pairs."""
+
+    @property
+    def provides(self) -> frozenset[Need]: ...
+
+    def triple(self, shape: Shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+    def matrix_triple(
+        self, shape_x: Shape, shape_y: Shape
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+    def truncation_pair(self, shape: Shape, bits: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class SharingScheme(ABC):
+    """The local part of a linear secret-sharing scheme over `algebra` for n parties, threshold t.
+
+    Used by input owners and by dealers (which need no channel). `seeded_prefix` says how many
+    parties' shares (ranks 0..k-1) may be drawn independently from their own PRG seeds: for a
+    uniformly random secret (`fixed_secret=False`) and for a given secret. `complete` computes the
+    shares of the remaining ranks from those and the secret, i.e. the dealer's correction shares.
+    """
+
+    algebra: Algebra
+
+    def __init__(self, n: int, t: int) -> None:
+        self.n = n
+        self.t = t
+
+    @abstractmethod
+    def share(self, secret: np.ndarray, prg: Prg) -> list[np.ndarray]:
+        """Split `secret` (algebra elements) into n shares."""
+
+    @abstractmethod
+    def reconstruct(self, shares: Mapping[int, np.ndarray]) -> np.ndarray:
+        """Recover the secret from the shares of the given ranks."""
+
+    @abstractmethod
+    def add_public(self, share: np.ndarray, constant: np.ndarray, rank: int) -> np.ndarray:
+        """The share of (secret + constant) for party `rank`."""
+
+    @abstractmethod
+    def seeded_prefix(self, fixed_secret: bool) -> int:
+        """How many leading ranks may take their share straight from a PRG."""
+
+    @abstractmethod
+    def complete(
+        self, seeded: list[np.ndarray], secret: np.ndarray | None
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Given the seeded shares of ranks 0..k-1 (and the secret, if fixed), return the secret
+        and the shares of ranks k..n-1."""
+
+
+class Protocol(ABC):
+    """A secret-sharing protocol as run by one party.
+
+    Shares are numpy uint64 arrays of `algebra` elements. Local operations (`add`, `sub`, `neg`,
+    `add_public`, `mul_public`, `matmul_public`) never communicate; `input`, `open`, `mul`,
+    `matmul` and `truncate` each take the rounds their docstrings state.
+    """
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    security: ClassVar[SecurityModel]
+    needs: ClassVar[frozenset[Need]]
+    algebra: ClassVar[Algebra]
+
+    def __init__(
+        self,
+        channel: Channel,
+        prg: Prg,
+        dealer: CorrelatedRandomness | None,
+        threshold: int,
+    ) -> None:
+        self.channel = channel
+        self.rank = channel.rank
+        self.n = channel.n
+        self.t = threshold
+        self.prg = prg
+        self.dealer = dealer
+        self.scheme = self.make_scheme(self.n, threshold)
+
+    # ---- configuration -------------------------------------------------------------------
+    @classmethod
+    def default_threshold(cls, n: int) -> int:
+        """The corruption threshold used when the caller does not choose one."""
+        return n - 1
+
+    @classmethod
+    def check_parties(cls, n: int, threshold: int | None) -> int:
+        """Validate (n, t) and return t; raise ConfigurationError saying what to change."""
+        if n < 2:
+            raise ConfigurationError(f"{cls.name} needs at least 2 parties, got {n}")
+        t = cls.default_threshold(n) if threshold is None else threshold
+        if not 1 <= t < n:
+            raise ConfigurationError(f"{cls.name}: threshold t={t} must satisfy 1 <= t < n={n}")
+        return t
+
+    @classmethod
+    @abstractmethod
+    def make_scheme(cls, n: int, t: int) -> SharingScheme:
+        """The sharing scheme this protocol uses (also given to dealers)."""
+
+    def _need(self, need: Need) -> CorrelatedRandomness:
+        if self.dealer is None or need not in self.dealer.provides:
+            raise UnsupportedOperationError(
+                f"protocol {self.name!r} needs {need.value} from a dealer for this operation, "
+                "but the session has no dealer that provides them; pass dealer='trusted' "
+                "(or another dealer that provides them)"
+            )
+        return self.dealer
+
+    # ---- sharing and opening -------------------------------------------------------------
+    def input(self, owner: int, secret: np.ndarray | None) -> np.ndarray:
+        """Secret-share `secret` (given only at `owner`) among all parties. One round."""
+        if self.rank == owner:
+            if secret is None:
+                raise ValueError("the input owner must provide its value")
+            shares = self.scheme.share(secret, self.prg)
+            outgoing = {j: shares[j] for j in range(self.n) if j != owner}
+            self.channel.exchange(outgoing, ())
+            return shares[owner]
+        return self.channel.exchange({}, (owner,))[owner]
+
+    def open(self, share: np.ndarray, to: Collection[int] | None = None) -> np.ndarray | None:
+        """Reveal the secret to the parties `to` (to all when None). One round.
+
+        Returns the secret at the receiving parties and None elsewhere.
+        """
+        receivers = range(self.n) if to is None else sorted(set(to))
+        others = [j for j in range(self.n) if j != self.rank]
+        outgoing = {j: share for j in receivers if j != self.rank}
+        receiving = self.rank in receivers
+        received = self.channel.exchange(outgoing, others if receiving else ())
+        if not receiving:
+            return None
+        received[self.rank] = share
+        return self.scheme.reconstruct(received)
+
+    def open_all(self, share: np.ndarray) -> np.ndarray:
+        """Reveal the secret to every party. One round."""
+        opened = self.open(share)
+        if opened is None:  # pragma: no cover - every party receives
+            raise RuntimeError("open to all parties returned nothing")
+        return opened
+
+    def open_many(self, shares: list[np.ndarray]) -> list[np.ndarray]:
+        """Open several values to everybody in one round (flattened into one message)."""
+        flat = np.concatenate([s.reshape(-1) for s in shares]) if len(shares) > 1 else shares[0]
+        opened = self.open_all(flat)
+        if len(shares) == 1:
+            return [opened]
+        out: list[np.ndarray] = []
+        start = 0
+        for s in shares:
+            out.append(opened[start : start + s.size].reshape(s.shape))
+            start += s.size
+        return out
+
+    # ---- local linear operations ---------------------------------------------------------
+    def add(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return self.algebra.add(x, y)
+
+    def sub(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return self.algebra.sub(x, y)
+
+    def neg(self, x: np.ndarray) -> np.ndarray:
+        return self.algebra.neg(x)
+
+    def add_public(self, x: np.ndarray, constant: np.ndarray) -> np.ndarray:
+        return self.scheme.add_public(x, constant, self.rank)
+
+    def mul_public(self, x: np.ndarray, constant: np.ndarray) -> np.ndarray:
+        return self.algebra.mul(x, constant)
+
+    def matmul_public(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Product of a share and a public matrix (either operand may be the public one)."""
+        return self.algebra.matmul(x, y)
+
+    # ---- interactive operations ----------------------------------------------------------
+    @abstractmethod
+    def mul(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Element-wise product of two shared values."""
+
+    @abstractmethod
+    def matmul(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Matrix product of two shared matrices."""
+
+    def truncate(self, x: np.ndarray, bits: int) -> np.ndarray:
+        """Probabilistic truncation by `bits` with a dealer pair (r, r >> bits). One round.
+
+        Protocol (Mohassel & Rindal, ABY3, CCS 2018, sect. 5.1; as a field variant in the style
+        of Catrina & Saxena, FC 2010): the dealer gives shares of a uniform r and of
+        r' = floor(r_s / 2^bits), where r_s is r lifted to a signed integer. The parties open
+        c = x - r, lift it to a signed c_s and output r' + floor(c_s / 2^bits).
+
+        Error: if x - r_s does not leave the signed range, the result is floor(x / 2^bits) or
+        one less (at most 1 unit in the last place, towards -inf). Failure: x - r_s leaves the
+        signed range with probability |x| / M, where M is 2^64 for the ring and p for a field;
+        then the result is wrong by about M / 2^bits. For a fixed-point product with
+        |x| < 2^ell this is at most 2^(ell-64) (ring) or 2^(ell-61) (field 2^61-1).
+        """
+        dealer = self._need(Need.TRUNCATION_PAIRS)
+        r, r_shifted = dealer.truncation_pair(tuple(x.shape), bits)
+        c = self.open_all(self.algebra.sub(x, r))
+        c_shifted = self.algebra.from_signed(self.algebra.to_signed(c) >> bits)
+        return self.add_public(r_shifted, c_shifted)

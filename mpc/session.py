@@ -1,0 +1,249 @@
+"""The session facade: the one object users touch, and the only place plaintext results leave.
+
+Responsibility: validate the configuration (parties, protocol, threshold, dealer, transport),
+start the parties (as Ray actors, or as threads in this process), wire their transport, ship
+SPMD programs to them, collect what the programs return (revealed values only), report the cost
+of each run, and stop everything on exit, also on error.
+
+Security model: the driver process never holds a party's private data (each party's `private`
+mapping is sent only to that party's actor), a party's dealer seed, or shares; programs may not
+return `Secret`s. With runtime="ray" and transport="tcp", parties talk over authenticated,
+encrypted TCP with pinned X25519 keys. Without a deployment config the driver generates no keys
+but learns each party's public key and distributes it, so it could in principle stand in the
+middle; pin keys in a deployment config for real use (docs/deploy.md). Insecure dealers (in this
+process) are refused unless `allow_insecure=True`.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mpc.dealers.base import Dealer
+from mpc.dealers.seeded import InsecureLocalDealer
+from mpc.deploy import DeploymentConfig
+from mpc.encoding import FixedPoint
+from mpc.errors import ConfigurationError, InsecureDealerError, PartyFailedError
+from mpc.parties.party import SessionConfig, root_cause
+from mpc.protocols.base import Need
+from mpc.protocols.registry import check_compatibility, get_protocol
+from mpc.stats import PartyStats, format_stats
+
+RUNTIMES = ("ray", "local")
+TRANSPORTS = {"ray": ("tcp", "tcp-plaintext", "ray"), "local": ("memory",)}
+DEALERS = ("trusted", "local-insecure", "none")
+DEFAULT_PARTIES = ("alice", "bob", "carol")
+
+
+@dataclass
+class RunResult:
+    """What one run returned at each party, and what it cost."""
+
+    outputs: dict[str, Any]
+    stats: dict[str, PartyStats]
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, party: str) -> Any:
+        return self.outputs[party]
+
+    def report(self) -> str:
+        return f"{format_stats(self.stats)}\nwall time {self.seconds:.3f} s"
+
+
+class Session:
+    """A group of parties that run SPMD programs together.
+
+    >>> with Session(["alice", "bob", "carol"]) as s:           # doctest: +SKIP
+    ...     result = s.run(program)
+    """
+
+    def __init__(
+        self,
+        parties: Sequence[str] | int | None = None,
+        *,
+        protocol: str = "additive",
+        threshold: int | None = None,
+        dealer: str | Dealer | None = "trusted",
+        transport: str | None = None,
+        runtime: str = "ray",
+        allow_insecure: bool = False,
+        fixed_point: FixedPoint | None = None,
+        timeout: float = 30.0,
+        private: Mapping[str, Mapping[str, Any]] | None = None,
+        deployment: DeploymentConfig | str | None = None,
+        ray_address: str | None = None,
+        num_cpus: int = 2,
+    ) -> None:
+        if isinstance(deployment, str):
+            deployment = DeploymentConfig.load(deployment)
+        self.deployment = deployment
+        names = _party_names(parties, deployment)
+        if runtime not in RUNTIMES:
+            raise ConfigurationError(f"unknown runtime {runtime!r}; choose one of {RUNTIMES}")
+        transport = transport or TRANSPORTS[runtime][0]
+        if transport not in TRANSPORTS[runtime]:
+            raise ConfigurationError(
+                f"transport {transport!r} is not available with runtime {runtime!r}; "
+                f"choose one of {TRANSPORTS[runtime]}"
+            )
+        protocol_cls = get_protocol(protocol)
+        local_dealer, provides = _choose_dealer(dealer, runtime, allow_insecure, protocol_cls.needs)
+        t = check_compatibility(protocol_cls, len(names), threshold, provides)
+        if local_dealer == "local-insecure":
+            local_dealer = InsecureLocalDealer(protocol_cls.make_scheme(len(names), t))
+        self._dealer_obj: Dealer | None = local_dealer if isinstance(local_dealer, Dealer) else None
+        self.private = {k: dict(v) for k, v in (private or {}).items()}
+        unknown = set(self.private) - set(names)
+        if unknown:
+            raise ConfigurationError(
+                f"private data given for unknown parties {sorted(unknown)}; parties are {names}"
+            )
+        self.config = SessionConfig(tuple(names), protocol, t, fixed_point or FixedPoint(), timeout)
+        self.runtime = runtime
+        self.transport = transport
+        self.dealer_kind = dealer if isinstance(dealer, str) or dealer is None else "custom"
+        self.ray_address = ray_address
+        self.num_cpus = num_cpus
+        self._backend: Any = None
+        self._run_id = 0
+        if transport == "tcp-plaintext":
+            warnings.warn(
+                "transport 'tcp-plaintext': party-to-party traffic is NOT encrypted or "
+                "authenticated; use it only to measure the cost of encryption",
+                stacklevel=2,
+            )
+
+    @property
+    def parties(self) -> list[str]:
+        return list(self.config.parties)
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> Session:
+        if self._backend is not None:
+            return self
+        if self.runtime == "local":
+            from mpc.parties.local import LocalParties
+
+            self._backend = LocalParties(self.config, self._dealer_obj, self.private)
+        else:
+            from mpc.parties.ray_runtime import RayParties
+
+            self._backend = RayParties(
+                self.config,
+                transport=self.transport,
+                with_dealer=self.dealer_kind == "trusted",
+                private=self.private,
+                deployment=self.deployment,
+                ray_address=self.ray_address,
+                num_cpus=self.num_cpus,
+                session_id=secrets.token_bytes(16),
+            )
+            try:
+                self._backend.start()
+            except BaseException:
+                self._backend.close()
+                self._backend = None
+                raise
+        return self
+
+    def close(self) -> None:
+        backend, self._backend = self._backend, None
+        if backend is not None and hasattr(backend, "close"):
+            backend.close()
+
+    def __enter__(self) -> Session:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- running programs -----------------------------------------------------------------------
+    def run(self, program: Callable[..., Any], *args: Any, **kwargs: Any) -> RunResult:
+        """Run `program(ctx, *args, **kwargs)` at every party; return their outputs and costs.
+
+        Raises `PartyFailedError` naming the party and operation that failed first; all parties
+        stop (every receive has the session's timeout).
+        """
+        if not callable(program):
+            raise TypeError("program must be a function of (ctx, ...)")
+        self.start()
+        start = time.perf_counter()
+        if self.runtime == "local":
+            outcomes = self._backend.run(program, *args, **kwargs)
+            outputs = {k: v.output for k, v in outcomes.items()}
+            stats = {k: v.stats for k, v in outcomes.items()}
+        else:
+            outputs, stats = self._backend.run(program, args, kwargs)
+        return RunResult(outputs, stats, time.perf_counter() - start)
+
+    def prefetch(self, kind: str, shapes: Sequence[tuple[int, ...]], count: int, bits: int = 0) -> None:
+        """Fetch dealer corrections for `count` items ahead of time (the offline phase)."""
+        from mpc.dealers.streams import Stream
+
+        stream = Stream(kind, tuple(tuple(s) for s in shapes), bits)
+        self.start()
+        self._backend.prefetch(stream, count)
+
+
+def _party_names(
+    parties: Sequence[str] | int | None, deployment: DeploymentConfig | None
+) -> list[str]:
+    if deployment is not None:
+        if parties is not None and list(parties) != deployment.names:  # type: ignore[arg-type]
+            raise ConfigurationError(
+                f"parties {parties} differ from the deployment config's {deployment.names}"
+            )
+        return deployment.names
+    if parties is None:
+        return list(DEFAULT_PARTIES)
+    if isinstance(parties, int):
+        if parties < 2:
+            raise ConfigurationError(f"need at least 2 parties, got {parties}")
+        return [f"party{i}" for i in range(parties)]
+    names = list(parties)
+    for name in names:
+        if not isinstance(name, str) or not name or not name.replace("-", "").replace("_", "").isalnum():
+            raise ConfigurationError(
+                f"party names must be non-empty letters, digits, '-' or '_': got {name!r}"
+            )
+    return names
+
+
+def _choose_dealer(
+    dealer: str | Dealer | None, runtime: str, allow_insecure: bool, needs: frozenset[Need]
+) -> tuple[Dealer | str | None, frozenset[Need] | None]:
+    """The in-process dealer (an object, or 'local-insecure' to build once (n, t) is known)
+    and what the session's dealer provides."""
+    if dealer is None or dealer == "none":
+        return None, None
+    if isinstance(dealer, Dealer):
+        if not dealer.secure and not allow_insecure:
+            raise InsecureDealerError(
+                f"{type(dealer).__name__} is not secure (it runs where parties can read it); "
+                "pass allow_insecure=True if this is a test"
+            )
+        if runtime != "local":
+            raise ConfigurationError("a dealer object can only be used with runtime='local'")
+        return dealer, dealer.provides
+    if dealer not in DEALERS:
+        raise ConfigurationError(f"unknown dealer {dealer!r}; choose one of {DEALERS}")
+    if dealer == "local-insecure" or (dealer == "trusted" and runtime == "local"):
+        if dealer == "trusted":
+            raise ConfigurationError(
+                "runtime='local' runs every party in this process, so there is no trusted "
+                "dealer; use runtime='ray', or dealer='local-insecure' with allow_insecure=True"
+            )
+        if not allow_insecure:
+            raise InsecureDealerError(
+                "dealer 'local-insecure' runs in the parties' process and sees every secret "
+                "it generates; pass allow_insecure=True if this is a test"
+            )
+        if runtime != "local":
+            raise ConfigurationError("dealer 'local-insecure' needs runtime='local'")
+        return "local-insecure", frozenset(Need)
+    return None, frozenset(Need)  # the trusted-dealer actor provides everything

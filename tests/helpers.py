@@ -1,0 +1,52 @@
+"""Shared helpers for the in-process protocol tests."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from mpc.dealers.seeded import InsecureLocalDealer
+from mpc.encoding import FixedPoint
+from mpc.parties.local import LocalParties
+from mpc.parties.party import SessionConfig
+from mpc.protocols.registry import available_protocols, get_protocol
+
+NAMES = ["alice", "bob", "carol", "dave", "erin"]
+
+
+def protocol_cases(sizes: tuple[int, ...] = (2, 3, 5)) -> list[tuple[str, int]]:
+    """Every registered protocol with every party count it supports."""
+    cases = []
+    for name, cls in available_protocols().items():
+        for n in sizes:
+            try:
+                cls.check_parties(n, None)
+            except ValueError:
+                continue
+            cases.append((name, n))
+    return cases
+
+
+def local_parties(
+    protocol: str,
+    n: int,
+    *,
+    threshold: int | None = None,
+    fixed_point: FixedPoint | None = None,
+    private: Mapping[str, Mapping[str, Any]] | None = None,
+    timeout: float = 10.0,
+    dealer: bool = True,
+) -> LocalParties:
+    cls = get_protocol(protocol)
+    t = cls.check_parties(n, threshold)
+    config = SessionConfig(
+        tuple(NAMES[:n]), protocol, t, fixed_point or FixedPoint(), timeout=timeout
+    )
+    the_dealer = InsecureLocalDealer(cls.make_scheme(n, t)) if dealer else None
+    return LocalParties(config, the_dealer, private)
+
+
+def run(protocol: str, n: int, program: Any, *args: Any, **kw: Any) -> dict[str, Any]:
+    """Run a program once in-process; return each party's output."""
+    parties = local_parties(protocol, n)
+    return {name: out.output for name, out in parties.run(program, *args, **kw).items()}

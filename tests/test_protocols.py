@@ -1,0 +1,163 @@
+"""Conformance tests run for every registered protocol and every party count it supports.
+
+Error bounds (frac bits f = 16, ulp = 2^-16):
+- round trip of integers: exact; of reals: |decoded - x| <= 2^-17 (encoding rounds to nearest);
+- linear operations on encoded values: exact on the encodings;
+- fixed-point product / matrix product: the result equals floor(X*Y / 2^16) or one less, where X, Y
+  are the integer encodings (one truncation, error at most 1 ulp towards -inf).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import NAMES, local_parties, protocol_cases, run
+
+from mpc.encoding import FixedPoint
+from mpc.errors import (
+    CheatingDetectedError,
+    PartyFailedError,
+)
+from mpc.program import PartyContext, Secret
+from mpc.protocols.registry import available_protocols
+
+CASES = protocol_cases()
+FXP = FixedPoint()
+ULP = 2.0**-FXP.frac_bits
+
+# Fixed data, not random shares: determinism of test inputs keeps failures reproducible.
+X = np.array([1.5, -2.25, 0.0, 1000.125, -0.0078125, 3.3333, -77.5, 12.0])
+Y = np.array([-4.0, 0.5, 7.75, 0.001, -1000.0, 2.0, -0.3, 0.0])
+A_INT = np.array([[3, -5, 7], [0, 11, -13]], dtype=np.int64)
+B_INT = np.array([[2, 4], [-6, 8], [10, -12]], dtype=np.int64)
+
+
+def enc(v: np.ndarray) -> np.ndarray:
+    return FXP.encode(v).astype(object)
+
+
+def expected_product(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """floor(X*Y/2^f) and one less, decoded: the two admissible outcomes."""
+    exact = np.array([int(a) * int(b) >> FXP.frac_bits for a, b in zip(enc(x), enc(y), strict=True)])
+    return exact * ULP, (exact - 1) * ULP
+
+
+@pytest.mark.parametrize(("protocol", "n"), CASES)
+def test_round_trip(protocol: str, n: int) -> None:
+    def program(ctx: PartyContext) -> dict[str, np.ndarray | None]:
+        x = ctx.input("alice", X if ctx.me == "alice" else None)
+        k = ctx.input(NAMES[n - 1], A_INT if ctx.rank == n - 1 else None, kind="int")
+        return {"x": ctx.reveal(x), "k": ctx.reveal(k, to="alice")}
+
+    out = run(protocol, n, program)
+    for name in NAMES[:n]:
+        np.testing.assert_allclose(out[name]["x"], X, rtol=0, atol=2.0**-17)
+    np.testing.assert_array_equal(out["alice"]["k"], A_INT)
+    assert all(out[name]["k"] is None for name in NAMES[1:n])
+
+
+@pytest.mark.parametrize(("protocol", "n"), CASES)
+def test_linearity(protocol: str, n: int) -> None:
+    def program(ctx: PartyContext) -> dict[str, np.ndarray | None]:
+        x = ctx.input("alice", X if ctx.me == "alice" else None)
+        y = ctx.input("bob", Y if ctx.me == "bob" else None)
+        k = ctx.input("bob", A_INT if ctx.me == "bob" else None, kind="int")
+        return {
+            "lin": ctx.reveal(3 * x - y + 2.5 - (-x)),
+            "int": ctx.reveal(k * 4 - 7 + k),
+            "sum": ctx.reveal((x + y).sum()),
+        }
+
+    out = run(protocol, n, program)["alice"]
+    expect = (3 * enc(X) - enc(Y) + enc(np.full(8, 2.5)) + enc(X)).astype(np.float64) * ULP
+    np.testing.assert_array_equal(out["lin"], expect)
+    np.testing.assert_array_equal(out["int"], A_INT * 5 - 7)
+    assert out["sum"] == pytest.approx(float((enc(X) + enc(Y)).sum()) * ULP, abs=0)
+
+
+@pytest.mark.parametrize(("protocol", "n"), CASES)
+def test_mul_int_and_fixed(protocol: str, n: int) -> None:
+    def program(ctx: PartyContext) -> dict[str, np.ndarray | None]:
+        x = ctx.input("alice", X if ctx.me == "alice" else None)
+        y = ctx.input(ctx.parties[-1], Y if ctx.rank == n - 1 else None)
+        a = ctx.input("alice", A_INT[0] if ctx.me == "alice" else None, kind="int")
+        b = ctx.input("bob", A_INT[1] if ctx.me == "bob" else None, kind="int")
+        return {"xy": ctx.reveal(x * y), "ab": ctx.reveal(a * b), "xa": ctx.reveal(x[:3] * a)}
+
+    out = run(protocol, n, program)["bob"]
+    hi, lo = expected_product(X, Y)
+    assert np.all((out["xy"] == hi) | (out["xy"] == lo)), (out["xy"], hi)
+    np.testing.assert_array_equal(out["ab"], A_INT[0] * A_INT[1])
+    np.testing.assert_array_equal(out["xa"], enc(X[:3]).astype(np.float64) * A_INT[0] * ULP)
+
+
+@pytest.mark.parametrize(("protocol", "n"), CASES)
+def test_matmul(protocol: str, n: int) -> None:
+    xm = X.reshape(2, 4)
+    ym = Y.reshape(4, 2)
+
+    def program(ctx: PartyContext) -> dict[str, np.ndarray | None]:
+        a = ctx.input("alice", A_INT if ctx.me == "alice" else None, kind="int")
+        b = ctx.input("bob", B_INT if ctx.me == "bob" else None, kind="int")
+        x = ctx.input("alice", xm if ctx.me == "alice" else None)
+        y = ctx.input("bob", ym if ctx.me == "bob" else None)
+        return {"ab": ctx.reveal(a @ b), "xy": ctx.reveal(x @ y), "xv": ctx.reveal(x @ y[:, 0])}
+
+    out = run(protocol, n, program)["alice"]
+    np.testing.assert_array_equal(out["ab"], A_INT @ B_INT)
+    exact = np.array(enc(xm).dot(enc(ym)), dtype=object)
+    floor = np.vectorize(lambda v: int(v) >> FXP.frac_bits)(exact).astype(np.float64)
+    got = out["xy"] / ULP
+    assert np.all((got == floor) | (got == floor - 1)), (got, floor)
+    got_v = out["xv"] / ULP
+    assert np.all((got_v == floor[:, 0]) | (got_v == floor[:, 0] - 1))
+
+
+@pytest.mark.parametrize(("protocol", "n"), CASES)
+def test_fixed_point_error_against_float64(protocol: str, n: int) -> None:
+    """End to end against float64: |secure - x*y| <= |x| 2^-17 + |y| 2^-17 + 2^-34 + 1 ulp."""
+    x = np.linspace(-100, 100, 201)
+    y = np.linspace(3, -5, 201)
+
+    def program(ctx: PartyContext) -> np.ndarray | None:
+        sx = ctx.input("alice", x if ctx.me == "alice" else None)
+        sy = ctx.input("bob", y if ctx.me == "bob" else None)
+        return ctx.reveal(sx * sy)
+
+    got = run(protocol, n, program)["alice"]
+    bound = (np.abs(x) + np.abs(y)) * 2.0**-17 + 2.0**-34 + ULP
+    assert np.all(np.abs(got - x * y) <= bound)
+
+
+@pytest.mark.parametrize(("protocol", "n"), CASES)
+def test_chain_and_broadcast(protocol: str, n: int) -> None:
+    def program(ctx: PartyContext) -> np.ndarray | None:
+        x = ctx.input("alice", np.array([0.5, -1.25]) if ctx.me == "alice" else None)
+        s = ctx.input("bob", np.array(2.0) if ctx.me == "bob" else None)
+        z = x
+        for _ in range(5):
+            z = z * s
+        return ctx.reveal(z / 4)
+
+    got = run(protocol, n, program)["carol" if n > 2 else "bob"]
+    # Each truncation loses at most 1 ulp and each later doubling doubles earlier errors:
+    # 1+2+4+8+16 = 31 ulp after the chain, ceil(31/4) + 1 = 9 ulp after the division by 4.
+    np.testing.assert_allclose(got, np.array([0.5, -1.25]) * 32 / 4, rtol=0, atol=9 * ULP)
+
+
+@pytest.mark.parametrize(
+    "protocol", [p for p, c in available_protocols().items() if c.security.detects_wrong_shares]
+)
+def test_wrong_share_is_detected(protocol: str) -> None:
+    """A party that sends a wrong share in an opening is caught by the others."""
+
+    def program(ctx: PartyContext) -> np.ndarray | None:
+        x = ctx.input("alice", np.arange(4) if ctx.me == "alice" else None, kind="int")
+        if ctx.me == "bob":  # bob cheats: shifts its share before the opening
+            x = Secret(ctx, ctx.protocol.algebra.add_public(x.share, 1), 0)
+        return ctx.reveal(x)
+
+    parties = local_parties(protocol, 3)
+    with pytest.raises(PartyFailedError) as info:
+        parties.run(program)
+    assert isinstance(info.value.__cause__, CheatingDetectedError)
