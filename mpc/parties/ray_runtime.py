@@ -181,7 +181,7 @@ class RayParties:
                             actor.peer_aborted.remote(name, reason)
         if failures:
             raise _named_root_cause(failures)
-        return outputs, stats
+        return {n: outputs[n] for n in names}, {n: stats[n] for n in names}
 
     def close(self) -> None:
         import ray
