@@ -69,6 +69,14 @@ class DealerClient:
         self._cache: dict[Stream, deque[list[np.ndarray]]] = {}
         self.items_used = 0
         self.correction_fetches = 0
+        self.epoch = 0
+
+    def begin_run(self, epoch: int) -> None:
+        """Start the items of run `epoch` (counters from 0); drop other runs' leftovers."""
+        self.epoch = epoch
+        for table in (self._counters, self._fetched_until, self._batch, self._cache):
+            for stream in [s for s in table if s.epoch != epoch]:
+                del table[stream]
 
     @property
     def provides(self) -> frozenset[Need]:
@@ -81,7 +89,10 @@ class DealerClient:
         )
 
     def prefetch(self, stream: Stream, count: int) -> None:
-        """Fetch the corrections of the next `count` items of `stream` now (offline phase)."""
+        """Fetch the corrections of the next `count` items of `stream` now (offline phase).
+
+        `stream.epoch` names the run that will use them (see `begin_run`).
+        """
         if not self._needs_corrections(stream):
             return
         start = self._fetched_until.get(stream, self._counters.get(stream, 0))
@@ -128,15 +139,15 @@ class DealerClient:
 
     # ---- CorrelatedRandomness ---------------------------------------------------------------
     def triple(self, shape: Shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        a, b, c = self._take(Stream("triple", (shape,)))
+        a, b, c = self._take(Stream("triple", (shape,), 0, self.epoch))
         return a, b, c
 
     def matrix_triple(
         self, shape_x: Shape, shape_y: Shape
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        a, b, c = self._take(Stream("matrix", (shape_x, shape_y)))
+        a, b, c = self._take(Stream("matrix", (shape_x, shape_y), 0, self.epoch))
         return a, b, c
 
     def truncation_pair(self, shape: Shape, bits: int) -> tuple[np.ndarray, np.ndarray]:
-        r, r_shifted = self._take(Stream("trunc", (shape,), bits))
+        r, r_shifted = self._take(Stream("trunc", (shape,), bits, self.epoch))
         return r, r_shifted

@@ -37,6 +37,9 @@ _NEED_OF_KIND = {
 _DERIVED = {"c", "r_shifted"}
 
 
+WireStream = tuple[str, list[list[int]], int, int]
+
+
 @dataclass(frozen=True)
 class Stream:
     """One kind of item with fixed shapes: e.g. triples of shape (1000,)."""
@@ -44,6 +47,9 @@ class Stream:
     kind: str
     shapes: tuple[Shape, ...]
     bits: int = 0
+    #: The run the items belong to: every run starts its counters at 0, so a run that failed
+    #: half-way at some parties cannot leave the parties' counters out of step.
+    epoch: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in _COMPONENTS:
@@ -67,15 +73,20 @@ class Stream:
         return sum(int(np.prod(self.component_shape(c), dtype=np.int64)) for c in self.components)
 
     def tag(self, counter: int, component: str) -> tuple[object, ...]:
-        return (self.kind, self.shapes, self.bits, counter, component)
+        return (self.kind, self.shapes, self.bits, self.epoch, counter, component)
 
-    def to_wire(self) -> tuple[str, list[list[int]], int]:
-        return (self.kind, [list(s) for s in self.shapes], self.bits)
+    def in_epoch(self, epoch: int) -> Stream:
+        return Stream(self.kind, self.shapes, self.bits, epoch)
+
+    def to_wire(self) -> WireStream:
+        return (self.kind, [list(s) for s in self.shapes], self.bits, self.epoch)
 
     @staticmethod
-    def from_wire(data: tuple[str, list[list[int]], int]) -> Stream:
-        kind, shapes, bits = data
-        return Stream(str(kind), tuple(tuple(int(d) for d in s) for s in shapes), int(bits))
+    def from_wire(data: WireStream) -> Stream:
+        kind, shapes, bits, epoch = data
+        return Stream(
+            str(kind), tuple(tuple(int(d) for d in s) for s in shapes), int(bits), int(epoch)
+        )
 
 
 def matmul_shape(shape_x: Shape, shape_y: Shape) -> Shape:

@@ -18,7 +18,7 @@ import numpy as np
 
 from mpc.dealers.base import DealerClient
 from mpc.dealers.seeded import SeededDealer
-from mpc.dealers.streams import Stream
+from mpc.dealers.streams import Stream, WireStream
 from mpc.errors import ConfigurationError, DealerError, PeerFailedError
 from mpc.parties.keys import PartyKey
 from mpc.parties.party import PartyRunner, Program, SessionConfig
@@ -43,7 +43,7 @@ class DealerActor:
         return self._dealer.seed_for(rank)
 
     def corrections(
-        self, rank: int, stream: tuple[str, list[list[int]], int], start: int, count: int
+        self, rank: int, stream: WireStream, start: int, count: int
     ) -> list[list[np.ndarray]]:
         return self._dealer.corrections(rank, Stream.from_wire(stream), start, count)
 
@@ -75,10 +75,17 @@ class PartyActor:
         self.transport: Transport | None = None
         self.runner: PartyRunner | None = None
         self._tcp: Any = None
+        self.current_run = 0
 
     @property
     def name(self) -> str:
         return self.config.parties[self.rank]
+
+    def node_id(self) -> str:
+        """The Ray node this party runs on (to check placement)."""
+        import ray
+
+        return str(ray.get_runtime_context().get_node_id())
 
     def public_key(self) -> bytes:
         return self.key.public_bytes
@@ -119,8 +126,9 @@ class PartyActor:
         if isinstance(self.transport, RayTransport):
             self.transport.deliver(sender, header, payload)
 
-    def peer_aborted(self, peer: str, reason: str) -> None:
-        if self.transport is not None:
+    def peer_aborted(self, peer: str, reason: str, run_id: int | None = None) -> None:
+        """A peer (or the driver, naming the run) reports that the run failed there."""
+        if self.transport is not None and run_id in (None, self.current_run):
             self.transport.mailbox.fail(PeerFailedError(f"party {peer!r} aborted the run: {reason}"))
 
     def attach_dealer(self, dealer: Any | None) -> None:
@@ -145,7 +153,7 @@ class PartyActor:
             client = DealerClient(self.rank, seed, scheme, fetch)
         self.runner = PartyRunner(self.rank, self.config, self.transport, client, self.private)
 
-    def prefetch(self, streams: list[tuple[tuple[str, list[list[int]], int], int]]) -> None:
+    def prefetch(self, streams: list[tuple[WireStream, int]]) -> None:
         """Fetch dealer corrections ahead of a run (the offline phase of benchmarks)."""
         if self.runner is None or self.runner.dealer is None:
             return
@@ -157,6 +165,7 @@ class PartyActor:
     ) -> tuple[Any, dict[str, dict[str, float]]]:
         if self.runner is None:
             raise ConfigurationError("party actor is not set up")
+        self.current_run = run_id
         self.transport.mailbox.reset_failure() if self.transport else None
         outcome = self.runner.run(run_id, program, args, kwargs)
         return outcome.output, outcome.stats.as_dict()

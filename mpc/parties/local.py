@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mpc.dealers.base import Dealer, DealerClient
+from mpc.dealers.streams import Stream
 from mpc.parties.memory import MemoryNetwork
 from mpc.parties.party import PartyOutcome, PartyRunner, Program, SessionConfig, root_cause
 from mpc.protocols.registry import get_protocol
@@ -51,6 +52,12 @@ class LocalParties:
             )
         ]
         self._run_id = 0
+
+    def prefetch(self, stream: Stream, count: int) -> None:
+        """Fetch dealer corrections for the next run."""
+        for client in self.dealer_clients:
+            if client is not None:
+                client.prefetch(stream.in_epoch(self._run_id + 1), count)
 
     def run(self, program: Program, *args: Any, **kwargs: Any) -> dict[str, PartyOutcome]:
         """Run `program(ctx, *args, **kwargs)` at every party; return each party's outcome."""

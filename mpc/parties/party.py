@@ -78,6 +78,8 @@ class PartyRunner:
     def run(self, run_id: int, program: Program, args: tuple[Any, ...] = (),
             kwargs: Mapping[str, Any] | None = None) -> PartyOutcome:
         channel = PartyChannel(self.transport, run_id, self.config.timeout)
+        if self.dealer is not None:
+            self.dealer.begin_run(run_id)
         try:
             protocol = self._protocol_cls(
                 channel, self._prg.derive(("run", run_id)), self.dealer, self.config.threshold

@@ -145,7 +145,9 @@ class RayParties:
         self._get([a.attach_dealer.remote(self.dealer) for a in self.actors], "attaching dealer")
 
     def prefetch(self, stream: Stream, count: int) -> None:
-        self._get([a.prefetch.remote([(stream.to_wire(), count)]) for a in self.actors], "prefetch")
+        """Fetch dealer corrections for the next run."""
+        wire = stream.in_epoch(self._run_id + 1).to_wire()
+        self._get([a.prefetch.remote([(wire, count)]) for a in self.actors], "prefetch")
 
     def run(
         self, program: Program, args: tuple[Any, ...], kwargs: Mapping[str, Any]
@@ -153,6 +155,7 @@ class RayParties:
         import ray
 
         self._run_id += 1
+        _ship_by_value(program)
         names = list(self.config.parties)
         refs = [a.run.remote(self._run_id, program, args, dict(kwargs)) for a in self.actors]
         owner = {ref: name for ref, name in zip(refs, names, strict=True)}
@@ -178,7 +181,7 @@ class RayParties:
                     reason = f"party {name!r} failed: {failures[name]}"
                     for other, actor in zip(names, self.actors, strict=True):
                         if other != name:
-                            actor.peer_aborted.remote(name, reason)
+                            actor.peer_aborted.remote(name, reason, self._run_id)
         if failures:
             raise _named_root_cause(failures)
         return {n: outputs[n] for n in names}, {n: stats[n] for n in names}
@@ -203,6 +206,19 @@ class RayParties:
         if self._started_ray:
             ray.shutdown()
             self._started_ray = False
+
+
+def _ship_by_value(program: Program) -> None:
+    """Send the program's own module by value: party workers cannot import user scripts/tests."""
+    import sys
+
+    from ray import cloudpickle
+
+    module = sys.modules.get(getattr(program, "__module__", "") or "")
+    if module is not None and module.__name__ not in ("__main__",) and not (
+        module.__name__ == "mpc" or module.__name__.startswith("mpc.")
+    ):
+        cloudpickle.register_pickle_by_value(module)
 
 
 def _named_root_cause(failures: Mapping[str, BaseException]) -> BaseException:

@@ -1,0 +1,716 @@
+"""Benchmarks of secure fixed-point multiplication: in-process protocols and the Ray runtime.
+
+Responsibility: measure how fast the runtime multiplies secret fixed-point vectors element-wise
+(throughput, elements per second) and how long one dependent multiplication takes (latency), and
+set each number beside a plaintext baseline measured in the same run on the same machine: numpy
+``a*b + c`` on uint64 arrays for throughput, a Python asyncio TCP ping-pong on 127.0.0.1 for
+latency. Also writes the results as JSON, plots them and formats them as text tables.
+
+What is timed: the *online* phase only. Dealer corrections (the parts of Beaver triples and
+truncation pairs a party cannot derive from its own seed) are fetched before the timed
+repetitions, so dealer generation is excluded; what remains inside the timing is the party's own
+PRG expansion of its seeded shares, the local arithmetic, the two communication rounds (protocol
+multiplication, then truncation) and the runtime's bookkeeping. Every timing is taken inside the
+program at each party with ``time.perf_counter`` after a synchronising exchange, and the slowest
+party counts. In-process rows also report a ``with_offline`` timing where the dealer generates
+on demand.
+
+Security model: measures only. The in-process runs use insecure in-process dealers (every party
+could read every seed), so they say nothing about protection of data; the Ray runs use the
+session's trusted-dealer actor. Benchmark inputs are public, derived from a fixed seed with
+``mpc.rng.Prg`` (no ``numpy.random``), and the product is revealed to one party to check it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import multiprocessing as mp
+import os
+import platform
+import sys
+import time
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from mpc.dealers.seeded import InsecureLocalDealer
+from mpc.dealers.streams import Stream
+from mpc.encoding import FixedPoint
+from mpc.parties.local import LocalParties
+from mpc.parties.party import SessionConfig
+from mpc.program import PartyContext
+from mpc.protocols.base import Need, Protocol
+from mpc.protocols.registry import available_protocols, get_protocol
+from mpc.rng import Prg
+from mpc.stats import PartyStats
+
+__all__ = [
+    "BenchmarkError",
+    "asyncio_pingpong_rtt",
+    "bench_data",
+    "bench_inprocess",
+    "bench_ray",
+    "check_product",
+    "format_table",
+    "numpy_baseline",
+    "plot_throughput",
+    "progress",
+    "write_results",
+]
+
+FIXED_POINT = FixedPoint()
+FRAC_BITS = FIXED_POINT.frac_bits
+ULP = 2.0**-FRAC_BITS
+# Public seed of the benchmark data: the inputs of a benchmark are not secret.
+_DATA_SEED = b"mpc.bench.inputs"
+# Inputs are multiples of 2^-16 in [-1, 1): encoding is exact, the product's encoding stays below
+# 2^32, so the probabilistic truncation fails with probability < 2^32 / p ~ 2^-29 per element even
+# in GF(2^61-1) (see `Protocol.truncate`); wider inputs would make the check flaky at 10^6.
+_INPUT_BITS = FRAC_BITS + 1
+_PING_BYTES = 16
+_IN_PROCESS_NAMES = ("alice", "bob", "carol", "dave", "erin", "frank", "grace")
+_RAY_PARTIES = ("alice", "bob", "carol")
+
+Row = dict[str, Any]
+FloatArray = npt.NDArray[np.float64]
+
+
+class BenchmarkError(RuntimeError):
+    """A benchmarked computation returned a wrong result (or could not be measured)."""
+
+
+def progress(message: str) -> None:
+    """One progress line on stderr, so that long sweeps show where they are."""
+    print(f"[mpc.bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# ---- data and checks --------------------------------------------------------------------------
+def bench_data(size: int) -> tuple[FloatArray, FloatArray]:
+    """The two input vectors of a benchmark of `size` elements (deterministic, public).
+
+    Values are multiples of 2^-16 in [-1, 1), drawn from `Prg` with a fixed public seed.
+    """
+    prg = Prg(_DATA_SEED)
+    raw = prg.below_bits((2, size), _INPUT_BITS, tag=("bench-inputs", size)).astype(np.int64)
+    values = (raw - (1 << FRAC_BITS)).astype(np.float64) * ULP
+    return values[0].copy(), values[1].copy()
+
+
+def check_product(x: FloatArray, y: FloatArray, z: Any, fixed_point: FixedPoint = FIXED_POINT) -> float:
+    """Check a secure fixed-point product `z` of `x` and `y`; return the largest error in ulps.
+
+    Admissible (one probabilistic truncation): with X, Y the integer encodings of x and y, the
+    encoding of z is floor(X*Y / 2^f) or one less. Also checked against the float product: at
+    most 2 ulp plus the encoding error (|x| + |y| + 1) * 2^-(f+1). Raises `BenchmarkError`.
+    """
+    if z is None:
+        raise BenchmarkError("the benchmark program returned no product to check")
+    zf = np.asarray(z, dtype=np.float64)
+    if zf.shape != x.shape:
+        raise BenchmarkError(f"the product has shape {zf.shape}, expected {x.shape}")
+    f = fixed_point.frac_bits
+    big_x, big_y = fixed_point.encode(x), fixed_point.encode(y)
+    if big_x.size and int(np.abs(big_x).max()) * int(np.abs(big_y).max()) >= 1 << 62:
+        big_x, big_y = big_x.astype(object), big_y.astype(object)  # exact, slower
+    floor = ((big_x * big_y) >> f).astype(np.int64)  # >> is floor, also for negatives
+    got = np.rint(zf * 2.0**f).astype(np.int64)  # decoding divided by 2^f: exact
+    diff = got - floor
+    bad = int(np.count_nonzero((diff != 0) & (diff != -1)))
+    ulp = 2.0**-f
+    tolerance = 2 * ulp + (np.abs(x) + np.abs(y) + 1.0) * ulp / 2
+    error = np.abs(zf - x * y)
+    bad_float = int(np.count_nonzero(error > tolerance))
+    if bad or bad_float:
+        worst = int(np.argmax(np.abs(diff)))
+        raise BenchmarkError(
+            f"the secure product is wrong at {max(bad, bad_float)} of {x.size} elements (e.g. "
+            f"index {worst}: got {zf.flat[worst]!r}, expected {x.flat[worst] * y.flat[worst]!r})"
+        )
+    return float(error.max() / ulp) if error.size else 0.0
+
+
+def numpy_baseline(
+    size: int, *, min_repeats: int = 5, max_repeats: int = 200, min_seconds: float = 0.2
+) -> float:
+    """Best time in seconds of plain numpy ``a * b + c`` on uint64 arrays of `size` elements."""
+    a, b, c = Prg(_DATA_SEED).ring((3, size), tag=("baseline", size))
+    best = math.inf
+    total = 0.0
+    count = 0
+    while count < min_repeats or (total < min_seconds and count < max_repeats):
+        start = time.perf_counter()
+        out = a * b + c
+        elapsed = time.perf_counter() - start
+        del out
+        best = min(best, elapsed)
+        total += elapsed
+        count += 1
+    return best
+
+
+# ---- programs (run at every party) ------------------------------------------------------------
+def _sync(ctx: PartyContext) -> None:
+    """A one-element exchange with every peer, so that timed sections start together."""
+    others = [r for r in range(ctx.n) if r != ctx.rank]
+    token = np.zeros(1, dtype=np.uint64)
+    with ctx.channel.operation("sync"):
+        ctx.channel.exchange({r: token for r in others}, others)
+
+
+def _mul_program(
+    ctx: PartyContext, size: int, warmup: int, repeats: int, reveal: bool
+) -> dict[str, Any]:
+    """Share x (party 0) and y (party 1) once, then time `repeats` products x * y."""
+    x_value = bench_data(size)[0] if ctx.rank == 0 else None
+    y_value = bench_data(size)[1] if ctx.rank == 1 else None
+    x = ctx.input(ctx.parties[0], x_value)
+    y = ctx.input(ctx.parties[1], y_value)
+    z = x
+    for _ in range(warmup):
+        z = x * y
+    times = []
+    for _ in range(repeats):
+        _sync(ctx)
+        start = time.perf_counter()
+        z = x * y
+        times.append(time.perf_counter() - start)
+    product = ctx.reveal(z, to=ctx.parties[0]) if reveal else None
+    return {"times": times, "product": product}
+
+
+_CHAIN_START = 0.75
+
+
+def _chain_program(ctx: PartyContext, chain: int, warmup: int, repeats: int) -> dict[str, Any]:
+    """Time chains of `chain` dependent length-1 products z = z * y (per product, per repeat)."""
+    x = ctx.input(ctx.parties[0], np.array([_CHAIN_START]) if ctx.rank == 0 else None)
+    y = ctx.input(ctx.parties[1], np.array([1.0]) if ctx.rank == 1 else None)
+    z = x
+    for _ in range(warmup):
+        z = z * y
+    times = []
+    for _ in range(repeats):
+        _sync(ctx)
+        start = time.perf_counter()
+        for _ in range(chain):
+            z = z * y
+        times.append((time.perf_counter() - start) / chain)
+    return {"times": times, "product": ctx.reveal(z, to=ctx.parties[0])}
+
+
+def _slowest_party(outputs: Mapping[str, Any]) -> list[float]:
+    """Per repetition, the time of the slowest party."""
+    per_party = [list(out["times"]) for out in outputs.values()]
+    return [max(ts) for ts in zip(*per_party, strict=True)]
+
+
+def _per_mul(stats: Mapping[str, PartyStats]) -> tuple[float, float]:
+    """Rounds and bytes sent per multiplication (the maximum over parties)."""
+    rounds = bytes_sent = 0.0
+    for party_stats in stats.values():
+        op = party_stats.by_kind.get("mul")
+        if op is None or not op.calls:
+            continue
+        rounds = max(rounds, op.rounds / op.calls)
+        bytes_sent = max(bytes_sent, op.bytes_sent / op.calls)
+    return rounds, bytes_sent
+
+
+def _mul_streams(cls: type[Protocol], size: int) -> list[Stream]:
+    """The dealer streams one fixed-point product of `size` elements draws from."""
+    streams = []
+    if Need.TRIPLES in cls.needs:
+        streams.append(Stream("triple", ((size,),)))
+    if Need.TRUNCATION_PAIRS in cls.needs:
+        streams.append(Stream("trunc", ((size,),), FRAC_BITS))
+    return streams
+
+
+def _rates(size: int, seconds: float, baseline: float) -> dict[str, float]:
+    eps = size / seconds if seconds > 0 else math.inf
+    base_eps = size / baseline if baseline > 0 else math.inf
+    ratio = eps / base_eps
+    return {
+        "elements_per_s": eps,
+        "baseline_elements_per_s": base_eps,
+        "ratio": ratio,
+        "ratio_percent": 100.0 * ratio,
+    }
+
+
+# ---- in-process protocols ---------------------------------------------------------------------
+def _local_parties(cls: type[Protocol], n: int, threshold: int, timeout: float) -> LocalParties:
+    names = _IN_PROCESS_NAMES[:n] if n <= len(_IN_PROCESS_NAMES) else tuple(
+        f"party{i}" for i in range(n)
+    )
+    config = SessionConfig(tuple(names), cls.name, threshold, FIXED_POINT, timeout=timeout)
+    return LocalParties(config, InsecureLocalDealer(cls.make_scheme(n, threshold)))
+
+
+def _inprocess_row(
+    local: LocalParties, cls: type[Protocol], n: int, size: int, repeats: int
+) -> Row:
+    warmup = 1
+    baseline = numpy_baseline(size)
+    # Online: corrections of the warm-up and timed products fetched (generated) beforehand.
+    for stream in _mul_streams(cls, size):
+        for runner in local.runners:
+            if runner.dealer is not None:
+                runner.dealer.prefetch(stream, warmup + repeats)
+    outcomes = local.run(_mul_program, size, warmup, repeats, True)
+    outputs = {name: o.output for name, o in outcomes.items()}
+    stats = {name: o.stats for name, o in outcomes.items()}
+    x, y = bench_data(size)
+    max_error_ulp = check_product(x, y, outputs[local.config.parties[0]]["product"])
+    seconds = min(_slowest_party(outputs))
+    rounds, bytes_sent = _per_mul(stats)
+    # With offline: nothing prefetched, the dealer generates while the parties wait. The
+    # client batches fetches geometrically, so this is the mean over the repetitions.
+    offline_outputs = {
+        name: o.output for name, o in local.run(_mul_program, size, 0, repeats, False).items()
+    }
+    times = _slowest_party(offline_outputs)
+    with_offline = sum(times) / len(times)
+    row: Row = {
+        "bench": "inprocess",
+        "protocol": cls.name,
+        "n": n,
+        "size": size,
+        "repeats": repeats,
+        "seconds": seconds,
+        "baseline_seconds": baseline,
+        **_rates(size, seconds, baseline),
+        "rounds_per_mul": rounds,
+        "bytes_per_party_per_mul": bytes_sent,
+        "with_offline_seconds": with_offline,
+        "with_offline_elements_per_s": size / with_offline,
+        "with_offline_ratio_percent": 100.0 * baseline / with_offline,
+        "max_error_ulp": max_error_ulp,
+        "verified": True,
+    }
+    return row
+
+
+def bench_inprocess(
+    sizes: Sequence[int] = (1000, 100_000, 1_000_000),
+    parties: Sequence[int] = (2, 3),
+    protocols: Sequence[str] | None = None,
+    repeats: int = 3,
+    *,
+    timeout: float = 300.0,
+    verbose: bool = True,
+) -> list[Row]:
+    """Online element-wise fixed-point multiplication x * y of every protocol, in-process.
+
+    For each protocol (all registered ones by default) and party count it accepts, one
+    `LocalParties` (threads, in-memory transport, insecure in-process dealer) runs every size.
+    Per size: inputs are shared once, one warm-up product, then `repeats` timed products whose
+    dealer corrections were fetched beforehand; the best is reported beside numpy ``a*b + c``
+    measured just before. The revealed product is checked (`check_product`); a wrong product
+    raises `BenchmarkError`. `with_offline_*` repeats the products without prefetching.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    classes = (
+        available_protocols() if protocols is None else {p: get_protocol(p) for p in protocols}
+    )
+    rows: list[Row] = []
+    for name, cls in classes.items():
+        for n in parties:
+            try:
+                threshold = cls.check_parties(n, None)
+            except ValueError as exc:
+                if verbose:
+                    progress(f"inprocess {name} n={n}: skipped ({exc})")
+                continue
+            local = _local_parties(cls, n, threshold, timeout)
+            for size in sizes:
+                row = _inprocess_row(local, cls, n, size, repeats)
+                rows.append(row)
+                if verbose:
+                    progress(
+                        f"inprocess {name} n={n} size={size}: {row['elements_per_s']:.3g} el/s "
+                        f"({row['ratio_percent']:.2f}% of numpy), with offline "
+                        f"{row['with_offline_elements_per_s']:.3g} el/s"
+                    )
+    return rows
+
+
+# ---- asyncio TCP baseline ---------------------------------------------------------------------
+async def _echo_serve(conn: Connection) -> None:
+    done = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                writer.write(await reader.readexactly(_PING_BYTES))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+            done.set()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    conn.send(server.sockets[0].getsockname()[1])
+    try:
+        await asyncio.wait_for(done.wait(), timeout=300)
+    finally:
+        server.close()
+
+
+def _echo_main(conn: Connection) -> None:
+    """Child process of `asyncio_pingpong_rtt`: echo 16-byte messages until the client leaves."""
+    asyncio.run(_echo_serve(conn))
+
+
+async def _ping(port: int, rounds: int, warmup: int) -> float:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    payload = bytes(_PING_BYTES)
+    try:
+        for _ in range(warmup):
+            writer.write(payload)
+            await reader.readexactly(_PING_BYTES)
+        start = time.perf_counter()
+        for _ in range(rounds):
+            writer.write(payload)
+            await reader.readexactly(_PING_BYTES)
+        return (time.perf_counter() - start) / rounds
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+def asyncio_pingpong_rtt(rounds: int = 2000, warmup: int = 200) -> float:
+    """Seconds per round trip of a 16-byte asyncio TCP ping-pong on 127.0.0.1 (two processes)."""
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    server = ctx.Process(target=_echo_main, args=(child,), daemon=True)
+    server.start()
+    try:
+        if not parent.poll(60):
+            raise BenchmarkError("the asyncio echo server did not start within 60 s")
+        port = int(parent.recv())
+        return asyncio.run(_ping(port, rounds, warmup))
+    finally:
+        server.join(30)
+        if server.is_alive():
+            server.terminate()
+            server.join(5)
+
+
+# ---- Ray runtime ------------------------------------------------------------------------------
+def _ray_throughput_row(
+    session: Any, transport: str, protocol: str, size: int, repeats: int
+) -> Row:
+    warmup = 1
+    cls = get_protocol(protocol)
+    for stream in _mul_streams(cls, size):
+        session.prefetch(stream.kind, list(stream.shapes), warmup + repeats, stream.bits)
+    baseline = numpy_baseline(size)
+    result = session.run(_mul_program, size, warmup, repeats, True)
+    x, y = bench_data(size)
+    max_error_ulp = check_product(x, y, result.outputs[session.parties[0]]["product"])
+    seconds = min(_slowest_party(result.outputs))
+    rounds, bytes_sent = _per_mul(result.stats)
+    return {
+        "bench": "ray",
+        "kind": "throughput",
+        "transport": transport,
+        "protocol": protocol,
+        "n": len(session.parties),
+        "size": size,
+        "repeats": repeats,
+        "seconds": seconds,
+        "baseline_seconds": baseline,
+        **_rates(size, seconds, baseline),
+        "rounds_per_mul": rounds,
+        "bytes_per_party_per_mul": bytes_sent,
+        "max_error_ulp": max_error_ulp,
+        "verified": True,
+    }
+
+
+def _ray_latency_row(
+    session: Any, transport: str, protocol: str, chain: int, repeats: int, rtt: float
+) -> Row:
+    warmup = 10
+    cls = get_protocol(protocol)
+    for stream in _mul_streams(cls, 1):
+        session.prefetch(stream.kind, list(stream.shapes), warmup + chain * repeats, stream.bits)
+    result = session.run(_chain_program, chain, warmup, repeats)
+    z = result.outputs[session.parties[0]]["product"]
+    drift = _CHAIN_START - float(np.asarray(z).reshape(-1)[0])
+    if not 0.0 <= drift <= (warmup + chain * repeats) * ULP:  # each product: 0 or -1 ulp
+        raise BenchmarkError(f"the chained product drifted by {drift!r} (expected <= 1 ulp each)")
+    per_mul = min(_slowest_party(result.outputs))
+    rounds, bytes_sent = _per_mul(result.stats)
+    return {
+        "bench": "ray",
+        "kind": "latency",
+        "transport": transport,
+        "protocol": protocol,
+        "n": len(session.parties),
+        "size": 1,
+        "chain": chain,
+        "repeats": repeats,
+        "seconds_per_mul": per_mul,
+        "ms_per_mul": per_mul * 1e3,
+        "rounds_per_mul": rounds,
+        "bytes_per_party_per_mul": bytes_sent,
+        "baseline_rtt_us": rtt * 1e6,
+        "baseline_ms_per_mul": rounds * rtt * 1e3,
+        "latency_ratio": per_mul / (rounds * rtt) if rounds and rtt else math.inf,
+        "verified": True,
+    }
+
+
+def bench_ray(
+    sizes: Sequence[int] = (1000, 100_000, 1_000_000),
+    transports: Sequence[str] = ("tcp", "tcp-plaintext", "ray"),
+    protocol: str = "additive",
+    chain: int = 100,
+    repeats: int = 3,
+    *,
+    timeout: float = 120.0,
+    pingpong_rounds: int = 2000,
+    verbose: bool = True,
+) -> dict[str, Any]:
+    """Throughput and round latency of the Ray runtime (3 party actors), per transport.
+
+    Ray is started once (2 CPUs, no dashboard) unless already initialised, and shut down at the
+    end if this function started it; each transport gets one `Session` (trusted-dealer actor).
+    Throughput: per size, corrections prefetched, one warm-up, `repeats` timed products x * y
+    (timed inside the program at each party, slowest party, best repetition), checked with
+    `check_product`. Latency: `repeats` chains of `chain` dependent length-1 products, time per
+    product. Baselines in the same run: numpy ``a*b + c`` (per size) and an asyncio TCP
+    ping-pong round trip between two processes (`asyncio_pingpong_rtt`).
+    Returns {"throughput": rows, "latency": rows, "baseline": {...}, "config": {...}}.
+    """
+    import ray
+
+    from mpc.session import Session
+
+    if repeats < 1 or chain < 1:
+        raise ValueError(f"repeats and chain must be >= 1, got {repeats} and {chain}")
+    if verbose:
+        progress(f"asyncio TCP ping-pong baseline ({pingpong_rounds} round trips)")
+    rtt = asyncio_pingpong_rtt(pingpong_rounds)
+    if verbose:
+        progress(f"asyncio TCP ping-pong: {rtt * 1e6:.1f} us per round trip")
+    started = False
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False
+        )
+        started = True
+    throughput: list[Row] = []
+    latency: list[Row] = []
+    try:
+        for transport in transports:
+            if verbose:
+                progress(f"ray {transport}: starting session ({protocol}, {len(_RAY_PARTIES)} parties)")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # tcp-plaintext warns: measuring it is the point
+                session = Session(
+                    list(_RAY_PARTIES),
+                    protocol=protocol,
+                    transport=transport,
+                    runtime="ray",
+                    timeout=timeout,
+                )
+            with session:
+                for size in sizes:
+                    row = _ray_throughput_row(session, transport, protocol, size, repeats)
+                    throughput.append(row)
+                    if verbose:
+                        progress(
+                            f"ray {transport} size={size}: {row['elements_per_s']:.3g} el/s "
+                            f"({row['ratio_percent']:.2f}% of numpy)"
+                        )
+                lat = _ray_latency_row(session, transport, protocol, chain, repeats, rtt)
+                latency.append(lat)
+                if verbose:
+                    progress(
+                        f"ray {transport} chain={chain}: {lat['ms_per_mul']:.3f} ms per product "
+                        f"(asyncio: {lat['baseline_ms_per_mul']:.3f} ms for "
+                        f"{lat['rounds_per_mul']:g} round trips)"
+                    )
+    finally:
+        if started:
+            ray.shutdown()
+    return {
+        "throughput": throughput,
+        "latency": latency,
+        "baseline": {"asyncio_rtt_us": rtt * 1e6, "pingpong_rounds": pingpong_rounds},
+        "config": {
+            "protocol": protocol,
+            "parties": list(_RAY_PARTIES),
+            "transports": list(transports),
+            "sizes": list(sizes),
+            "chain": chain,
+            "repeats": repeats,
+        },
+    }
+
+
+# ---- output -----------------------------------------------------------------------------------
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def write_results(results: list[Row] | dict[str, Any], path_json: str | os.PathLike[str]) -> Path:
+    """Write benchmark results with machine information as JSON; returns the path."""
+    path = Path(path_json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+        },
+        "results": results,
+    }
+    path.write_text(json.dumps(document, indent=2, default=_jsonable) + "\n")
+    return path
+
+
+def _throughput_rows(results: list[Row] | dict[str, Any]) -> list[Row]:
+    if isinstance(results, dict):
+        rows: list[Row] = list(results.get("throughput", []))
+        return rows
+    return list(results)
+
+
+def _label(row: Row) -> str:
+    if row.get("bench") == "ray":
+        return f"ray/{row['transport']} ({row['protocol']}, n={row['n']})"
+    return f"{row['protocol']} n={row['n']}"
+
+
+def plot_throughput(
+    results: list[Row] | dict[str, Any], path_png: str | os.PathLike[str]
+) -> Path:
+    """Log-log plot of elements/s against size per configuration, numpy baseline dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = _throughput_rows(results)
+    groups: dict[str, list[Row]] = {}
+    for row in rows:
+        groups.setdefault(_label(row), []).append(row)
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    for label, group in groups.items():
+        group = sorted(group, key=lambda r: r["size"])
+        sizes = [r["size"] for r in group]
+        (line,) = ax.plot(sizes, [r["elements_per_s"] for r in group], marker="o", label=label)
+        if "with_offline_elements_per_s" in group[0]:
+            ax.plot(
+                sizes,
+                [r["with_offline_elements_per_s"] for r in group],
+                marker=".",
+                linestyle=":",
+                color=line.get_color(),
+                label=f"{label}, with offline",
+            )
+    by_size: dict[int, list[float]] = {}
+    for row in rows:
+        by_size.setdefault(int(row["size"]), []).append(float(row["baseline_elements_per_s"]))
+    if by_size:
+        sizes = sorted(by_size)
+        ax.plot(
+            sizes,
+            [float(np.median(by_size[s])) for s in sizes],
+            linestyle="--",
+            color="black",
+            marker="s",
+            label="numpy a*b+c (uint64)",
+        )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("vector size (elements)")
+    ax.set_ylabel("elements per second")
+    ax.set_title("Element-wise fixed-point multiplication x*y (online)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    path = Path(path_png)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _table(headers: Sequence[str], lines: Iterable[Sequence[str]]) -> str:
+    body = [list(headers), *[list(line) for line in lines]]
+    widths = [max(len(r[i]) for r in body) for i in range(len(headers))]
+    out = []
+    for k, r in enumerate(body):
+        out.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
+                             enumerate(zip(r, widths, strict=True))))
+        if k == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def format_table(results: list[Row] | dict[str, Any]) -> str:
+    """Text tables: throughput (elements/s, % of numpy, rounds, bytes/party) and latency."""
+    rows = _throughput_rows(results)
+    has_offline = any("with_offline_elements_per_s" in r for r in rows)
+    headers = ["configuration", "size", "secure s", "elements/s", "numpy el/s", "% of numpy",
+               "rounds", "bytes/party"]
+    if has_offline:
+        headers += ["w/ offline el/s", "w/ offline %"]
+    lines = []
+    for r in rows:
+        line = [
+            _label(r),
+            f"{r['size']:,}",
+            f"{r['seconds']:.4g}",
+            f"{r['elements_per_s']:.3g}",
+            f"{r['baseline_elements_per_s']:.3g}",
+            f"{r['ratio_percent']:.3f}",
+            f"{r['rounds_per_mul']:g}",
+            f"{r['bytes_per_party_per_mul']:,.0f}",
+        ]
+        if has_offline:
+            line += [
+                f"{r.get('with_offline_elements_per_s', math.nan):.3g}",
+                f"{r.get('with_offline_ratio_percent', math.nan):.3f}",
+            ]
+        lines.append(line)
+    text = _table(headers, lines)
+    if isinstance(results, dict) and results.get("latency"):
+        lat_lines = [
+            [
+                _label(r),
+                f"{r['chain']}",
+                f"{r['ms_per_mul']:.3f}",
+                f"{r['rounds_per_mul']:g}",
+                f"{r['baseline_rtt_us']:.1f}",
+                f"{r['baseline_ms_per_mul']:.3f}",
+                f"{r['latency_ratio']:.1f}x",
+            ]
+            for r in results["latency"]
+        ]
+        text += "\n\n" + _table(
+            ["configuration", "chain", "ms/product", "rounds", "asyncio RTT us",
+             "rounds x RTT ms", "vs asyncio"],
+            lat_lines,
+        )
+    return text

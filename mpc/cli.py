@@ -1,0 +1,107 @@
+"""The `mpc` command line: run scenarios, benchmark, generate keys, list protocols.
+
+Responsibility: argument parsing and dispatch only; the work happens in the library.
+Security model: `mpc keygen` writes the private key with 0600 permissions and prints only the
+public key; scenarios are Python files the user chose to run (they execute with the user's rights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import runpy
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _cmd_run(args: argparse.Namespace, rest: list[str]) -> int:
+    path = Path(args.scenario)
+    if not path.exists():
+        builtin = Path(__file__).resolve().parent.parent / "scenarios" / path.name
+        if not builtin.exists():
+            print(f"mpc run: no scenario file {path}", file=sys.stderr)
+            return 2
+        path = builtin
+    module = runpy.run_path(str(path), run_name="mpc_scenario")
+    entry = module.get("run")
+    if not callable(entry):
+        print(f"mpc run: {path} defines no run(argv) function", file=sys.stderr)
+        return 2
+    code = entry(rest)
+    return int(code or 0)
+
+
+def _cmd_protocols(args: argparse.Namespace, rest: list[str]) -> int:
+    from mpc.protocols.registry import available_protocols
+
+    for name, cls in available_protocols().items():
+        needs = ", ".join(sorted(n.value for n in cls.needs)) or "nothing"
+        print(f"{name}\n    {cls.summary}\n    security: {cls.security.describe()}\n"
+              f"    needs from a dealer: {needs}")
+    return 0
+
+
+def _cmd_keygen(args: argparse.Namespace, rest: list[str]) -> int:
+    from mpc.parties.keys import PartyKey
+
+    out = Path(args.out or f"{args.party}.key")
+    if out.exists() and not args.force:
+        print(f"mpc keygen: {out} exists; pass --force to replace it", file=sys.stderr)
+        return 2
+    key = PartyKey.generate()
+    key.save(out)
+    print(f"private key: {out} (keep it on {args.party}'s machine)")
+    print(f"public key:  {key.public_hex}  (put it in the deployment config)")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace, rest: list[str]) -> int:
+    from mpc import bench
+
+    sizes = tuple(int(float(s)) for s in args.sizes.split(","))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.what in ("protocols", "all"):
+        rows = bench.bench_inprocess(sizes=sizes)
+        bench.write_results(rows, out / "bench_protocols.json")
+        bench.plot_throughput(rows, out / "bench_protocols.png")
+    if args.what in ("runtime", "all"):
+        result = bench.bench_ray(sizes=sizes)
+        bench.write_results(result, out / "bench_runtime.json")
+        bench.plot_throughput(result, out / "bench_runtime.png")
+    print(f"results written to {out}/")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mpc", description="secure multi-party computation")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a scenario script (options after it go to the scenario)")
+    run.add_argument("scenario", help="path of a scenario script, e.g. scenarios/joint_statistics.py")
+    run.set_defaults(func=_cmd_run)
+    protocols = sub.add_parser("protocols", help="list protocols and their security models")
+    protocols.set_defaults(func=_cmd_protocols)
+    keygen = sub.add_parser("keygen", help="generate a party's X25519 key pair")
+    keygen.add_argument("party")
+    keygen.add_argument("--out", help="private key file (default: <party>.key)")
+    keygen.add_argument("--force", action="store_true")
+    keygen.set_defaults(func=_cmd_keygen)
+    bench_p = sub.add_parser("bench", help="benchmark protocols in-process and on Ray actors")
+    bench_p.add_argument("what", choices=["protocols", "runtime", "all"], nargs="?", default="all")
+    bench_p.add_argument("--sizes", default="1e3,1e5,1e6")
+    bench_p.add_argument("--out", default="results")
+    bench_p.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command != "run":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    code: int = args.func(args, rest)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

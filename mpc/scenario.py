@@ -1,0 +1,46 @@
+"""Shared command-line options of scenario scripts, so `mpc run` and `python scenario.py` agree.
+
+Responsibility: parse the session options every scenario accepts (parties, protocol, transport,
+runtime, dealer, timeout) into keyword arguments for `mpc.Session`.
+Security model: options only; `--allow-insecure` must be given explicitly for in-process dealers.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import Any
+
+
+def add_session_options(parser: argparse.ArgumentParser, default_parties: int = 3) -> None:
+    parser.add_argument("--parties", type=int, default=default_parties, help="number of parties")
+    parser.add_argument("--protocol", default="additive", help="see `mpc protocols`")
+    parser.add_argument(
+        "--transport", default=None, help="tcp (encrypted, default), tcp-plaintext or ray"
+    )
+    parser.add_argument("--runtime", default="ray", choices=["ray", "local"])
+    parser.add_argument("--dealer", default=None, help="trusted (default), local-insecure, none")
+    parser.add_argument("--allow-insecure", action="store_true", help="accept insecure dealers")
+    parser.add_argument("--timeout", type=float, default=30.0, help="receive timeout, seconds")
+    parser.add_argument("--config", default=None, help="deployment config (TOML)")
+
+
+def session_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    dealer = args.dealer
+    if dealer is None:
+        dealer = "trusted" if args.runtime == "ray" else "local-insecure"
+    return {
+        "protocol": args.protocol,
+        "transport": args.transport,
+        "runtime": args.runtime,
+        "dealer": dealer,
+        "allow_insecure": args.allow_insecure,
+        "timeout": args.timeout,
+        "deployment": args.config,
+    }
+
+
+def parse(argv: Sequence[str] | None, description: str, default_parties: int = 3) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    add_session_options(parser, default_parties)
+    return parser.parse_args(argv)

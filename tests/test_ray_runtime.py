@@ -1,0 +1,83 @@
+"""Ray integration: party actors over encrypted TCP, plaintext TCP and Ray calls; failures.
+
+Kept few on purpose (each session starts 3-4 actor processes); they share one Ray instance.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+from mpc.errors import PartyFailedError
+from mpc.program import PartyContext
+from mpc.session import Session
+
+X = np.array([1.5, -2.0, 0.25, 10.0])
+Y = np.array([4.0, 0.5, -8.0, 0.125])
+
+
+def product(ctx: PartyContext) -> np.ndarray | None:
+    x = ctx.input("alice", X if ctx.me == "alice" else None)
+    y = ctx.input("bob", Y if ctx.me == "bob" else None)
+    return ctx.reveal(x * y + x)
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_same_result_on_every_transport() -> None:
+    results = {}
+    for transport in ("tcp", "tcp-plaintext", "ray"):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            session = Session(["alice", "bob", "carol"], transport=transport, timeout=20)
+        assert any("NOT encrypted" in str(w.message) for w in caught) == (
+            transport == "tcp-plaintext"
+        )
+        with session:
+            result = session.run(product)
+        for party in ("alice", "bob", "carol"):
+            np.testing.assert_allclose(result[party], X * Y + X, atol=2 * 2.0**-16)
+        assert result.stats["alice"].by_kind["mul"].rounds == 2
+        results[transport] = result["alice"]
+    np.testing.assert_array_equal(results["tcp"], results["ray"])
+    np.testing.assert_array_equal(results["tcp"], results["tcp-plaintext"])
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_exception_at_one_party_stops_all_promptly() -> None:
+    def failing(ctx: PartyContext) -> np.ndarray | None:
+        x = ctx.input("alice", X if ctx.me == "alice" else None)
+        if ctx.me == "bob":
+            raise RuntimeError("bob's disk is full")
+        return ctx.reveal(x * x)
+
+    with Session(["alice", "bob", "carol"], timeout=25) as session:
+        start = time.monotonic()
+        with pytest.raises(PartyFailedError) as info:
+            session.run(failing)
+        elapsed = time.monotonic() - start
+        assert info.value.party == "bob"
+        assert "bob's disk is full" in str(info.value)
+        assert elapsed < 20, "the other parties waited for their full timeout"
+        # The session is still usable after a failed run.
+        np.testing.assert_allclose(session.run(product)["carol"], X * Y + X, atol=2 * 2.0**-16)
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_killed_party_gives_one_clear_error() -> None:
+    def dying(ctx: PartyContext) -> np.ndarray | None:
+        x = ctx.input("alice", X if ctx.me == "alice" else None)
+        if ctx.me == "carol":
+            os._exit(1)  # the actor process dies mid-program
+        return ctx.reveal(x * x)
+
+    with Session(["alice", "bob", "carol"], timeout=25) as session:
+        start = time.monotonic()
+        with pytest.raises(PartyFailedError) as info:
+            session.run(dying)
+        assert time.monotonic() - start < 20
+        assert info.value.party == "carol"
+        assert "died" in str(info.value)
