@@ -389,29 +389,40 @@ def _rot_mul_pow2(x: U64Array, e: int) -> U64Array:
 
 
 def _field_mul(a: U64Array, b: U64Array | np.uint64) -> U64Array:
-    """Elementwise a*b mod p for canonical inputs; inputs must not both be 0-d."""
+    """Elementwise a*b mod p for canonical inputs; inputs must not both be 0-d.
+
+    Works in place on the full-shape product buffers to keep temporaries
+    (and page faults on large arrays) down.
+    """
     a1 = np.right_shift(a, _S32)  # < 2^29
     a0 = np.bitwise_and(a, _M32)  # < 2^32
     b1 = np.right_shift(b, _S32)
     b0 = np.bitwise_and(b, _M32)
     # a*b = a1b1*2^64 + (a1b0 + a0b1)*2^32 + a0b0, and 2^64 = 2^3 (mod p).
-    mid = np.multiply(a1, b0)
-    mid += np.multiply(a0, b1)  # < 2^62
     ll = np.multiply(a0, b0)  # < 2^64
-    hh = np.multiply(a1, b1)  # < 2^58
-    # x = 8*hh + (ll & p) + (ll >> 61)             < 2^61 + 2^61 + 8
-    x = np.left_shift(hh, _THREE, out=hh)
-    x += np.bitwise_and(ll, _P)
-    x += np.right_shift(ll, _S61, out=ll)
+    mid = np.multiply(a1, b0)
+    x = np.multiply(a0, b1)
+    mid += x  # < 2^62
+    np.multiply(a1, b1, out=x)  # hh < 2^58
+    tmp = a1 if a1.shape == x.shape else np.empty_like(x)
+    np.left_shift(x, _THREE, out=x)  # 8*hh < 2^61
+    # ll = l1*2^61 + l0 = l1 + l0
+    np.right_shift(ll, _S61, out=tmp)
+    x += tmp
+    np.bitwise_and(ll, _P, out=ll)
+    x += ll
     # mid*2^32 = m1*2^61 + m0*2^32 = m1 + m0*2^32 with mid = m1*2^29 + m0.
-    x += np.right_shift(mid, _S29)  # m1 < 2^33
+    np.right_shift(mid, _S29, out=tmp)  # m1 < 2^33
+    x += tmp
     np.bitwise_and(mid, _M29, out=mid)
-    x += np.left_shift(mid, _S32, out=mid)  # total < 3*2^61 + 2^34 < 2^63
-    y = np.bitwise_and(x, _P)
+    np.left_shift(mid, _S32, out=mid)
+    x += mid  # total < 3*2^61 + 2^34 < 2^63
+    np.bitwise_and(x, _P, out=tmp)
     np.right_shift(x, _S61, out=x)
-    y += x  # < 2^61 + 4
-    np.minimum(y, np.subtract(y, _P, out=x), out=y)
-    return y
+    tmp += x  # < 2^61 + 4
+    np.subtract(tmp, _P, out=x)  # wraps to a huge value iff tmp < p
+    np.minimum(tmp, x, out=tmp)
+    return tmp
 
 
 def _field_matmul_rows(a: U64Array, bl: _F64Array) -> U64Array:
@@ -464,16 +475,16 @@ class MersenneField61(Algebra):
     is_field = True
 
     def add(self, a: U64Array, b: U64Array) -> U64Array:
-        s = np.add(_u64(a), _u64(b))  # < 2^62
-        return _arr(np.minimum(s, np.subtract(s, _P)))
+        s = _arr(np.add(_u64(a), _u64(b)))  # < 2^62
+        return np.minimum(s, np.subtract(s, _P), out=s)
 
     def sub(self, a: U64Array, b: U64Array) -> U64Array:
-        d = np.subtract(_u64(a), _u64(b))  # wraps iff a < b; then d + p wraps back
-        return _arr(np.minimum(d, np.add(d, _P)))
+        d = _arr(np.subtract(_u64(a), _u64(b)))  # wraps iff a < b; then d + p wraps back
+        return np.minimum(d, np.add(d, _P), out=d)
 
     def neg(self, a: U64Array) -> U64Array:
-        d = np.subtract(_P, _u64(a))  # in (0, p]; p must become 0
-        return _arr(np.minimum(d, np.subtract(d, _P)))
+        d = _arr(np.subtract(_P, _u64(a)))  # in (0, p]; p must become 0
+        return np.minimum(d, np.subtract(d, _P), out=d)
 
     def mul(self, a: U64Array, b: U64Array) -> U64Array:
         a, b = _u64(a), _u64(b)
@@ -489,8 +500,8 @@ class MersenneField61(Algebra):
         return _field_mul(a, kk)
 
     def add_public(self, a: U64Array, k: int) -> U64Array:
-        s = np.add(_u64(a), np.uint64(int(k) % _P_INT))
-        return _arr(np.minimum(s, np.subtract(s, _P)))
+        s = _arr(np.add(_u64(a), np.uint64(int(k) % _P_INT)))
+        return np.minimum(s, np.subtract(s, _P), out=s)
 
     def sum(self, a: U64Array, axis: int | tuple[int, ...] | None = None) -> U64Array:
         a = _u64(a)
@@ -554,7 +565,4 @@ def algebra_by_name(name: str) -> Algebra:
     try:
         return _BY_NAME[name]
     except KeyError:
-        raise ValueError(
-            f"unknown algebra {name!r}; expected one of {sorted(_BY_NAME)}"
-        ) from None
-
+        raise ValueError(f"unknown algebra {name!r}; expected one of {sorted(_BY_NAME)}") from None

@@ -61,6 +61,7 @@ __all__ = [
     "check_product",
     "format_table",
     "numpy_baseline",
+    "parse_size",
     "plot_throughput",
     "progress",
     "write_results",
@@ -92,6 +93,18 @@ def progress(message: str) -> None:
     print(f"[mpc.bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def parse_size(text: str) -> int:
+    """A vector size from the command line: 1000, 1_000_000 or 1e6."""
+    cleaned = text.replace("_", "")
+    try:
+        value = float(cleaned) if any(c in cleaned for c in "eE.") else int(cleaned, 10)
+    except ValueError:
+        raise ValueError(f"not a size: {text!r}") from None
+    if value != int(value) or value < 1:
+        raise ValueError(f"sizes must be positive integers, got {text!r}")
+    return int(value)
+
+
 # ---- data and checks --------------------------------------------------------------------------
 def bench_data(size: int) -> tuple[FloatArray, FloatArray]:
     """The two input vectors of a benchmark of `size` elements (deterministic, public).
@@ -104,7 +117,9 @@ def bench_data(size: int) -> tuple[FloatArray, FloatArray]:
     return values[0].copy(), values[1].copy()
 
 
-def check_product(x: FloatArray, y: FloatArray, z: Any, fixed_point: FixedPoint = FIXED_POINT) -> float:
+def check_product(
+    x: FloatArray, y: FloatArray, z: Any, fixed_point: FixedPoint = FIXED_POINT
+) -> float:
     """Check a secure fixed-point product `z` of `x` and `y`; return the largest error in ulps.
 
     Admissible (one probabilistic truncation): with X, Y the integer encodings of x and y, the
@@ -248,11 +263,17 @@ def _rates(size: int, seconds: float, baseline: float) -> dict[str, float]:
 
 # ---- in-process protocols ---------------------------------------------------------------------
 def _local_parties(cls: type[Protocol], n: int, threshold: int, timeout: float) -> LocalParties:
-    names = _IN_PROCESS_NAMES[:n] if n <= len(_IN_PROCESS_NAMES) else tuple(
-        f"party{i}" for i in range(n)
+    names = (
+        _IN_PROCESS_NAMES[:n]
+        if n <= len(_IN_PROCESS_NAMES)
+        else tuple(f"party{i}" for i in range(n))
     )
     config = SessionConfig(tuple(names), cls.name, threshold, FIXED_POINT, timeout=timeout)
     return LocalParties(config, InsecureLocalDealer(cls.make_scheme(n, threshold)))
+
+
+def _dealer_fetches(local: LocalParties) -> int:
+    return sum(c.correction_fetches for c in local.dealer_clients if c is not None)
 
 
 def _inprocess_row(
@@ -262,10 +283,14 @@ def _inprocess_row(
     baseline = numpy_baseline(size)
     # Online: corrections of the warm-up and timed products fetched (generated) beforehand.
     for stream in _mul_streams(cls, size):
-        for runner in local.runners:
-            if runner.dealer is not None:
-                runner.dealer.prefetch(stream, warmup + repeats)
+        local.prefetch(stream, warmup + repeats)
+    fetches = _dealer_fetches(local)
     outcomes = local.run(_mul_program, size, warmup, repeats, True)
+    if _dealer_fetches(local) != fetches:
+        raise BenchmarkError(
+            f"{cls.name}: the online run fetched from the dealer although its corrections were "
+            "prefetched; the timing would include dealer generation"
+        )
     outputs = {name: o.output for name, o in outcomes.items()}
     stats = {name: o.stats for name, o in outcomes.items()}
     x, y = bench_data(size)
@@ -516,7 +541,7 @@ def bench_ray(
     try:
         for transport in transports:
             if verbose:
-                progress(f"ray {transport}: starting session ({protocol}, {len(_RAY_PARTIES)} parties)")
+                progress(f"ray {transport}: starting a session ({protocol}, 3 parties)")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # tcp-plaintext warns: measuring it is the point
                 session = Session(
@@ -601,9 +626,7 @@ def _label(row: Row) -> str:
     return f"{row['protocol']} n={row['n']}"
 
 
-def plot_throughput(
-    results: list[Row] | dict[str, Any], path_png: str | os.PathLike[str]
-) -> Path:
+def plot_throughput(results: list[Row] | dict[str, Any], path_png: str | os.PathLike[str]) -> Path:
     """Log-log plot of elements/s against size per configuration, numpy baseline dashed."""
     import matplotlib
 
@@ -661,8 +684,12 @@ def _table(headers: Sequence[str], lines: Iterable[Sequence[str]]) -> str:
     widths = [max(len(r[i]) for r in body) for i in range(len(headers))]
     out = []
     for k, r in enumerate(body):
-        out.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
-                             enumerate(zip(r, widths, strict=True))))
+        out.append(
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
+        )
         if k == 0:
             out.append("  ".join("-" * w for w in widths))
     return "\n".join(out)
@@ -672,8 +699,16 @@ def format_table(results: list[Row] | dict[str, Any]) -> str:
     """Text tables: throughput (elements/s, % of numpy, rounds, bytes/party) and latency."""
     rows = _throughput_rows(results)
     has_offline = any("with_offline_elements_per_s" in r for r in rows)
-    headers = ["configuration", "size", "secure s", "elements/s", "numpy el/s", "% of numpy",
-               "rounds", "bytes/party"]
+    headers = [
+        "configuration",
+        "size",
+        "secure s",
+        "elements/s",
+        "numpy el/s",
+        "% of numpy",
+        "rounds",
+        "bytes/party",
+    ]
     if has_offline:
         headers += ["w/ offline el/s", "w/ offline %"]
     lines = []
@@ -709,8 +744,15 @@ def format_table(results: list[Row] | dict[str, Any]) -> str:
             for r in results["latency"]
         ]
         text += "\n\n" + _table(
-            ["configuration", "chain", "ms/product", "rounds", "asyncio RTT us",
-             "rounds x RTT ms", "vs asyncio"],
+            [
+                "configuration",
+                "chain",
+                "ms/product",
+                "rounds",
+                "asyncio RTT us",
+                "rounds x RTT ms",
+                "vs asyncio",
+            ],
             lat_lines,
         )
     return text

@@ -36,8 +36,10 @@ def _cmd_protocols(args: argparse.Namespace, rest: list[str]) -> int:
 
     for name, cls in available_protocols().items():
         needs = ", ".join(sorted(n.value for n in cls.needs)) or "nothing"
-        print(f"{name}\n    {cls.summary}\n    security: {cls.security.describe()}\n"
-              f"    needs from a dealer: {needs}")
+        print(
+            f"{name}\n    {cls.summary}\n    security: {cls.security.describe()}\n"
+            f"    needs from a dealer: {needs}"
+        )
     return 0
 
 
@@ -77,7 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mpc", description="secure multi-party computation")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a scenario script (options after it go to the scenario)")
-    run.add_argument("scenario", help="path of a scenario script, e.g. scenarios/joint_statistics.py")
+    run.add_argument(
+        "scenario", help="path of a scenario script, e.g. scenarios/joint_statistics.py"
+    )
     run.set_defaults(func=_cmd_run)
     protocols = sub.add_parser("protocols", help="list protocols and their security models")
     protocols.set_defaults(func=_cmd_protocols)

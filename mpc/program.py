@@ -113,7 +113,7 @@ class PartyContext:
         return Secret(self, share, frac)
 
     def reveal(self, x: Secret, to: str | Sequence[str] | None = None) -> np.ndarray | None:
-        """Open `x` to the named parties (all when None); returns the value there, None elsewhere."""
+        """Open `x` to the named parties (all when None): the value there, None elsewhere."""
         if not isinstance(x, Secret):
             raise TypeError(f"reveal expects a Secret, got {type(x).__name__}")
         x._check(self)
@@ -183,7 +183,7 @@ class Secret:
         return self._like(contiguous(self.share[index]))
 
     @property
-    def T(self) -> Secret:  # noqa: N802 - numpy's name
+    def T(self) -> Secret:
         return self._like(contiguous(self.share.T))
 
     def sum(self, axis: int | None = None) -> Secret:
@@ -254,10 +254,12 @@ class Secret:
         return self._like(self.ctx.protocol.neg(self.share))
 
     def __sub__(self, other: Any) -> Secret:
-        return self + (-other)
+        result: Secret = self + (-other)
+        return result
 
     def __rsub__(self, other: Any) -> Secret:
-        return (-self) + other
+        result: Secret = (-self) + other
+        return result
 
     # ---- products ---------------------------------------------------------------------------
     def __mul__(self, other: Any) -> Secret:

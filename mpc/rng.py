@@ -102,8 +102,7 @@ def _encode_into(tag: object, out: list[bytes]) -> None:
             _encode_into(item, out)
     else:
         raise TypeError(
-            f"tag components must be str, int, bytes or tuples of those, "
-            f"got {type(tag).__name__}"
+            f"tag components must be str, int, bytes or tuples of those, got {type(tag).__name__}"
         )
 
 
@@ -209,9 +208,7 @@ class Prg:
         count = math.prod(dims)
         return self._words(self._resolve(tag), count).reshape(dims)
 
-    def below_bits(
-        self, shape: Shape, bits: int, tag: Tag | None = None
-    ) -> npt.NDArray[np.uint64]:
+    def below_bits(self, shape: Shape, bits: int, tag: Tag | None = None) -> npt.NDArray[np.uint64]:
         """Uniform uint64 array with values in ``[0, 2**bits)``, ``0 <= bits <= 64``."""
         if not 0 <= bits <= 64:
             raise ValueError(f"bits must be in [0, 64], got {bits}")

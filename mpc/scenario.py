@@ -40,7 +40,9 @@ def session_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def parse(argv: Sequence[str] | None, description: str, default_parties: int = 3) -> argparse.Namespace:
+def parse(
+    argv: Sequence[str] | None, description: str, default_parties: int = 3
+) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     add_session_options(parser, default_parties)
     return parser.parse_args(argv)

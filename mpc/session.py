@@ -27,8 +27,8 @@ from mpc.dealers.base import Dealer
 from mpc.dealers.seeded import InsecureLocalDealer
 from mpc.deploy import DeploymentConfig
 from mpc.encoding import FixedPoint
-from mpc.errors import ConfigurationError, InsecureDealerError, PartyFailedError
-from mpc.parties.party import SessionConfig, root_cause
+from mpc.errors import ConfigurationError, InsecureDealerError
+from mpc.parties.party import SessionConfig
 from mpc.protocols.base import Need
 from mpc.protocols.registry import check_compatibility, get_protocol
 from mpc.stats import PartyStats, format_stats
@@ -181,7 +181,9 @@ class Session:
             outputs, stats = self._backend.run(program, args, kwargs)
         return RunResult(outputs, stats, time.perf_counter() - start)
 
-    def prefetch(self, kind: str, shapes: Sequence[tuple[int, ...]], count: int, bits: int = 0) -> None:
+    def prefetch(
+        self, kind: str, shapes: Sequence[tuple[int, ...]], count: int, bits: int = 0
+    ) -> None:
         """Fetch dealer corrections for `count` items ahead of time (the offline phase)."""
         from mpc.dealers.streams import Stream
 
@@ -207,7 +209,11 @@ def _party_names(
         return [f"party{i}" for i in range(parties)]
     names = list(parties)
     for name in names:
-        if not isinstance(name, str) or not name or not name.replace("-", "").replace("_", "").isalnum():
+        if (
+            not isinstance(name, str)
+            or not name
+            or not name.replace("-", "").replace("_", "").isalnum()
+        ):
             raise ConfigurationError(
                 f"party names must be non-empty letters, digits, '-' or '_': got {name!r}"
             )

@@ -70,10 +70,10 @@ class PartyStats:
 
 def format_stats(stats: dict[str, PartyStats]) -> str:
     """A small table: one row per (party, operation kind)."""
-    lines = [f"{'party':<10} {'operation':<12} {'calls':>7} {'rounds':>7} {'bytes sent':>12} {'time s':>9}"]
+    head = ("party", "operation", "calls", "rounds", "bytes sent", "time s")
+    lines = ["{:<10} {:<16} {:>7} {:>7} {:>12} {:>9}".format(*head)]
     for party, party_stats in stats.items():
         for kind, s in sorted(party_stats.by_kind.items()):
-            lines.append(
-                f"{party:<10} {kind:<12} {s.calls:>7} {s.rounds:>7} {s.bytes_sent:>12} {s.seconds:>9.4f}"
-            )
+            row = (party, kind, s.calls, s.rounds, s.bytes_sent, f"{s.seconds:.4f}")
+            lines.append("{:<10} {:<16} {:>7} {:>7} {:>12} {:>9}".format(*row))
     return "\n".join(lines)

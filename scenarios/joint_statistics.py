@@ -51,7 +51,7 @@ def make_data(names: Sequence[str], directory: Path = DATA_DIR) -> dict[str, Pat
             writer = csv.writer(fh)
             writer.writerow(["patient_id", "age", "cholesterol"])
             for j in range(rows):
-                writer.writerow([f"{name}-{j:05d}", int(age[j]), int(round(cholesterol[j]))])
+                writer.writerow([f"{name}-{j:05d}", int(age[j]), round(cholesterol[j])])
     return paths
 
 
@@ -128,8 +128,11 @@ def run(argv: Sequence[str] | None = None) -> int:
     print(f"parties: {', '.join(names)} | protocol {args.protocol} | starting ...", flush=True)
     started = time.perf_counter()
     with Session(names, private=private, **session_kwargs(args)) as session:
-        print(f"session ready in {time.perf_counter() - started:.1f} s "
-              f"(transport {session.transport}, dealer {session.dealer_kind})", flush=True)
+        print(
+            f"session ready in {time.perf_counter() - started:.1f} s "
+            f"(transport {session.transport}, dealer {session.dealer_kind})",
+            flush=True,
+        )
         result = session.run(joint_statistics)
     expected = plaintext(paths)
     secure = result.outputs[names[0]]

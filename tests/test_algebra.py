@@ -42,7 +42,8 @@ def as_ints(a: np.ndarray) -> list[int]:
 def ref_matmul(a: np.ndarray, b: np.ndarray, modulus: int) -> np.ndarray:
     """Python-int matmul (object arrays), reduced mod modulus."""
     prod = np.matmul(a.astype(object), b.astype(object))
-    return np.vectorize(lambda v: int(v) % modulus, otypes=[object])(prod)
+    reduced: np.ndarray = np.vectorize(lambda v: int(v) % modulus, otypes=[object])(prod)
+    return reduced
 
 
 pairs = st.sampled_from(ALGEBRAS).flatmap(
@@ -138,8 +139,12 @@ def test_sum_matches_python(alg: Algebra, rows: int, cols: int, data: st.DataObj
     total = alg.sum(a)
     assert isinstance(total, np.ndarray) and total.shape == () and total.dtype == np.uint64
     assert int(total) == sum(xs) % m
-    assert as_ints(alg.sum(a, axis=0)) == [sum(xs[r * cols + c] for r in range(rows)) % m for c in range(cols)]
-    assert as_ints(alg.sum(a, axis=1)) == [sum(xs[r * cols : (r + 1) * cols]) % m for r in range(rows)]
+    assert as_ints(alg.sum(a, axis=0)) == [
+        sum(xs[r * cols + c] for r in range(rows)) % m for c in range(cols)
+    ]
+    assert as_ints(alg.sum(a, axis=1)) == [
+        sum(xs[r * cols : (r + 1) * cols]) % m for r in range(rows)
+    ]
 
 
 def test_field_sum_many_large_values() -> None:
@@ -165,7 +170,9 @@ matmul_shapes = st.tuples(st.integers(1, 5), st.integers(1, 6), st.integers(1, 5
 
 @settings(max_examples=40, deadline=None)
 @given(st.sampled_from(ALGEBRAS), matmul_shapes, st.data())
-def test_matmul_matches_python(alg: Algebra, shape: tuple[int, int, int], data: st.DataObject) -> None:
+def test_matmul_matches_python(
+    alg: Algebra, shape: tuple[int, int, int], data: st.DataObject
+) -> None:
     m, k, n = shape
     a = arr(data.draw(st.lists(elements(alg), min_size=m * k, max_size=m * k))).reshape(m, k)
     b = arr(data.draw(st.lists(elements(alg), min_size=k * n, max_size=k * n))).reshape(k, n)
@@ -183,8 +190,17 @@ def test_matmul_matches_python(alg: Algebra, shape: tuple[int, int, int], data: 
 
 @pytest.mark.parametrize(
     ("a_shape", "b_shape"),
-    [((5,), (5,)), ((5,), (5, 3)), ((4, 5), (5,)), ((2, 4, 5), (5, 3)), ((4, 5), (2, 5, 3)),
-     ((2, 1, 4, 5), (3, 5, 2)), ((5,), (2, 5, 3)), ((0, 5), (5, 3)), ((4, 0), (0, 3))],
+    [
+        ((5,), (5,)),
+        ((5,), (5, 3)),
+        ((4, 5), (5,)),
+        ((2, 4, 5), (5, 3)),
+        ((4, 5), (2, 5, 3)),
+        ((2, 1, 4, 5), (3, 5, 2)),
+        ((5,), (2, 5, 3)),
+        ((0, 5), (5, 3)),
+        ((4, 0), (0, 3)),
+    ],
 )
 def test_matmul_shapes_like_numpy(
     ring_path: str, a_shape: tuple[int, ...], b_shape: tuple[int, ...]
@@ -233,8 +249,9 @@ def test_field_matmul_chunked_inner_dimension() -> None:
     a = FIELD61.random(g, (40, k))
     b = FIELD61.random(g, (k, 3))
     assert FIELD61.matmul(a, b).tolist() == ref_matmul(a, b, P).tolist()
-    worst_a = np.full((2, k), P - 1, dtype=np.uint64)
-    worst_b = np.full((k, 2), P - 1, dtype=np.uint64)
+    # 4095 * (2^21 - 1)^2 is odd and > 2^53: any block longer than 2048 would round.
+    worst_a = np.full((2, 4095), P - 1, dtype=np.uint64)
+    worst_b = np.full((4095, 2), P - 1, dtype=np.uint64)
     assert FIELD61.matmul(worst_a, worst_b).tolist() == ref_matmul(worst_a, worst_b, P).tolist()
     edge = np.full((2, 2048), P - 1, dtype=np.uint64)  # largest single block
     assert FIELD61.matmul(edge, edge.T.copy()).tolist() == ref_matmul(edge, edge.T, P).tolist()
@@ -281,7 +298,10 @@ def test_field_from_signed_range(bad: int) -> None:
 
 def test_from_signed_python_ints_and_types() -> None:
     assert as_ints(RING64.from_signed([2**63, -1, 2**70 + 5, -(2**70)])) == [
-        2**63, R - 1, 5, (-(2**70)) % R
+        2**63,
+        R - 1,
+        5,
+        (-(2**70)) % R,
     ]
     assert int(RING64.from_signed(-1)) == R - 1
     assert RING64.from_signed(-1).shape == ()

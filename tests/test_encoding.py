@@ -23,7 +23,11 @@ def values_for(fp: FixedPoint) -> st.SearchStrategy[float]:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.sampled_from(FORMATS).flatmap(lambda fp: st.tuples(st.just(fp), st.lists(values_for(fp), min_size=1, max_size=20))))
+@given(
+    st.sampled_from(FORMATS).flatmap(
+        lambda fp: st.tuples(st.just(fp), st.lists(values_for(fp), min_size=1, max_size=20))
+    )
+)
 def test_round_trip_error_bound(case: tuple[FixedPoint, list[float]]) -> None:
     fp, vs = case
     enc = fp.encode(vs)
@@ -90,8 +94,11 @@ def test_huge_python_int_rejected() -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"frac_bits": -1}, "frac_bits"), ({"int_bits": 0}, "int_bits"),
-     ({"frac_bits": 30, "int_bits": 23}, "52")],
+    [
+        ({"frac_bits": -1}, "frac_bits"),
+        ({"int_bits": 0}, "int_bits"),
+        ({"frac_bits": 30, "int_bits": 23}, "52"),
+    ],
 )
 def test_format_validation(kwargs: dict[str, int], match: str) -> None:
     with pytest.raises(ValueError, match=match):

@@ -38,7 +38,9 @@ def enc(v: np.ndarray) -> np.ndarray:
 
 def expected_product(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """floor(X*Y/2^f) and one less, decoded: the two admissible outcomes."""
-    exact = np.array([int(a) * int(b) >> FXP.frac_bits for a, b in zip(enc(x), enc(y), strict=True)])
+    exact = np.array(
+        [int(a) * int(b) >> FXP.frac_bits for a, b in zip(enc(x), enc(y), strict=True)]
+    )
     return exact * ULP, (exact - 1) * ULP
 
 

@@ -53,10 +53,23 @@ def test_32_byte_seed_accepted_and_distinct() -> None:
 
 
 def test_matches_reference_construction() -> None:
-    for tag in ["x", 7, b"\x00", ("a", (1, b"b")), -3]:
+    kat_tags: list[Tag] = ["x", 7, b"\x00", ("a", (1, b"b")), -3]
+    for tag in kat_tags:
         assert Prg(SEED).bytes(1000, tag) == reference_stream(SEED, tag, 1000)
     words = np.frombuffer(reference_stream(SEED, "w", 8 * 12), dtype="<u8").reshape(3, 4)
     np.testing.assert_array_equal(Prg(SEED).ring((3, 4), "w"), words)
+
+
+def test_derive_matches_reference_construction() -> None:
+    child_seed = hashlib.blake2b(
+        encode_tag(("run", 3)), key=SEED, digest_size=16, person=b"mpc.rng.derive"
+    ).digest()
+    assert Prg(SEED).derive(("run", 3)).bytes(64, "x") == reference_stream(child_seed, "x", 64)
+    # separate domain: the child seed is not the AES key of the parent's stream for that tag
+    parent_key = hashlib.blake2b(
+        encode_tag(("run", 3)), key=SEED, digest_size=16, person=b"mpc.rng"
+    ).digest()
+    assert child_seed != parent_key
 
 
 def test_repr_hides_seed() -> None:
@@ -112,9 +125,7 @@ def test_derive_domain_separated() -> None:
 
 # ---- tag encoding -------------------------------------------------------------------------
 
-atoms = st.one_of(
-    st.text(max_size=4), st.binary(max_size=4), st.integers(-(2**70), 2**70)
-)
+atoms = st.one_of(st.text(max_size=4), st.binary(max_size=4), st.integers(-(2**70), 2**70))
 tags = st.recursive(atoms, lambda kids: st.lists(kids, max_size=3).map(tuple), max_leaves=8)
 
 
@@ -217,8 +228,10 @@ def test_bytes_uniform() -> None:
 
 def test_ring_top_and_bottom_bits_uniform() -> None:
     x = Prg(SEED).ring(1 << 17, "u")
-    assert chisquare(np.bincount((x >> np.uint64(56)).astype(np.int64), minlength=256)).pvalue > ALPHA
-    assert chisquare(np.bincount((x & np.uint64(255)).astype(np.int64), minlength=256)).pvalue > ALPHA
+    top = (x >> np.uint64(56)).astype(np.int64)
+    bottom = (x & np.uint64(255)).astype(np.int64)
+    assert chisquare(np.bincount(top, minlength=256)).pvalue > ALPHA
+    assert chisquare(np.bincount(bottom, minlength=256)).pvalue > ALPHA
 
 
 @pytest.mark.parametrize("modulus", [3, 7, 10, 1000])

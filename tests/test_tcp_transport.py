@@ -381,7 +381,7 @@ def test_flipped_payload_byte_is_rejected() -> None:
         # The next frame has the same size; flip the last ciphertext byte of its payload record.
         relay.flip_at = relay.forwarded + wire - 17
         b.send(0, (0, 1), array)
-        with pytest.raises(IntegrityError, match="'b'.*authentication"):
+        with pytest.raises(IntegrityError, match=r"'b'.*authentication"):
             a.recv(1, (0, 1), TIMEOUT)
         assert relay.flip_at is None  # the relay did flip a byte
     finally:
@@ -397,7 +397,7 @@ def test_replayed_record_is_rejected() -> None:
         a.recv(1, (0, 0), TIMEOUT)
         recorded = bytes(relay.captured[start:])
         relay.inject(recorded)  # the same frame again, with its old record counters
-        with pytest.raises(IntegrityError, match="'b'.*authentication"):
+        with pytest.raises(IntegrityError, match=r"'b'.*authentication"):
             a.recv(1, (0, 1), TIMEOUT)
     finally:
         close_all([a, b])

@@ -78,8 +78,13 @@ def test_single_party_view_is_uniform_and_independent_of_the_secret(protocol: st
         seen: list[np.ndarray] = []
         original_recv = bob.transport.recv
 
-        def recording_recv(frm: int, tag: Any, timeout: float, _orig: Any = original_recv,
-                           _seen: list[np.ndarray] = seen) -> np.ndarray:
+        def recording_recv(
+            frm: int,
+            tag: Any,
+            timeout: float,
+            _orig: Any = original_recv,
+            _seen: list[np.ndarray] = seen,
+        ) -> np.ndarray:
             array = _orig(frm, tag, timeout)
             _seen.append(np.array(array))
             return array
@@ -87,13 +92,15 @@ def test_single_party_view_is_uniform_and_independent_of_the_secret(protocol: st
         bob.transport.recv = recording_recv  # type: ignore[method-assign]
         shares: list[np.ndarray] = []
 
-        def program(ctx: PartyContext, v: float = value, _shares: list[np.ndarray] = shares) -> None:
+        def program(
+            ctx: PartyContext, v: float = value, _shares: list[np.ndarray] = shares
+        ) -> None:
             data = np.full(size, v)
             x = ctx.input("alice", data if ctx.me == "alice" else None)
             y = ctx.input("carol", data if ctx.me == "carol" else None)
             if ctx.me == "bob":
                 _shares.extend([x.share, y.share])
-            x * y  # noqa: B018 - the view of the multiplication is what is tested
+            x * y
 
         parties.run(program)
         views[label] = shares + seen

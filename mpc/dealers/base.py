@@ -83,10 +83,7 @@ class DealerClient:
         return self._provides
 
     def _needs_corrections(self, stream: Stream) -> bool:
-        return any(
-            self.rank >= self.scheme.seeded_prefix(is_derived(c))
-            for c in stream.components
-        )
+        return any(self.rank >= self.scheme.seeded_prefix(is_derived(c)) for c in stream.components)
 
     def prefetch(self, stream: Stream, count: int) -> None:
         """Fetch the corrections of the next `count` items of `stream` now (offline phase).

@@ -22,7 +22,7 @@ import numpy as np
 
 from mpc.algebra import Algebra
 from mpc.protocols.base import Need, Shape, SharingScheme
-from mpc.rng import Prg
+from mpc.rng import Prg, Tag
 
 _COMPONENTS: dict[str, tuple[str, ...]] = {
     "triple": ("a", "b", "c"),
@@ -72,7 +72,7 @@ class Stream:
     def item_elements(self) -> int:
         return sum(int(np.prod(self.component_shape(c), dtype=np.int64)) for c in self.components)
 
-    def tag(self, counter: int, component: str) -> tuple[object, ...]:
+    def tag(self, counter: int, component: str) -> Tag:
         return (self.kind, self.shapes, self.bits, self.epoch, counter, component)
 
     def in_epoch(self, epoch: int) -> Stream:
@@ -111,9 +111,13 @@ def derive_secret(
     raise ValueError(f"component {component!r} of {stream.kind!r} is not derived")
 
 
-def seeded_share(algebra: Algebra, prg: Prg, stream: Stream, counter: int, component: str) -> np.ndarray:
+def seeded_share(
+    algebra: Algebra, prg: Prg, stream: Stream, counter: int, component: str
+) -> np.ndarray:
     """A share that a party draws from its own seed."""
-    return algebra.random(prg, stream.component_shape(component), tag=stream.tag(counter, component))
+    return algebra.random(
+        prg, stream.component_shape(component), tag=stream.tag(counter, component)
+    )
 
 
 def is_derived(component: str) -> bool:

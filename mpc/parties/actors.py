@@ -129,7 +129,9 @@ class PartyActor:
     def peer_aborted(self, peer: str, reason: str, run_id: int | None = None) -> None:
         """A peer (or the driver, naming the run) reports that the run failed there."""
         if self.transport is not None and run_id in (None, self.current_run):
-            self.transport.mailbox.fail(PeerFailedError(f"party {peer!r} aborted the run: {reason}"))
+            self.transport.mailbox.fail(
+                PeerFailedError(f"party {peer!r} aborted the run: {reason}")
+            )
 
     def attach_dealer(self, dealer: Any | None) -> None:
         """Fetch this party's seed from the dealer actor and build the party runner."""

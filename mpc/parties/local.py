@@ -8,6 +8,7 @@ data. Dealers used here are in-process and therefore insecure.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -17,6 +18,10 @@ from mpc.dealers.streams import Stream
 from mpc.parties.memory import MemoryNetwork
 from mpc.parties.party import PartyOutcome, PartyRunner, Program, SessionConfig, root_cause
 from mpc.protocols.registry import get_protocol
+
+
+def _fetch(dealer: Dealer, rank: int, stream: Stream, start: int, count: int) -> list[Any]:
+    return dealer.corrections(rank, stream, start, count)
 
 
 class LocalParties:
@@ -36,12 +41,9 @@ class LocalParties:
         for rank in range(len(names)):
             client = None
             if dealer is not None:
+                fetch = functools.partial(_fetch, dealer, rank)
                 client = DealerClient(
-                    rank,
-                    dealer.seed_for(rank),
-                    scheme,
-                    lambda stream, start, count, r=rank: dealer.corrections(r, stream, start, count),
-                    provides=dealer.provides,
+                    rank, dealer.seed_for(rank), scheme, fetch, provides=dealer.provides
                 )
             self.dealer_clients.append(client)
         private = private or {}

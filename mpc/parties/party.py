@@ -25,6 +25,7 @@ from mpc.rng import Prg, new_seed
 from mpc.stats import PartyStats
 
 Program = Callable[..., Any]
+DEFAULT_FIXED_POINT = FixedPoint()
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class SessionConfig:
     parties: tuple[str, ...]
     protocol: str
     threshold: int
-    fixed_point: FixedPoint = FixedPoint()
+    fixed_point: FixedPoint = DEFAULT_FIXED_POINT
     timeout: float = 30.0
 
     def __post_init__(self) -> None:
@@ -75,8 +76,13 @@ class PartyRunner:
     def name(self) -> str:
         return self.config.parties[self.rank]
 
-    def run(self, run_id: int, program: Program, args: tuple[Any, ...] = (),
-            kwargs: Mapping[str, Any] | None = None) -> PartyOutcome:
+    def run(
+        self,
+        run_id: int,
+        program: Program,
+        args: tuple[Any, ...] = (),
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> PartyOutcome:
         channel = PartyChannel(self.transport, run_id, self.config.timeout)
         if self.dealer is not None:
             self.dealer.begin_run(run_id)
@@ -85,7 +91,11 @@ class PartyRunner:
                 channel, self._prg.derive(("run", run_id)), self.dealer, self.config.threshold
             )
             ctx = PartyContext(
-                self.config.parties, self.rank, protocol, channel, self.config.fixed_point,
+                self.config.parties,
+                self.rank,
+                protocol,
+                channel,
+                self.config.fixed_point,
                 self.private,
             )
             output = program(ctx, *args, **(kwargs or {}))

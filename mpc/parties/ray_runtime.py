@@ -11,6 +11,7 @@ private data only to that party's actor.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -71,7 +72,7 @@ class RayParties:
                 )
             self._started_ray = True
         specs = self._specs()
-        available = ray.cluster_resources()
+        available = ray.cluster_resources()  # type: ignore[no-untyped-call]
         wanted = [s.resource for s in specs if s is not None and s.resource]
         if self.deployment is not None and self.deployment.dealer_resource:
             wanted.append(self.deployment.dealer_resource)
@@ -101,8 +102,10 @@ class RayParties:
             dealer_options: dict[str, Any] = {"num_cpus": 0, "max_concurrency": 8}
             if self.deployment is not None and self.deployment.dealer_resource:
                 dealer_options["resources"] = {self.deployment.dealer_resource: 0.001}
-            self.dealer = ray.remote(DealerActor).options(**dealer_options).remote(
-                self.config.protocol, len(self.config.parties), self.config.threshold
+            self.dealer = (
+                ray.remote(DealerActor)
+                .options(**dealer_options)
+                .remote(self.config.protocol, len(self.config.parties), self.config.threshold)
             )
         self._wire(specs)
 
@@ -116,7 +119,12 @@ class RayParties:
                 f"session set-up timed out while {what} (are all nodes up and reachable?)"
             ) from None
         except ray.exceptions.RayTaskError as exc:
-            raise exc.as_instanceof_cause() from None
+            raise exc.as_instanceof_cause() from None  # type: ignore[no-untyped-call]
+        except ray.exceptions.RayActorError as exc:
+            detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
+            raise ConfigurationError(
+                f"a party actor could not start while {what}: {detail}"
+            ) from None
 
     def _wire(self, specs: list[Any]) -> None:
         names = list(self.config.parties)
@@ -172,7 +180,7 @@ class RayParties:
                     outputs[name] = output
                     stats[name] = PartyStats.from_dict(party_stats)
                 except ray.exceptions.RayTaskError as exc:
-                    failures[name] = exc.as_instanceof_cause()
+                    failures[name] = exc.as_instanceof_cause()  # type: ignore[no-untyped-call]
                 except ray.exceptions.RayActorError:
                     failures[name] = PartyFailedError(
                         name, "unknown", "the party's process died (actor killed or crashed)"
@@ -191,16 +199,12 @@ class RayParties:
 
         if not ray.is_initialized():
             return
-        try:
+        with contextlib.suppress(Exception):  # dead actors cannot close; they are killed below
             ray.get([a.close.remote() for a in self.actors], timeout=10)
-        except Exception:  # dead actors cannot close; they are killed below
-            pass
         for actor in [*self.actors, self.dealer]:
             if actor is not None:
-                try:
+                with contextlib.suppress(Exception):
                     ray.kill(actor)
-                except Exception:
-                    pass
         self.actors = []
         self.dealer = None
         if self._started_ray:
@@ -215,18 +219,23 @@ def _ship_by_value(program: Program) -> None:
     from ray import cloudpickle
 
     module = sys.modules.get(getattr(program, "__module__", "") or "")
-    if module is not None and module.__name__ not in ("__main__",) and not (
-        module.__name__ == "mpc" or module.__name__.startswith("mpc.")
+    if (
+        module is not None
+        and module.__name__ not in ("__main__",)
+        and not (module.__name__ == "mpc" or module.__name__.startswith("mpc."))
     ):
-        cloudpickle.register_pickle_by_value(module)
+        cloudpickle.register_pickle_by_value(module)  # type: ignore[no-untyped-call]
 
 
 def _named_root_cause(failures: Mapping[str, BaseException]) -> BaseException:
     """Prefer a primary failure; a dead party (operation unknown) borrows its peers' operation."""
     cause = root_cause(failures)
     if isinstance(cause, PartyFailedError) and cause.operation == "unknown":
-        ops = [f.operation for f in failures.values() if isinstance(f, PartyFailedError)
-               and f.operation != "unknown"]
+        ops = [
+            f.operation
+            for f in failures.values()
+            if isinstance(f, PartyFailedError) and f.operation != "unknown"
+        ]
         if ops:
             return PartyFailedError(cause.party, ops[0], cause.cause)
     return cause

@@ -11,6 +11,7 @@ each other. The default data plane is `mpc.parties.tcp`.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -47,10 +48,8 @@ class RayTransport(Transport):
     def abort(self, reason: str) -> None:
         for rank, peer in enumerate(self._peers):
             if rank != self.rank:
-                try:
+                with contextlib.suppress(Exception):  # best effort: the peer may be gone
                     peer.peer_aborted.remote(self.name, reason)
-                except Exception:  # best effort: the peer may be gone already
-                    pass
 
     def peer_aborted(self, peer: str, reason: str) -> None:
         self.mailbox.fail(PeerFailedError(f"party {peer!r} aborted the run: {reason}"))

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import select
 import socket
 import threading
 import time
@@ -83,11 +84,16 @@ _READ_BUFFER: Final = 256 * 1024
 #: Reads at least this large go straight into their destination instead of the buffer.
 _DIRECT_READ: Final = 64 * 1024
 _HANDSHAKE_MAX: Final = 64 * 1024
-#: A blocked receive re-checks whether its peer has closed at this interval (seconds).
+#: A waiting receive re-checks the mailbox and its peer's state at least this often (seconds).
 _RECV_SLICE: Final = 0.25
+#: The receiver thread drains its connection every _DRAIN_MIN seconds while there is traffic
+#: the program thread does not read, backing off to _DRAIN_MAX when idle.
+_DRAIN_MIN: Final = 0.001
+_DRAIN_MAX: Final = 0.02
 #: How long `abort` and `close` wait for a busy connection before giving up on it (seconds).
 _CONTROL_WAIT: Final = 1.0
 _SEND_FLAGS: Final = getattr(socket, "MSG_NOSIGNAL", 0)
+_DONTWAIT: Final = getattr(socket, "MSG_DONTWAIT", 0)
 
 
 class PlaintextTransportWarning(UserWarning):
@@ -113,59 +119,121 @@ def _sendmsg_all(sock: socket.socket, buffers: list[Buffer]) -> None:
 
 
 class _Reader:
-    """Buffered exact reads from a socket: small frames come out of one `recv_into` call, large
-    payloads are received straight into their destination."""
+    """Buffered reads from one socket.
+
+    `read` blocks (socket timeout applies; used by the handshake). `fill`, `take` and
+    `read_some_into` are the data-path API: they never block past a deadline, and partial data
+    stays buffered (or its count is returned) so that a frame can be resumed later, possibly by
+    another thread. Small frames come out of one `recv_into` call; large payloads are received
+    straight into their destination.
+    """
 
     def __init__(self, sock: socket.socket, size: int = _READ_BUFFER) -> None:
         self._sock = sock
         self._view = memoryview(bytearray(size))
         self._start = 0
         self._end = 0
+        self._poll: select.poll | None = None
+        self._wake: socket.socket | None = None
 
-    def _fill(self, n: int) -> None:
+    def attach(self, wake: socket.socket) -> None:
+        """Prepare deadline waits: poll the socket and the transport's wake-up socket."""
+        self._poll = select.poll()
+        self._poll.register(self._sock.fileno(), select.POLLIN)
+        self._poll.register(wake.fileno(), select.POLLIN)
+        self._wake = wake
+
+    @property
+    def buffered(self) -> int:
+        return self._end - self._start
+
+    def _make_room(self, n: int) -> None:
         if self._start == self._end:
             self._start = self._end = 0
         elif self._start + n > len(self._view):
             avail = self._end - self._start
             self._view[:avail] = self._view[self._start : self._end]
             self._start, self._end = 0, avail
+
+    def read(self, n: int) -> memoryview:
+        """Blocking: the next `n` bytes (n <= buffer size), valid until the next read."""
+        if self._end - self._start < n:
+            self._make_room(n)
+            while self._end - self._start < n:
+                got = self._sock.recv_into(self._view[self._end :])
+                if got == 0:
+                    raise EOFError("connection closed by the peer")
+                self._end += got
+        return self.take(n)
+
+    def _wait(self, deadline: float) -> bool:
+        """Wait until the socket is readable; False on deadline or a wake-up signal."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or self._poll is None:
+            return False
+        events = self._poll.poll(remaining * 1000.0)
+        if self._wake is not None and any(fd == self._wake.fileno() for fd, _ in events):
+            _drain_wake(self._wake)
+            return False
+        return bool(events)
+
+    def fill(self, n: int, deadline: float) -> bool:
+        """Make `n` bytes (n <= buffer size) available to `take`; False if the deadline came."""
+        if self._end - self._start >= n:
+            return True
+        self._make_room(n)
         while self._end - self._start < n:
-            got = self._sock.recv_into(self._view[self._end :])
+            try:
+                got = self._sock.recv_into(self._view[self._end :], 0, _DONTWAIT)
+            except BlockingIOError:
+                if not self._wait(deadline):
+                    return False
+                continue
             if got == 0:
                 raise EOFError("connection closed by the peer")
             self._end += got
+        return True
 
-    def read(self, n: int) -> memoryview:
-        """The next `n` bytes (n <= buffer size); the view is valid until the next read."""
-        if self._end - self._start < n:
-            self._fill(n)
+    def take(self, n: int) -> memoryview:
+        """Consume `n` buffered bytes; the view is valid until the next read."""
         view = self._view[self._start : self._start + n]
         self._start += n
         return view
 
-    def read_into(self, dst: memoryview) -> None:
-        """Fill `dst` (a flat byte view) with the next len(dst) bytes."""
-        n = dst.nbytes
-        take = min(n, self._end - self._start)
+    def read_some_into(self, dst: memoryview, deadline: float) -> int:
+        """Put up to len(dst) bytes into `dst`; return how many (0 only if the deadline came)."""
+        take = min(dst.nbytes, self._end - self._start)
         if take:
             dst[:take] = self._view[self._start : self._start + take]
             self._start += take
-        rest = n - take
-        if rest == 0:
-            return
-        if rest < _DIRECT_READ:
-            dst[take:] = self.read(rest)
-            return
-        pos = take
-        while pos < n:
-            got = self._sock.recv_into(dst[pos:])
+            return take
+        while True:
+            try:
+                got = self._sock.recv_into(dst, 0, _DONTWAIT)
+            except BlockingIOError:
+                if not self._wait(deadline):
+                    return 0
+                continue
             if got == 0:
                 raise EOFError("connection closed by the peer")
-            pos += got
+            return got
+
+
+def _drain_wake(wake: socket.socket) -> None:
+    try:
+        while wake.recv(4096):
+            pass
+    except OSError:
+        pass
+
+
+Frame = tuple[Header, np.ndarray | None]
 
 
 class _Link:
-    """One authenticated connection to one peer: its socket, keys, counters and reader thread."""
+    """One authenticated connection to one peer: socket, keys, counters and the state of the
+    frame being received (so that reading can stop at a deadline and resume in another thread).
+    """
 
     def __init__(
         self,
@@ -180,6 +248,8 @@ class _Link:
         self.sock = sock
         self.reader = reader
         self.send_lock = threading.Lock()
+        #: Held by whichever thread reads from the socket (program thread or receiver thread).
+        self.read_lock = threading.Lock()
         self.send_key: AESGCM | None = None
         self.recv_key: AESGCM | None = None
         self.send_ad = b""
@@ -192,9 +262,18 @@ class _Link:
         self.broken = False  # the send side cannot be used any more
         self.reader_done = False  # the receive side has ended (bye, EOF or error)
         self.bye_received = False
+        self.delivered = 0  # data messages put into the mailbox (written under read_lock)
+        self.claimed = 0  # of those, taken by `recv`
         self.thread: threading.Thread | None = None
         self._send_scratch: memoryview | None = None
         self._recv_scratch: memoryview | None = None
+        # state of the frame being received
+        self._header_len: int | None = None
+        self._header: Header | None = None
+        self._array: np.ndarray | None = None
+        self._dst: memoryview | None = None
+        self._offset = 0
+        self._record_pos = 0
 
     # ---- sending (caller holds send_lock) -------------------------------------------------
 
@@ -248,9 +327,9 @@ class _Link:
         finally:
             self.send_lock.release()
 
-    # ---- receiving (reader thread only) ---------------------------------------------------
+    # ---- receiving (caller holds read_lock) -----------------------------------------------
 
-    def _open(self, record: memoryview | bytes) -> bytes:
+    def _open(self, record: memoryview) -> bytes:
         assert self.recv_key is not None
         nonce = _nonce(self.recv_counter)
         self.recv_counter += 1
@@ -259,45 +338,78 @@ class _Link:
         except InvalidTag:
             raise IntegrityError("record failed authentication") from None
 
-    def read_header(self) -> Header:
-        if self.recv_key is None:
-            size = framing.parse_length(self.reader.read(4), framing.MAX_HEADER_BYTES)
-            return framing.parse_header(self.reader.read(size))
-        size = framing.parse_length(self.reader.read(4), framing.MAX_HEADER_BYTES + GCM_TAG)
-        if size < GCM_TAG:
-            raise IntegrityError(f"record of {size} bytes is shorter than its tag")
-        return framing.parse_header(self._open(self.reader.read(size)))
+    def pump(self, deadline: float) -> Frame | None:
+        """Read until one frame is complete and return it, or return None at `deadline` (or on
+        a wake-up signal) keeping the partial frame for the next call. Caller holds read_lock.
 
-    def read_payload(self, header: Header) -> np.ndarray:
-        array = framing.allocate(header)
+        Raises IntegrityError on a rejected record or header, EOFError/OSError on a lost
+        connection.
+        """
+        reader = self.reader
+        if self._header is None:
+            if self._header_len is None:
+                if not reader.fill(4, deadline):
+                    return None
+                limit = framing.MAX_HEADER_BYTES
+                if self.recv_key is not None:
+                    limit += GCM_TAG
+                self._header_len = framing.parse_length(reader.take(4), limit)
+                if self.recv_key is not None and self._header_len < GCM_TAG:
+                    raise IntegrityError("record shorter than its authentication tag")
+            if not reader.fill(self._header_len, deadline):
+                return None
+            raw = reader.take(self._header_len)
+            self._header_len = None
+            header = framing.parse_header(raw if self.recv_key is None else self._open(raw))
+            if header.kind != framing.KIND_DATA:
+                return header, None
+            fresh = framing.allocate(header)
+            if header.nbytes == 0:
+                return header, fresh
+            self._header, self._array, self._dst = header, fresh, framing.byte_view(fresh)
+            self._offset = self._record_pos = 0
+        header, pending, dst = self._header, self._array, self._dst
+        assert pending is not None and dst is not None
         total = header.nbytes
-        if total == 0:
-            return array
-        dst = framing.byte_view(array)
         aead = self.recv_key
         if aead is None:
-            self.reader.read_into(dst)
-            return framing.check_values(array)
-        for offset in range(0, total, RECORD_CHUNK):
-            size = min(RECORD_CHUNK, total - offset)
-            record_len = size + GCM_TAG
-            if record_len < _DIRECT_READ:
-                record = self.reader.read(record_len)
-            else:
-                if self._recv_scratch is None:
-                    self._recv_scratch = memoryview(bytearray(RECORD_CHUNK + GCM_TAG))
-                record = self._recv_scratch[:record_len]
-                self.reader.read_into(record)
-            nonce = _nonce(self.recv_counter)
-            self.recv_counter += 1
-            try:
-                aead.decrypt_into(nonce, record, self.recv_ad, dst[offset : offset + size])
-            except InvalidTag:
-                raise IntegrityError("record failed authentication") from None
-        return framing.check_values(array)
+            while self._offset < total:
+                got = reader.read_some_into(dst[self._offset :], deadline)
+                if got == 0:
+                    return None
+                self._offset += got
+        else:
+            while self._offset < total:
+                size = min(RECORD_CHUNK, total - self._offset)
+                record_len = size + GCM_TAG
+                if record_len < _DIRECT_READ:
+                    if not reader.fill(record_len, deadline):
+                        return None
+                    record = reader.take(record_len)
+                else:
+                    if self._recv_scratch is None:
+                        self._recv_scratch = memoryview(bytearray(RECORD_CHUNK + GCM_TAG))
+                    record = self._recv_scratch[:record_len]
+                    while self._record_pos < record_len:
+                        got = reader.read_some_into(record[self._record_pos :], deadline)
+                        if got == 0:
+                            return None
+                        self._record_pos += got
+                    self._record_pos = 0
+                nonce = _nonce(self.recv_counter)
+                self.recv_counter += 1
+                try:
+                    aead.decrypt_into(
+                        nonce, record, self.recv_ad, dst[self._offset : self._offset + size]
+                    )
+                except InvalidTag:
+                    raise IntegrityError("record failed authentication") from None
+                self._offset += size
+        self._header = self._array = self._dst = None
+        return header, framing.check_values(pending)
 
     def shutdown(self) -> None:
-        """Stop both directions (wakes the reader thread); the fd is closed later by `close`."""
+        """Stop both directions (wakes a reader); the fd is closed later by `close`."""
         self.broken = True
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
@@ -374,6 +486,10 @@ class TcpTransport(Transport):
         self._accepting = False
         self._connected = False
         self._closed = False
+        self._stop = threading.Event()
+        self._wake_recv, self._wake_send = socket.socketpair()
+        self._wake_recv.setblocking(False)
+        self._wake_send.setblocking(False)
 
     def _check_keys(self, key: PartyKey | None, peer_keys: dict[str, bytes] | None) -> None:
         if key is None or peer_keys is None:
@@ -602,6 +718,7 @@ class TcpTransport(Transport):
                     self._anonymous_errors.append(f"second connection claiming {link.name!r}")
                 return
             self._links[link.peer] = link
+            link.reader.attach(self._wake_recv)
             link.thread = threading.Thread(
                 target=self._receive_loop,
                 args=(link,),
@@ -873,65 +990,125 @@ class TcpTransport(Transport):
                 ) from e
 
     def recv(self, frm: int, tag: Tag, timeout: float) -> np.ndarray:
+        """Receive the array that party `frm` sent with `tag`, waiting at most `timeout` s.
+
+        While it waits, the calling thread reads `frm`'s connection itself (saving a thread
+        hand-off per message); the connection's receiver thread drains it at other times.
+        """
         link = self._link(frm)
         deadline = time.monotonic() + timeout
+        # `seen` is link.delivered at the last mailbox check; -1 forces a first check.
+        seen = -1 if link.delivered > link.claimed else link.delivered
         while True:
             if self._closed:
                 raise CommunicationError(f"party {self.name!r}: transport is closed")
-            if link.reader_done:
-                # Everything the peer sent is in the mailbox already.
+            if link.delivered != seen or link.reader_done or self.mailbox.failure is not None:
+                seen = link.delivered
                 try:
-                    return self.mailbox.get(frm, tag, 0.0, sender_name=link.name)
+                    array = self.mailbox.get(frm, tag, 0.0, sender_name=link.name)
                 except ReceiveTimeoutError:
-                    raise PeerFailedError(
-                        f"party {self.name!r}: party {link.name!r} closed its connection before "
-                        f"sending the message with tag {tag}"
-                    ) from None
-            remaining = deadline - time.monotonic()
-            try:
-                return self.mailbox.get(
-                    frm, tag, max(0.0, min(remaining, _RECV_SLICE)), sender_name=link.name
-                )
-            except ReceiveTimeoutError:
-                if remaining <= _RECV_SLICE:
-                    raise ReceiveTimeoutError(
-                        f"{self.name}: no message from {link.name!r} for tag {tag} within "
-                        f"{timeout:g} s; the peer is slow, stuck or gone (raise the receive "
-                        "timeout if it is slow)"
-                    ) from None
-
-    def _receive_loop(self, link: _Link) -> None:
-        try:
-            while True:
-                header = link.read_header()
-                if header.kind == framing.KIND_DATA:
-                    self.mailbox.put(link.peer, header.tag, link.read_payload(header))
-                elif header.kind == framing.KIND_ABORT:
-                    self.mailbox.fail(
-                        PeerFailedError(f"party {link.name!r} aborted: {header.reason}")
-                    )
+                    pass
                 else:
-                    link.bye_received = True
-                    return
+                    link.claimed += 1
+                    return array
+                if link.reader_done:
+                    raise PeerFailedError(
+                        f"party {self.name!r}: party {link.name!r} closed its connection "
+                        f"before sending the message with tag {tag}"
+                    )
+            now = time.monotonic()
+            if now >= deadline:
+                raise ReceiveTimeoutError(
+                    f"{self.name}: no message from {link.name!r} for tag {tag} within "
+                    f"{timeout:g} s; the peer is slow, stuck or gone (raise the receive timeout "
+                    "if it is slow)"
+                )
+            if not link.read_lock.acquire(timeout=min(deadline - now, _RECV_SLICE)):
+                continue  # the receiver thread is reading; it updates link.delivered
+            try:
+                if link.delivered != seen:
+                    continue
+                until = min(deadline, time.monotonic() + _RECV_SLICE)
+                while True:
+                    frame = self._pump(link, until)
+                    if frame is None:
+                        break
+                    self._dispatch(link, frame)
+                    if frame[0].kind != framing.KIND_DATA or frame[0].tag == tag:
+                        break
+            finally:
+                link.read_lock.release()
+
+    def _pump(self, link: _Link, deadline: float) -> Frame | None:
+        """One frame from `link` (caller holds its read_lock), or None; failures are reported."""
+        if link.reader_done:
+            return None
+        try:
+            return link.pump(deadline)
         except IntegrityError as e:
-            self.mailbox.fail(
+            link.reader_done = True
+            self._fail(
                 IntegrityError(
                     f"party {self.name!r}: rejected data from party {link.name!r}: {e} "
                     "(tampered, replayed, reordered or truncated traffic); connection closed"
                 )
             )
-            link.shutdown()
         except (OSError, EOFError, ValueError) as e:
+            link.reader_done = True
             if not self._closed:
-                self.mailbox.fail(
+                self._fail(
                     PeerFailedError(
                         f"party {self.name!r}: connection to party {link.name!r} closed "
                         f"unexpectedly ({type(e).__name__}: {e})"
                     )
                 )
-            link.shutdown()
-        finally:
+        link.shutdown()
+        return None
+
+    def _dispatch(self, link: _Link, frame: Frame) -> None:
+        """Act on one received frame (caller holds link.read_lock)."""
+        header, array = frame
+        if header.kind == framing.KIND_DATA:
+            assert array is not None
+            self.mailbox.put(link.peer, header.tag, array)
+            link.delivered += 1
+            if self.mailbox.failure is not None:  # a duplicate tag failed the mailbox
+                self._signal()
+        elif header.kind == framing.KIND_ABORT:
+            self._fail(PeerFailedError(f"party {link.name!r} aborted: {header.reason}"))
+        else:
+            link.bye_received = True
             link.reader_done = True
+
+    def _fail(self, error: Exception) -> None:
+        self.mailbox.fail(error)
+        self._signal()
+
+    def _signal(self) -> None:
+        """Wake a program thread that waits on a socket so that it re-checks the mailbox."""
+        with contextlib.suppress(OSError):
+            self._wake_send.send(b"\0")
+
+    def _receive_loop(self, link: _Link) -> None:
+        """Receiver thread of one connection: drains it whenever the program thread does not
+        read it, so that messages that arrive early reach the mailbox, peers never block on a
+        full socket buffer, and aborts and lost connections are noticed."""
+        interval = _DRAIN_MIN
+        while not self._stop.wait(interval) and not link.reader_done:
+            if not link.read_lock.acquire(blocking=False):
+                interval = _DRAIN_MIN  # the program thread is reading this connection
+                continue
+            got = 0
+            try:
+                while True:
+                    frame = self._pump(link, 0.0)
+                    if frame is None:
+                        break
+                    self._dispatch(link, frame)
+                    got += 1
+            finally:
+                link.read_lock.release()
+            interval = _DRAIN_MIN if got else min(2 * interval, _DRAIN_MAX)
 
     # ---- failure and shutdown ---------------------------------------------------------------
 
@@ -964,6 +1141,8 @@ class TcpTransport(Transport):
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+        self._stop.set()
+        self._signal()
         self._stop_listening()
         for link in links:
             link.shutdown()
@@ -973,10 +1152,12 @@ class TcpTransport(Transport):
                 link.thread.join(timeout=max(0.0, deadline - time.monotonic()))
         for link in links:
             if link.send_lock.acquire(timeout=_CONTROL_WAIT):
-                try:
+                if link.read_lock.acquire(timeout=_CONTROL_WAIT):
                     link.sock.close()
-                finally:
-                    link.send_lock.release()
+                    link.read_lock.release()
+                link.send_lock.release()
+        self._wake_send.close()
+        self._wake_recv.close()
 
     def __enter__(self) -> TcpTransport:
         return self

@@ -47,5 +47,5 @@ class Transport(ABC):
     def abort(self, reason: str) -> None:
         """Tell every peer that this party failed, so that their receives end at once."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release sockets and threads. Idempotent."""

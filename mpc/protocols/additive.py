@@ -38,7 +38,9 @@ class AdditiveScheme(SharingScheme):
 
     def reconstruct(self, shares: Mapping[int, np.ndarray]) -> np.ndarray:
         if len(shares) != self.n:
-            raise ValueError(f"additive reconstruction needs all {self.n} shares, got {len(shares)}")
+            raise ValueError(
+                f"additive reconstruction needs all {self.n} shares, got {len(shares)}"
+            )
         values = list(shares.values())
         total = values[0]
         for s in values[1:]:

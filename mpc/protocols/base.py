@@ -16,7 +16,8 @@ import enum
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import ClassVar, Protocol as TypingProtocol
+from typing import ClassVar
+from typing import Protocol as TypingProtocol
 
 import numpy as np
 

@@ -34,7 +34,7 @@ from mpc.rng import Prg
 
 @lru_cache(maxsize=1024)
 def lagrange_coefficients(points: tuple[int, ...], target: int, modulus: int) -> tuple[int, ...]:
-    """Coefficients l_k with f(target) = sum_k l_k f(points[k]) for every f of degree < len(points)."""
+    """Coefficients l_k with f(target) = sum_k l_k f(points[k]), for deg f < len(points)."""
     if len(set(points)) != len(points):
         raise ValueError(f"interpolation points must be distinct, got {points}")
     coeffs = []
@@ -170,9 +170,7 @@ class ShamirDegreeReduction(_ShamirBase):
         received = self.channel.exchange(outgoing, [r for r in resharers if r != self.rank])
         if own is not None:
             received[self.rank] = own
-        coeffs = lagrange_coefficients(
-            tuple(r + 1 for r in resharers), 0, self.algebra.modulus
-        )
+        coeffs = lagrange_coefficients(tuple(r + 1 for r in resharers), 0, self.algebra.modulus)
         return scheme.combine([received[r] for r in resharers], coeffs)
 
     def mul(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
