@@ -36,6 +36,9 @@ def _cmd_protocols(args: argparse.Namespace, rest: list[str]) -> int:
 
     for name, cls in available_protocols().items():
         needs = ", ".join(sorted(n.value for n in cls.needs)) or "nothing"
+        if cls.optional_needs:
+            optional = ", ".join(sorted(n.value for n in cls.optional_needs))
+            needs += f" (for fixed point: {optional})"
         print(
             f"{name}\n    {cls.summary}\n    security: {cls.security.describe()}\n"
             f"    needs from a dealer: {needs}"

@@ -377,3 +377,21 @@ def test_identity_and_pickle() -> None:
     assert len({RING64, Ring64(), FIELD61}) == 2
     assert (RING64.modulus, RING64.bits, RING64.is_field) == (R, 64, False)
     assert (FIELD61.modulus, FIELD61.bits, FIELD61.is_field) == (P, 61, True)
+
+
+def test_field_mul_chunked_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large inputs go through the chunked kernel (forced here with a tiny chunk)."""
+    monkeypatch.setattr(alg_mod, "_MUL_CHUNK", 7)
+    g = Prg(SEED)
+    a = FIELD61.random(g, (5, 9), "a")
+    b = FIELD61.random(g, (5, 9), "b")
+    want = [
+        [(int(x) * int(y)) % P for x, y in zip(ra, rb, strict=True)]
+        for ra, rb in zip(a, b, strict=True)
+    ]
+    assert FIELD61.mul(a, b).tolist() == want
+    assert FIELD61.mul(a[:, ::2], b[:, ::2]).tolist() == [row[::2] for row in want]  # strided
+    assert FIELD61.mul_public(a, -3).tolist() == [[(int(x) * -3) % P for x in ra] for ra in a]
+    assert FIELD61.mul(a, b[0]).tolist() == [  # broadcast: unchunked fallback
+        [(int(x) * int(y)) % P for x, y in zip(ra, b[0], strict=True)] for ra in a
+    ]

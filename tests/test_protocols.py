@@ -3,8 +3,9 @@
 Error bounds (frac bits f = 16, ulp = 2^-16):
 - round trip of integers: exact; of reals: |decoded - x| <= 2^-17 (encoding rounds to nearest);
 - linear operations on encoded values: exact on the encodings;
-- fixed-point product / matrix product: the result equals floor(X*Y / 2^16) or one less, where X, Y
-  are the integer encodings (one truncation, error at most 1 ulp towards -inf).
+- fixed-point product / matrix product: the result is within 1 of floor(X*Y / 2^16), where X, Y
+  are the integer encodings (one truncation, error at most 1 ulp; the built-in dealer truncation
+  only errs towards -inf, which test_truncation_and_views checks).
 """
 
 from __future__ import annotations
@@ -37,11 +38,10 @@ def enc(v: np.ndarray) -> np.ndarray:
 
 
 def expected_product(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """floor(X*Y/2^f) and one less, decoded: the two admissible outcomes."""
-    exact = np.array(
-        [int(a) * int(b) >> FXP.frac_bits for a, b in zip(enc(x), enc(y), strict=True)]
-    )
-    return exact * ULP, (exact - 1) * ULP
+    """floor(X*Y/2^f) + 1 and - 1, decoded: the admissible range (1 ulp either way)."""
+    pairs = zip(enc(x), enc(y), strict=True)
+    exact = np.array([int(a) * int(b) >> FXP.frac_bits for a, b in pairs])
+    return (exact + 1) * ULP, (exact - 1) * ULP
 
 
 @pytest.mark.parametrize(("protocol", "n"), CASES)
@@ -88,7 +88,7 @@ def test_mul_int_and_fixed(protocol: str, n: int) -> None:
 
     out = run(protocol, n, program)["bob"]
     hi, lo = expected_product(X, Y)
-    assert np.all((out["xy"] == hi) | (out["xy"] == lo)), (out["xy"], hi)
+    assert np.all((out["xy"] <= hi) & (out["xy"] >= lo)), (out["xy"], hi)
     np.testing.assert_array_equal(out["ab"], A_INT[0] * A_INT[1])
     np.testing.assert_array_equal(out["xa"], enc(X[:3]).astype(np.float64) * A_INT[0] * ULP)
 
@@ -110,9 +110,9 @@ def test_matmul(protocol: str, n: int) -> None:
     exact = np.array(enc(xm).dot(enc(ym)), dtype=object)
     floor = np.vectorize(lambda v: int(v) >> FXP.frac_bits)(exact).astype(np.float64)
     got = out["xy"] / ULP
-    assert np.all((got == floor) | (got == floor - 1)), (got, floor)
+    assert np.all(np.abs(got - floor) <= 1), (got, floor)
     got_v = out["xv"] / ULP
-    assert np.all((got_v == floor[:, 0]) | (got_v == floor[:, 0] - 1))
+    assert np.all(np.abs(got_v - floor[:, 0]) <= 1)
 
 
 @pytest.mark.parametrize(("protocol", "n"), CASES)

@@ -132,6 +132,8 @@ class Protocol(ABC):
     summary: ClassVar[str]
     security: ClassVar[SecurityModel]
     needs: ClassVar[frozenset[Need]]
+    #: Needed only by some operations (e.g. fixed-point truncation); checked when used.
+    optional_needs: ClassVar[frozenset[Need]] = frozenset()
     algebra: ClassVar[Algebra]
 
     def __init__(

@@ -71,16 +71,19 @@ def _load_entry_points() -> None:
     if _entry_points_loaded:
         return
     _entry_points_loaded = True
+    broken: list[str] = []
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name in _registry:
             continue
-        try:
-            cls = ep.load()
-        except Exception as exc:  # a broken plug-in must not break the others
-            raise ConfigurationError(
-                f"could not load protocol plug-in {ep.name!r} ({ep.value}): {exc}"
-            ) from exc
-        register_protocol(cls, name=ep.name)
+        try:  # a broken plug-in must not hide the others: load all, then report
+            register_protocol(ep.load(), name=ep.name)
+        except Exception as exc:
+            broken.append(f"{ep.name!r} ({ep.value}): {exc}")
+    if broken:
+        raise ConfigurationError(
+            "could not load protocol plug-in(s) " + "; ".join(broken)
+            + " (the other plug-ins are loaded; fix or uninstall the broken package)"
+        )
 
 
 def get_protocol(name: str) -> type[Protocol]:
