@@ -155,7 +155,7 @@ class ShamirDegreeReduction(_ShamirBase):
         trust="an honest majority (products); a dealer only for fixed-point truncation pairs",
         detects_wrong_shares=True,
     )
-    needs: frozenset[Need] = frozenset()
+    needs = frozenset[Need]()
     optional_needs = frozenset({Need.TRUNCATION_PAIRS})
 
     def _reduce_degree(self, product: np.ndarray) -> np.ndarray:
