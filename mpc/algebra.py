@@ -153,7 +153,8 @@ class Algebra(ABC):
 
     All array methods accept/return ``np.ndarray`` of dtype ``uint64`` (0-d
     arrays allowed), broadcast like numpy and return new arrays (inputs are
-    never modified).
+    never modified; the one exception is ``Ring64.to_signed``, a no-copy
+    int64 view).
     """
 
     name: ClassVar[str]
@@ -225,20 +226,24 @@ class Algebra(ABC):
 # ---------------------------------------------------------------------------
 
 # Ring matmul: float64 BLAS on limbs vs numpy's (non-BLAS) uint64 ``@``.
-# Measured on the dev box (2 vCPU, OpenBLAS 0.3.31, numpy 2.4, best of 5, us):
+# Measured on the dev box (2 vCPU VM, OpenBLAS 0.3.31, numpy 2.4; best of 5,
+# in us; ranges span repeated runs -- timings there swing up to 2x with
+# glibc page-fault behaviour):
 #
-#     shape (m x k @ k x n)    uint64 @   limbs (chosen path)
-#     100x100 @ 100x100           ~660       ~420-670  (22-bit limbs, 6 GEMMs)
-#     569x30  @ 30x1                12          ~76
-#     1000x50 @ 50x1                33         ~180
-#     1000x50 @ 50x10              300         ~310
-#     200x50  @ 50x200            1200         ~760
-#     300x300 @ 300x300          17800        ~8000-11700
+#     shape (m x k @ k x n)    uint64 @     limb path     chosen
+#     100x100 @ 100x100        600-950      350-700       limbs (22-bit, 6 GEMMs)
+#     569x30  @ 30x1                12       76-113       uint64 @
+#     1000x50 @ 50x1                33      180-800       uint64 @
+#     48x48   @ 48x48               68       85-130       uint64 @
+#     64x64   @ 64x64              170      130-135       limbs
+#     200x50  @ 50x200            1200      720-1200      limbs
+#     300x300 @ 300x300          18000     7500-11000     limbs
+#     100x1000 @ 1000x100   8100-10600     4000-6600      limbs (16-bit, 10 GEMMs)
 #
-# The limb path pays a few elementwise passes over both operands (splitting)
-# and over the output (recombining); that only amortises when both output
-# dimensions are sizeable.  Rule: limbs iff min(m, n) >= _RING_LIMB_MIN_MN,
-# otherwise (matrix-vector products, thin outputs) plain uint64 ``@``.
+# The limb path pays elementwise passes over both operands (splitting) and
+# the output (recombining); that only amortises when both output dimensions
+# are sizeable.  Rule: limbs iff min(m, n) >= _RING_LIMB_MIN_MN (and
+# k <= 2^21), otherwise (matrix-vector products, thin outputs) uint64 ``@``.
 _RING_LIMB_MIN_MN = 64
 # 22-bit limbs (3 limbs, 6 products with i+j <= 2) exact while k*(2^22-1)^2 < 2^53.
 _RING22_MAX_K = 1 << 9
