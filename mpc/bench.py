@@ -241,12 +241,21 @@ def _per_mul(stats: Mapping[str, PartyStats]) -> tuple[float, float]:
 
 def _mul_streams(cls: type[Protocol], size: int) -> list[Stream]:
     """The dealer streams one fixed-point product of `size` elements draws from."""
+    needs = cls.needs | cls.optional_needs  # e.g. shamir needs truncation pairs only here
     streams = []
-    if Need.TRIPLES in cls.needs:
+    if Need.TRIPLES in needs:
         streams.append(Stream("triple", ((size,),)))
-    if Need.TRUNCATION_PAIRS in cls.needs:
+    if Need.TRUNCATION_PAIRS in needs:
         streams.append(Stream("trunc", ((size,),), FRAC_BITS))
     return streams
+
+
+def _load() -> float:
+    """The 1-minute load average (other work on a shared machine skews every timing)."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:  # pragma: no cover - not available on this platform
+        return math.nan
 
 
 def _rates(size: int, seconds: float, baseline: float) -> dict[str, float]:
@@ -320,6 +329,7 @@ def _inprocess_row(
         "with_offline_ratio_percent": 100.0 * baseline / with_offline,
         "max_error_ulp": max_error_ulp,
         "verified": True,
+        "load_1min": _load(),
     }
     return row
 
@@ -460,6 +470,7 @@ def _ray_throughput_row(
         "bytes_per_party_per_mul": bytes_sent,
         "max_error_ulp": max_error_ulp,
         "verified": True,
+        "load_1min": _load(),
     }
 
 
@@ -494,6 +505,7 @@ def _ray_latency_row(
         "baseline_ms_per_mul": rounds * rtt * 1e3,
         "latency_ratio": per_mul / (rounds * rtt) if rounds and rtt else math.inf,
         "verified": True,
+        "load_1min": _load(),
     }
 
 
@@ -606,6 +618,7 @@ def write_results(results: list[Row] | dict[str, Any], path_json: str | os.PathL
             "numpy": np.__version__,
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
+            "load_1min_at_write": _load(),
         },
         "results": results,
     }
@@ -637,7 +650,7 @@ def plot_throughput(results: list[Row] | dict[str, Any], path_png: str | os.Path
     groups: dict[str, list[Row]] = {}
     for row in rows:
         groups.setdefault(_label(row), []).append(row)
-    fig, ax = plt.subplots(figsize=(8, 5.5))
+    fig, ax = plt.subplots(figsize=(11, 5.5))
     for label, group in groups.items():
         group = sorted(group, key=lambda r: r["size"])
         sizes = [r["size"] for r in group]
@@ -670,7 +683,7 @@ def plot_throughput(results: list[Row] | dict[str, Any], path_png: str | os.Path
     ax.set_ylabel("elements per second")
     ax.set_title("Element-wise fixed-point multiplication x*y (online)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     path = Path(path_png)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -711,6 +724,7 @@ def format_table(results: list[Row] | dict[str, Any]) -> str:
     ]
     if has_offline:
         headers += ["w/ offline el/s", "w/ offline %"]
+    headers.append("load")
     lines = []
     for r in rows:
         line = [
@@ -728,6 +742,7 @@ def format_table(results: list[Row] | dict[str, Any]) -> str:
                 f"{r.get('with_offline_elements_per_s', math.nan):.3g}",
                 f"{r.get('with_offline_ratio_percent', math.nan):.3f}",
             ]
+        line.append(f"{r.get('load_1min', math.nan):.1f}")
         lines.append(line)
     text = _table(headers, lines)
     if isinstance(results, dict) and results.get("latency"):
@@ -740,6 +755,7 @@ def format_table(results: list[Row] | dict[str, Any]) -> str:
                 f"{r['baseline_rtt_us']:.1f}",
                 f"{r['baseline_ms_per_mul']:.3f}",
                 f"{r['latency_ratio']:.1f}x",
+                f"{r.get('load_1min', math.nan):.1f}",
             ]
             for r in results["latency"]
         ]
@@ -752,6 +768,7 @@ def format_table(results: list[Row] | dict[str, Any]) -> str:
                 "asyncio RTT us",
                 "rounds x RTT ms",
                 "vs asyncio",
+                "load",
             ],
             lat_lines,
         )

@@ -266,6 +266,37 @@ def test_messages_arriving_before_recv_wait_in_mailbox(mesh: list[TcpTransport])
         np.testing.assert_array_equal(a.recv(1, (2, k), TIMEOUT), np.full(3, k))
 
 
+@pytest.mark.parametrize("encrypt", [True, False])
+def test_simultaneous_large_sends_do_not_deadlock(encrypt: bool) -> None:
+    """Both parties send 32 MB to each other before either receives: the receiver threads must
+    drain the sockets or both sends would block forever on full socket buffers."""
+    transports = make_transports(2, encrypt=encrypt)
+    try:
+        assert connect_all(transports) == [None, None]
+        big = [np.full(4 * 1024 * 1024, i + 1, dtype=np.uint64) for i in range(2)]
+        errors: list[BaseException] = []
+
+        def send(i: int) -> None:
+            try:
+                transports[i].send(1 - i, (9, i), big[i])
+            except BaseException as e:
+                errors.append(e)
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(TIMEOUT)
+        assert not any(thread.is_alive() for thread in threads), "sends deadlocked"
+        assert errors == []
+        for i in range(2):
+            np.testing.assert_array_equal(
+                transports[i].recv(1 - i, (9, 1 - i), TIMEOUT), big[1 - i]
+            )
+    finally:
+        close_all(transports)
+
+
 def test_send_returns_wire_bytes_and_counts_them(mesh: list[TcpTransport]) -> None:
     a = mesh[0]
     before = a.bytes_sent
@@ -441,6 +472,46 @@ def test_abort_reaches_a_peer_blocked_in_recv(mesh: list[TcpTransport]) -> None:
     thread.join(TIMEOUT)
     assert len(caught) == 1 and isinstance(caught[0], PeerFailedError)
     assert "'b'" in str(caught[0]) and "out of memory in layer 3" in str(caught[0])
+
+
+def test_abort_of_a_third_party_reaches_a_recv_waiting_on_another_peer(
+    mesh: list[TcpTransport],
+) -> None:
+    a, _, c = mesh
+    caught: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            a.recv(1, (5, 1), TIMEOUT)  # waits on b's connection
+        except BaseException as e:
+            caught.append(e)
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    time.sleep(0.1)
+    c.abort("disk full")
+    thread.join(TIMEOUT)
+    assert len(caught) == 1 and isinstance(caught[0], PeerFailedError)
+    assert "'c'" in str(caught[0]) and "disk full" in str(caught[0])
+
+
+def test_external_mailbox_failure_wakes_a_waiting_recv(mesh: list[TcpTransport]) -> None:
+    """The party runtime fails the mailbox when the driver reports a failure elsewhere."""
+    a = mesh[0]
+    caught: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            a.recv(1, (5, 2), TIMEOUT)
+        except BaseException as e:
+            caught.append(e)
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    time.sleep(0.1)
+    a.mailbox.fail(PeerFailedError("party 'x' aborted the run"))
+    thread.join(TIMEOUT)
+    assert len(caught) == 1 and "'x'" in str(caught[0])
 
 
 def test_lost_connection_gives_peer_failed() -> None:

@@ -23,10 +23,8 @@ record layer in `mpc.parties.tcp`.
 
 from __future__ import annotations
 
-import math
-import sys
-from dataclasses import dataclass
-from typing import Any, Final
+import threading
+from typing import Any, Final, NamedTuple
 
 import msgpack
 import numpy as np
@@ -49,19 +47,19 @@ LENGTH_PREFIX_BYTES: Final = 4
 KIND_DATA: Final = "data"
 KIND_ABORT: Final = "abort"
 KIND_BYE: Final = "bye"
-_KINDS: Final = frozenset({KIND_DATA, KIND_ABORT, KIND_BYE})
 
 #: Dtypes allowed on the wire, as little-endian numpy dtype strings.
 ALLOWED_DTYPES: Final = frozenset(
     {"<u8", "<i8", "<f8", "|b1", "|u1", "<u4", "<i4", "<f4", "<u2", "<i2", "|i1"}
 )
 _DTYPES: Final = {s: np.dtype(s) for s in ALLOWED_DTYPES}
+_ITEMSIZE: Final = {s: d.itemsize for s, d in _DTYPES.items()}
+_local = threading.local()  # one msgpack Packer per thread (a Packer is not thread-safe)
 
 Buffer = bytes | bytearray | memoryview
 
 
-@dataclass(frozen=True)
-class Header:
+class Header(NamedTuple):
     """A validated frame header."""
 
     kind: str
@@ -115,7 +113,13 @@ def byte_view(array: np.ndarray) -> memoryview:
     return array.reshape(-1).view(np.uint8).data
 
 
-def _check_tag(tag: Any) -> tuple[int, ...]:
+def _check_tag(tag: Any) -> list[int]:
+    if type(tag) is tuple and len(tag) <= MAX_TAG_LEN:
+        for x in tag:
+            if type(x) is not int:
+                break
+        else:
+            return list(tag)
     if not isinstance(tag, tuple | list) or len(tag) > MAX_TAG_LEN:
         raise ConfigurationError(
             f"a tag must be a tuple of at most {MAX_TAG_LEN} ints, got {tag!r}"
@@ -123,13 +127,17 @@ def _check_tag(tag: Any) -> tuple[int, ...]:
     for x in tag:
         if type(x) is not int and not isinstance(x, np.integer):
             raise ConfigurationError(f"a tag must be a tuple of ints, got {tag!r}")
-    return tuple(int(x) for x in tag)
+    return [int(x) for x in tag]
 
 
 def _pack(obj: dict[str, Any]) -> bytes:
+    packer = getattr(_local, "packer", None)
+    if packer is None:
+        packer = _local.packer = msgpack.Packer(use_bin_type=True)
     try:
-        data: bytes = msgpack.packb(obj, use_bin_type=True)
+        data: bytes = packer.pack(obj)
     except (OverflowError, TypeError, ValueError) as e:
+        _local.packer = None  # its buffer may hold a partial object
         raise ConfigurationError(f"cannot encode frame header: {e}") from e
     if len(data) > MAX_HEADER_BYTES:
         raise ConfigurationError(f"frame header of {len(data)} bytes exceeds {MAX_HEADER_BYTES}")
@@ -141,15 +149,15 @@ def encode_data(tag: Tag, array: np.ndarray) -> tuple[bytes, memoryview]:
 
     The returned view aliases `array` (or a contiguous little-endian copy of it if needed).
     """
-    tag_ints = _check_tag(tag)
+    tag_list = _check_tag(tag)
     wire = wire_array(array)
     header = _pack(
         {
             "k": KIND_DATA,
-            "t": list(tag_ints),
+            "t": tag_list,
             "d": wire.dtype.str,
-            "s": [int(x) for x in wire.shape],
-            "n": int(wire.nbytes),
+            "s": list(wire.shape),
+            "n": wire.nbytes,
         }
     )
     return header, byte_view(wire)
@@ -173,69 +181,63 @@ def frame_buffers(header: bytes, payload: Buffer = b"") -> list[Buffer]:
     return bufs
 
 
-def _int(value: Any, what: str) -> int:
-    if type(value) is not int:
-        raise IntegrityError(f"frame header field {what} is not an int: {type(value).__name__}")
-    return value
+def _bad(reason: str) -> IntegrityError:
+    return IntegrityError(f"malformed frame header: {reason}")
 
 
 def parse_header(data: Buffer) -> Header:
     """Decode and validate a header received from a peer; IntegrityError if anything is off."""
     if len(data) > MAX_HEADER_BYTES:
-        raise IntegrityError(f"frame header of {len(data)} bytes exceeds {MAX_HEADER_BYTES}")
+        raise _bad(f"{len(data)} bytes exceed the limit of {MAX_HEADER_BYTES}")
     try:
-        obj = msgpack.unpackb(
-            data,
-            raw=False,
-            strict_map_key=True,
-        )
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=True)
     except Exception as e:  # msgpack raises many types for malformed input
-        raise IntegrityError(f"undecodable frame header ({type(e).__name__})") from None
-    if not isinstance(obj, dict):
-        raise IntegrityError("frame header is not a map")
+        raise _bad(f"undecodable ({type(e).__name__})") from None
+    if type(obj) is not dict:
+        raise _bad("not a map")
     kind = obj.get("k")
-    if kind not in _KINDS:
-        raise IntegrityError(f"unknown frame kind {kind!r}")
-    if kind == KIND_BYE:
-        if set(obj) != {"k"}:
-            raise IntegrityError("unexpected fields in bye header")
-        return Header(kind=KIND_BYE)
+    if kind == KIND_DATA:
+        if len(obj) != 5:
+            raise _bad(f"data header has fields {sorted(obj)}, expected k, t, d, s, n")
+        tag, dtype, shape, nbytes = obj.get("t"), obj.get("d"), obj.get("s"), obj.get("n")
+        if type(tag) is not list or len(tag) > MAX_TAG_LEN:
+            raise _bad(f"the tag is not a list of at most {MAX_TAG_LEN} ints")
+        for x in tag:
+            if type(x) is not int:
+                raise _bad("the tag is not a list of ints")
+        itemsize = _ITEMSIZE.get(dtype) if type(dtype) is str else None
+        if itemsize is None:
+            raise _bad(f"dtype {dtype!r} is not on the allow-list {sorted(ALLOWED_DTYPES)}")
+        if type(shape) is not list or len(shape) > MAX_NDIM:
+            raise _bad(f"the shape is not a list of at most {MAX_NDIM} ints")
+        expected = itemsize
+        for x in shape:
+            if type(x) is not int or x < 0:
+                raise _bad(f"shape {shape!r} has an entry that is not a non-negative int")
+            expected *= x
+        if type(nbytes) is not int or nbytes != expected:
+            raise _bad(
+                f"payload length {nbytes!r} does not match shape {shape} of dtype {dtype} "
+                f"({expected} bytes)"
+            )
+        if nbytes > MAX_PAYLOAD_BYTES:
+            raise _bad(f"payload of {nbytes} bytes exceeds the limit of {MAX_PAYLOAD_BYTES}")
+        return Header(KIND_DATA, tuple(tag), str(dtype), tuple(shape), nbytes)
     if kind == KIND_ABORT:
         reason = obj.get("r")
-        if set(obj) != {"k", "r"} or not isinstance(reason, str):
-            raise IntegrityError("malformed abort header")
-        return Header(kind=KIND_ABORT, reason=reason[:MAX_REASON_CHARS])
-    if set(obj) != {"k", "t", "d", "s", "n"}:
-        raise IntegrityError(f"data header has fields {sorted(obj)}, expected k, t, d, s, n")
-    tag, dtype, shape, nbytes = obj["t"], obj["d"], obj["s"], obj["n"]
-    if not isinstance(tag, list) or len(tag) > MAX_TAG_LEN:
-        raise IntegrityError("frame tag is not a list of at most 64 ints")
-    tag_t = tuple(_int(x, "tag") for x in tag)
-    if not isinstance(dtype, str) or dtype not in ALLOWED_DTYPES:
-        raise IntegrityError(f"dtype {dtype!r} is not on the allow-list {sorted(ALLOWED_DTYPES)}")
-    if not isinstance(shape, list) or len(shape) > MAX_NDIM:
-        raise IntegrityError(f"frame shape is not a list of at most {MAX_NDIM} ints")
-    shape_t = tuple(_int(x, "shape") for x in shape)
-    if any(x < 0 for x in shape_t):
-        raise IntegrityError(f"frame shape {shape_t} has a negative entry")
-    nbytes = _int(nbytes, "payload length")
-    expected = math.prod(shape_t) * _DTYPES[dtype].itemsize
-    if nbytes != expected:
-        raise IntegrityError(
-            f"payload length {nbytes} does not match shape {shape_t} of dtype {dtype} "
-            f"({expected} bytes)"
-        )
-    if nbytes > MAX_PAYLOAD_BYTES:
-        raise IntegrityError(f"payload of {nbytes} bytes exceeds the limit {MAX_PAYLOAD_BYTES}")
-    return Header(kind=KIND_DATA, tag=tag_t, dtype=dtype, shape=shape_t, nbytes=nbytes)
+        if len(obj) != 2 or type(reason) is not str:
+            raise _bad("malformed abort header")
+        return Header(KIND_ABORT, reason=reason[:MAX_REASON_CHARS])
+    if kind == KIND_BYE:
+        if len(obj) != 1:
+            raise _bad("unexpected fields in bye header")
+        return Header(KIND_BYE)
+    raise _bad(f"unknown frame kind {kind!r}")
 
 
 def allocate(header: Header) -> np.ndarray:
     """An uninitialised array to receive the payload of a validated data header into."""
-    dtype = _DTYPES[header.dtype]
-    if sys.byteorder != "little" and dtype.byteorder == "<":  # pragma: no cover - big-endian hosts
-        dtype = dtype.newbyteorder("<")
-    return np.empty(header.shape, dtype=dtype)
+    return np.empty(header.shape, dtype=_DTYPES[header.dtype])
 
 
 def check_values(array: np.ndarray) -> np.ndarray:

@@ -33,6 +33,16 @@ path can read and change shares. It must be asked for by name and emits
 
 No bytes from a peer are ever unpickled: headers are msgpack with a validated schema and payloads
 are raw bytes of allow-listed numeric dtypes (`mpc.parties.framing`).
+
+Threads and latency: `send` writes from the caller's thread (one `sendmsg` per small frame, under a
+per-connection lock). Each connection has a daemon receiver thread, but a thread hand-off per
+message costs more than the message itself, so while the program thread waits in `recv(frm, ...)`
+it reads `frm`'s socket itself (frames are parsed by a resumable state machine, so either thread
+can stop at a deadline and the other continue). The receiver thread drains the socket whenever the
+program thread has not read it for a while (every 1-20 ms), so that early messages reach the
+mailbox, a peer's large send never blocks on a full socket buffer while this party is busy
+sending too, and aborts and lost connections are noticed during long waits on other peers. Any
+mailbox failure wakes a waiting `recv` through a socketpair. POSIX only (poll, MSG_DONTWAIT).
 """
 
 from __future__ import annotations
@@ -44,6 +54,7 @@ import socket
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any, Final
 
 import msgpack
@@ -66,7 +77,7 @@ from mpc.errors import (
 from mpc.parties import framing
 from mpc.parties.framing import Buffer, Header
 from mpc.parties.keys import PUBLIC_KEY_BYTES, PartyKey, check_public, fingerprint
-from mpc.parties.mailbox import Tag
+from mpc.parties.mailbox import Mailbox, Tag
 from mpc.parties.transport import Transport
 
 PROTOCOL: Final = "mpc-tcp"
@@ -96,6 +107,19 @@ _SEND_FLAGS: Final = getattr(socket, "MSG_NOSIGNAL", 0)
 _DONTWAIT: Final = getattr(socket, "MSG_DONTWAIT", 0)
 
 
+class _WakingMailbox(Mailbox):
+    """A mailbox whose `fail` also wakes a program thread that waits on a socket in `recv`
+    (whoever calls it: a receiver thread, or the party runtime reporting a peer's failure)."""
+
+    def __init__(self, owner: str, wake: Callable[[], None]) -> None:
+        super().__init__(owner=owner)
+        self._wake = wake
+
+    def fail(self, error: Exception) -> None:
+        super().fail(error)
+        self._wake()
+
+
 class PlaintextTransportWarning(UserWarning):
     """The TCP transport was created with encrypt=False: traffic is readable and forgeable."""
 
@@ -104,11 +128,13 @@ def _nonce(counter: int) -> bytes:
     return counter.to_bytes(12, "big")
 
 
-def _sendmsg_all(sock: socket.socket, buffers: list[Buffer]) -> None:
-    """Send every buffer, in order, with as few `sendmsg` calls as the kernel allows."""
+def _sendmsg_all(sock: socket.socket, buffers: list[Buffer], total: int) -> None:
+    """Send every buffer (`total` bytes in all), in order, with as few syscalls as possible."""
+    sent = sock.sendmsg(buffers, (), _SEND_FLAGS)
+    if sent == total:
+        return
     views = [memoryview(b) for b in buffers if len(b)]
     while views:
-        sent = sock.sendmsg(views, (), _SEND_FLAGS)
         i = 0
         while i < len(views) and sent >= views[i].nbytes:
             sent -= views[i].nbytes
@@ -116,6 +142,8 @@ def _sendmsg_all(sock: socket.socket, buffers: list[Buffer]) -> None:
         views = views[i:]
         if views and sent:
             views[0] = views[0][sent:]
+        if views:
+            sent = sock.sendmsg(views, (), _SEND_FLAGS)
 
 
 class _Reader:
@@ -135,6 +163,7 @@ class _Reader:
         self._end = 0
         self._poll: select.poll | None = None
         self._wake: socket.socket | None = None
+        self.received = 0  # bytes received through the data-path API
 
     def attach(self, wake: socket.socket) -> None:
         """Prepare deadline waits: poll the socket and the transport's wake-up socket."""
@@ -177,20 +206,36 @@ class _Reader:
             return False
         return bool(events)
 
+    def _recv(self, dst: memoryview, deadline: float) -> int:
+        """Receive some bytes into `dst`: > 0, or 0 at the deadline or on a wake-up signal.
+
+        A caller that may wait polls first (cheaper than a failed non-blocking receive); one
+        that may not (deadline in the past) tries a non-blocking receive.
+        """
+        may_wait = deadline > time.monotonic()
+        while True:
+            if may_wait and not self._wait(deadline):
+                return 0
+            try:
+                got = self._sock.recv_into(dst, 0, _DONTWAIT)
+            except BlockingIOError:
+                if not may_wait:
+                    return 0
+                continue
+            if got == 0:
+                raise EOFError("connection closed by the peer")
+            self.received += got
+            return got
+
     def fill(self, n: int, deadline: float) -> bool:
         """Make `n` bytes (n <= buffer size) available to `take`; False if the deadline came."""
         if self._end - self._start >= n:
             return True
         self._make_room(n)
         while self._end - self._start < n:
-            try:
-                got = self._sock.recv_into(self._view[self._end :], 0, _DONTWAIT)
-            except BlockingIOError:
-                if not self._wait(deadline):
-                    return False
-                continue
+            got = self._recv(self._view[self._end :], deadline)
             if got == 0:
-                raise EOFError("connection closed by the peer")
+                return False
             self._end += got
         return True
 
@@ -207,16 +252,7 @@ class _Reader:
             dst[:take] = self._view[self._start : self._start + take]
             self._start += take
             return take
-        while True:
-            try:
-                got = self._sock.recv_into(dst, 0, _DONTWAIT)
-            except BlockingIOError:
-                if not self._wait(deadline):
-                    return 0
-                continue
-            if got == 0:
-                raise EOFError("connection closed by the peer")
-            return got
+        return self._recv(dst, deadline)
 
 
 def _drain_wake(wake: socket.socket) -> None:
@@ -264,6 +300,7 @@ class _Link:
         self.bye_received = False
         self.delivered = 0  # data messages put into the mailbox (written under read_lock)
         self.claimed = 0  # of those, taken by `recv`
+        self.last_read = 0.0  # when the program thread last read the socket (monotonic)
         self.thread: threading.Thread | None = None
         self._send_scratch: memoryview | None = None
         self._recv_scratch: memoryview | None = None
@@ -287,8 +324,8 @@ class _Link:
         aead = self.send_key
         total = len(payload)
         if aead is None:
-            _sendmsg_all(self.sock, framing.frame_buffers(header, payload))
             wire = framing.LENGTH_PREFIX_BYTES + len(header) + total
+            _sendmsg_all(self.sock, framing.frame_buffers(header, payload), wire)
         else:
             ad = self.send_ad
             head_ct = aead.encrypt(self._next_send_nonce(), header, ad)
@@ -299,7 +336,7 @@ class _Link:
                     body_ct = aead.encrypt(self._next_send_nonce(), payload, ad)
                     buffers.append(body_ct)
                     wire += len(body_ct)
-                _sendmsg_all(self.sock, buffers)
+                _sendmsg_all(self.sock, buffers, wire)
             else:
                 if self._send_scratch is None:
                     self._send_scratch = memoryview(bytearray(RECORD_CHUNK + GCM_TAG))
@@ -309,7 +346,7 @@ class _Link:
                     out = self._send_scratch[: size + GCM_TAG]
                     aead.encrypt_into(self._next_send_nonce(), src[offset : offset + size], ad, out)
                     buffers.append(out)
-                    _sendmsg_all(self.sock, buffers)
+                    _sendmsg_all(self.sock, buffers, sum(len(b) for b in buffers))
                     buffers = []
                     wire += size + GCM_TAG
         self.bytes_sent += wire
@@ -490,6 +527,7 @@ class TcpTransport(Transport):
         self._wake_recv, self._wake_send = socket.socketpair()
         self._wake_recv.setblocking(False)
         self._wake_send.setblocking(False)
+        self.mailbox = _WakingMailbox(self.name, self._signal)
 
     def _check_keys(self, key: PartyKey | None, peer_keys: dict[str, bytes] | None) -> None:
         if key is None or peer_keys is None:
@@ -750,7 +788,7 @@ class TcpTransport(Transport):
     @staticmethod
     def _send_msg(sock: socket.socket, message: dict[str, Any]) -> None:
         data: bytes = msgpack.packb(message, use_bin_type=True)
-        _sendmsg_all(sock, [framing.length_prefix(len(data)), data])
+        _sendmsg_all(sock, [framing.length_prefix(len(data)), data], 4 + len(data))
 
     @staticmethod
     def _recv_msg(reader: _Reader) -> dict[str, Any]:
@@ -1037,6 +1075,7 @@ class TcpTransport(Transport):
                     if frame[0].kind != framing.KIND_DATA or frame[0].tag == tag:
                         break
             finally:
+                link.last_read = time.monotonic()
                 link.read_lock.release()
 
     def _pump(self, link: _Link, deadline: float) -> Frame | None:
@@ -1081,8 +1120,7 @@ class TcpTransport(Transport):
             link.reader_done = True
 
     def _fail(self, error: Exception) -> None:
-        self.mailbox.fail(error)
-        self._signal()
+        self.mailbox.fail(error)  # wakes a waiting program thread (see _WakingMailbox)
 
     def _signal(self) -> None:
         """Wake a program thread that waits on a socket so that it re-checks the mailbox."""
@@ -1093,22 +1131,40 @@ class TcpTransport(Transport):
         """Receiver thread of one connection: drains it whenever the program thread does not
         read it, so that messages that arrive early reach the mailbox, peers never block on a
         full socket buffer, and aborts and lost connections are noticed."""
+        try:
+            self._drain_forever(link)
+        except Exception as e:  # never leave a connection undrained without telling anyone
+            link.reader_done = True
+            self._fail(
+                CommunicationError(
+                    f"party {self.name!r}: receiver of party {link.name!r} failed: "
+                    f"{type(e).__name__}: {e}"
+                )
+            )
+            link.shutdown()
+
+    def _drain_forever(self, link: _Link) -> None:
         interval = _DRAIN_MIN
         while not self._stop.wait(interval) and not link.reader_done:
-            if not link.read_lock.acquire(blocking=False):
-                interval = _DRAIN_MIN  # the program thread is reading this connection
+            if time.monotonic() - link.last_read < _DRAIN_MAX or not link.read_lock.acquire(
+                blocking=False
+            ):
+                # The program thread reads this connection (now or recently): leave it alone,
+                # competing for the GIL would only slow it down.
+                interval = _DRAIN_MAX
                 continue
-            got = 0
+            before = link.reader.received
             try:
                 while True:
                     frame = self._pump(link, 0.0)
                     if frame is None:
                         break
                     self._dispatch(link, frame)
-                    got += 1
             finally:
                 link.read_lock.release()
-            interval = _DRAIN_MIN if got else min(2 * interval, _DRAIN_MAX)
+            # Poll quickly while data flows (e.g. a large message), back off when idle.
+            busy = link.reader.received != before
+            interval = _DRAIN_MIN if busy else min(2 * interval, _DRAIN_MAX)
 
     # ---- failure and shutdown ---------------------------------------------------------------
 
