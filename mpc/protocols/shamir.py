@@ -59,12 +59,28 @@ class ShamirScheme(SharingScheme):
         self.verify = verify
 
     def combine(self, values: Sequence[np.ndarray], coeffs: Sequence[int]) -> np.ndarray:
-        """sum_k coeffs[k] * values[k] in the field."""
-        alg = self.algebra
-        total = alg.mul_public(values[0], coeffs[0])
-        for v, c in zip(values[1:], coeffs[1:], strict=True):
-            total = alg.add(total, alg.mul_public(v, c))
+        """sum_k coeffs[k] * values[k] in the field.
+
+        Lagrange coefficients for few parties are often tiny (for points 1, 2: 2 and -1), so
+        coefficients of magnitude <= 3 use additions instead of a full field multiplication.
+        """
+        total: np.ndarray | None = None
+        for v, c in zip(values, coeffs, strict=True):
+            term = self._scaled(v, c)
+            total = term if total is None else self.algebra.add(total, term)
+        if total is None:
+            raise ValueError("combine needs at least one value")
         return total
+
+    def _scaled(self, v: np.ndarray, c: int) -> np.ndarray:
+        alg = self.algebra
+        centered = c if c <= alg.modulus // 2 else c - alg.modulus
+        if abs(centered) <= 3 and centered != 0:
+            out = v
+            for _ in range(abs(centered) - 1):
+                out = alg.add(out, v)
+            return alg.neg(out) if centered < 0 else out
+        return alg.mul_public(v, c)
 
     def interpolate(
         self, known: Mapping[int, np.ndarray], targets: Sequence[int]
