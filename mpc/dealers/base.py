@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from mpc.dealers.streams import Stream, is_derived, seeded_share
+from mpc.dealers.streams import SeededExpander, Stream, is_derived
 from mpc.errors import DealerError
 from mpc.protocols.base import Need, Shape, SharingScheme
 from mpc.rng import Prg
@@ -59,7 +59,7 @@ class DealerClient:
     ) -> None:
         self.rank = rank
         self.scheme = scheme
-        self._prg = Prg(seed)
+        self._expander = SeededExpander(scheme.algebra, Prg(seed))
         self._fetch = fetch
         self._provides = provides
         self._max_batch_elements = max_batch_elements
@@ -74,6 +74,7 @@ class DealerClient:
     def begin_run(self, epoch: int) -> None:
         """Start the items of run `epoch` (counters from 0); drop other runs' leftovers."""
         self.epoch = epoch
+        self._expander.keep_epoch(epoch)
         for table in (self._counters, self._fetched_until, self._batch, self._cache):
             for stream in [s for s in table if s.epoch != epoch]:
                 del table[stream]
@@ -126,10 +127,10 @@ class DealerClient:
                 cache = self._cache[stream]
             corrections.extend(cache.popleft())
         out = []
-        algebra = self.scheme.algebra
+        own = self._expander.item(stream, counter)
         for component in stream.components:
             if self.rank < self.scheme.seeded_prefix(is_derived(component)):
-                out.append(seeded_share(algebra, self._prg, stream, counter, component))
+                out.append(own[component])
             else:
                 out.append(corrections.popleft())
         return out

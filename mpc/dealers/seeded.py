@@ -15,7 +15,7 @@ import threading
 import numpy as np
 
 from mpc.dealers.base import Dealer
-from mpc.dealers.streams import Stream, generate_corrections
+from mpc.dealers.streams import SeededExpander, Stream, generate_corrections
 from mpc.errors import DealerError
 from mpc.protocols.base import SharingScheme
 from mpc.rng import Prg, new_seed
@@ -29,7 +29,7 @@ class SeededDealer(Dealer):
         self._seeds = seeds if seeds is not None else [new_seed() for _ in range(scheme.n)]
         if len(self._seeds) != scheme.n:
             raise DealerError(f"need one seed per party ({scheme.n}), got {len(self._seeds)}")
-        self._prgs = [Prg(s) for s in self._seeds]
+        self._expanders = [SeededExpander(scheme.algebra, Prg(s)) for s in self._seeds]
         self._pending: dict[tuple[Stream, int], dict[int, list[np.ndarray]]] = {}
         self._lock = threading.Lock()
         self.items_generated = 0
@@ -51,7 +51,7 @@ class SeededDealer(Dealer):
                 key = (stream, counter)
                 pending = self._pending.get(key)
                 if pending is None:
-                    shares = generate_corrections(self.scheme, self._prgs, stream, counter)
+                    shares = generate_corrections(self.scheme, self._expanders, stream, counter)
                     self.items_generated += 1
                     pending = {r: s for r, s in enumerate(shares) if s}
                     self._pending[key] = pending

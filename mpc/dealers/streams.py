@@ -17,6 +17,7 @@ them or reuse items; each (seed, tag) pair is used once because counters only in
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -111,13 +112,63 @@ def derive_secret(
     raise ValueError(f"component {component!r} of {stream.kind!r} is not derived")
 
 
-def seeded_share(
-    algebra: Algebra, prg: Prg, stream: Stream, counter: int, component: str
-) -> np.ndarray:
-    """A share that a party draws from its own seed."""
-    return algebra.random(
-        prg, stream.component_shape(component), tag=stream.tag(counter, component)
-    )
+#: Small items are expanded in blocks of about this many elements (one PRG call per block).
+BLOCK_ELEMENTS = 1 << 14
+
+
+@lru_cache(maxsize=4096)
+def _layout(stream: Stream) -> tuple[tuple[tuple[str, Shape, int, int], ...], int]:
+    """(component, shape, offset, size) of each component within one item, and the item size."""
+    layout = []
+    start = 0
+    for component in stream.components:
+        shape = stream.component_shape(component)
+        size = int(np.prod(shape, dtype=np.int64))
+        layout.append((component, shape, start, size))
+        start += size
+    return tuple(layout), start
+
+
+class SeededExpander:
+    """A party's seeded shares, expanded one block of items at a time.
+
+    Item k of a stream lies in block k // B, B = max(1, BLOCK_ELEMENTS // item size). A block is
+    one PRG call with tag (stream, block) that draws every component of its B items in order,
+    whether or not this party uses them; so the layout does not depend on the rank, and the
+    dealer (which expands every party's seed) derives exactly the same shares. One call per
+    block instead of one per component keeps PRG set-up (a fresh AES key per tag) off the
+    per-operation path of small operations.
+    """
+
+    def __init__(self, algebra: Algebra, prg: Prg) -> None:
+        self.algebra = algebra
+        self.prg = prg
+        self._blocks: dict[Stream, tuple[int, np.ndarray]] = {}
+
+    def item(self, stream: Stream, counter: int) -> dict[str, np.ndarray]:
+        """This party's seeded share of every component of item `counter` (taken once each)."""
+        layout, item_size = _layout(stream)
+        per_block = max(1, BLOCK_ELEMENTS // max(1, item_size))
+        block, offset = divmod(counter, per_block)
+        cached = self._blocks.get(stream)
+        if cached is None or cached[0] != block:
+            words = self.algebra.random(
+                self.prg, (per_block * item_size,), tag=stream.tag(block, "block")
+            )
+            cached = (block, words)
+            self._blocks[stream] = cached
+        if offset == per_block - 1:  # last item of the block: do not keep it in memory
+            del self._blocks[stream]
+        base = offset * item_size
+        words = cached[1]
+        return {
+            component: words[base + start : base + start + size].reshape(shape)
+            for component, shape, start, size in layout
+        }
+
+    def keep_epoch(self, epoch: int) -> None:
+        """Drop partly used blocks of other runs."""
+        self._blocks = {s: b for s, b in self._blocks.items() if s.epoch == epoch}
 
 
 def is_derived(component: str) -> bool:
@@ -125,7 +176,7 @@ def is_derived(component: str) -> bool:
 
 
 def generate_corrections(
-    scheme: SharingScheme, prgs: list[Prg], stream: Stream, counter: int
+    scheme: SharingScheme, expanders: list[SeededExpander], stream: Stream, counter: int
 ) -> list[list[np.ndarray]]:
     """Dealer side: for item `counter` of `stream`, the correction shares of every rank.
 
@@ -135,10 +186,11 @@ def generate_corrections(
     algebra = scheme.algebra
     out: list[list[np.ndarray]] = [[] for _ in range(scheme.n)]
     secrets: dict[str, np.ndarray] = {}
+    items = [expanders[r].item(stream, counter) for r in range(scheme.seeded_prefix(False))]
     for component in stream.components:
         derived = is_derived(component)
         prefix = scheme.seeded_prefix(derived)
-        seeded = [seeded_share(algebra, prgs[r], stream, counter, component) for r in range(prefix)]
+        seeded = [items[r][component] for r in range(prefix)]
         given = derive_secret(algebra, stream, component, secrets) if derived else None
         secret, rest = scheme.complete(seeded, given)
         secrets[component] = secret
