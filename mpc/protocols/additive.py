@@ -53,6 +53,9 @@ class AdditiveScheme(SharingScheme):
         shape = np.broadcast_shapes(share.shape, np.shape(constant))
         return share if shape == share.shape else np.broadcast_to(share, shape).copy()
 
+    def constant_holders(self) -> list[int]:
+        return [0]
+
     def seeded_prefix(self, fixed_secret: bool) -> int:
         return self.n - 1 if fixed_secret else self.n
 

@@ -108,6 +108,10 @@ class SharingScheme(ABC):
     def add_public(self, share: np.ndarray, constant: np.ndarray, rank: int) -> np.ndarray:
         """The share of (secret + constant) for party `rank`."""
 
+    def constant_holders(self) -> list[int]:
+        """The ranks whose shares change when a public constant is added (see add_public)."""
+        return list(range(self.n))
+
     @abstractmethod
     def seeded_prefix(self, fixed_secret: bool) -> int:
         """How many leading ranks may take their share straight from a PRG."""
@@ -270,9 +274,16 @@ class Protocol(ABC):
         signed range with probability |x| / M, where M is 2^64 for the ring and p for a field;
         then the result is wrong by about M / 2^bits. For a fixed-point product with
         |x| < 2^ell this is at most 2^(ell-64) (ring) or 2^(ell-61) (field 2^61-1).
+
+        c is opened only to the parties that add public constants (`constant_holders`): for
+        additive sharing that is party 0 alone, which saves a third of the traffic and shows c
+        to one party instead of all.
         """
         dealer = self._need(Need.TRUNCATION_PAIRS)
         r, r_shifted = dealer.truncation_pair(tuple(x.shape), bits)
-        c = self.open_all(self.algebra.sub(x, r))
+        holders = self.scheme.constant_holders()
+        c = self.open(self.algebra.sub(x, r), holders if len(holders) < self.n else None)
+        if c is None:
+            return r_shifted
         c_shifted = self.algebra.from_signed(self.algebra.to_signed(c) >> bits)
         return self.add_public(r_shifted, c_shifted)
