@@ -504,10 +504,10 @@ class TcpTransport(Transport):
             self.confidential = True
         else:
             warnings.warn(
-                f"party {self.name!r}: TcpTransport(encrypt=False) sends shares in plaintext, "
-                "without encryption or authentication: anyone on the network can read and alter "
-                "them. Use it only on a trusted network, and only by asking for it by name "
-                "(encrypt=False).",
+                f"party {self.name!r}: TcpTransport(encrypt=False): traffic between parties is "
+                "not encrypted and not authenticated (plaintext): anyone on the network can read "
+                "and alter shares. Use it only on a trusted network; it must be asked for by "
+                "name (encrypt=False).",
                 PlaintextTransportWarning,
                 stacklevel=2,
             )
@@ -524,9 +524,9 @@ class TcpTransport(Transport):
         self._connected = False
         self._closed = False
         self._stop = threading.Event()
-        self._wake_recv, self._wake_send = socket.socketpair()
-        self._wake_recv.setblocking(False)
-        self._wake_send.setblocking(False)
+        # wakes a program thread waiting on a socket; created by listen()/connect()
+        self._wake_recv: socket.socket | None = None
+        self._wake_send: socket.socket | None = None
         self.mailbox = _WakingMailbox(self.name, self._signal)
 
     def _check_keys(self, key: PartyKey | None, peer_keys: dict[str, bytes] | None) -> None:
@@ -570,6 +570,7 @@ class TcpTransport(Transport):
                 raise CommunicationError(f"party {self.name!r}: transport is closed")
             if self._listener is not None:
                 raise ConfigurationError(f"party {self.name!r}: listen() was already called")
+            self._make_wake()
             try:
                 info = socket.getaddrinfo(
                     self._host, self._port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -608,6 +609,7 @@ class TcpTransport(Transport):
                     f"party {self.name!r}: call listen() before connect(); parties of higher "
                     "rank dial this one"
                 )
+            self._make_wake()
         missing = [self.names[p] for p in range(self.rank) if self.names[p] not in addresses]
         if missing:
             raise ConfigurationError(f"party {self.name!r}: no address for parties {missing}")
@@ -638,6 +640,13 @@ class TcpTransport(Transport):
         if error is not None:
             self.close()
             raise error
+
+    def _make_wake(self) -> None:
+        """Create the wake-up socketpair (caller holds self._cond)."""
+        if self._wake_recv is None:
+            self._wake_recv, self._wake_send = socket.socketpair()
+            self._wake_recv.setblocking(False)
+            self._wake_send.setblocking(False)
 
     def _timeout_error(self, addresses: dict[str, tuple[str, int]]) -> CommunicationError:
         parts = []
@@ -756,6 +765,7 @@ class TcpTransport(Transport):
                     self._anonymous_errors.append(f"second connection claiming {link.name!r}")
                 return
             self._links[link.peer] = link
+            assert self._wake_recv is not None
             link.reader.attach(self._wake_recv)
             link.thread = threading.Thread(
                 target=self._receive_loop,
@@ -1124,8 +1134,10 @@ class TcpTransport(Transport):
 
     def _signal(self) -> None:
         """Wake a program thread that waits on a socket so that it re-checks the mailbox."""
-        with contextlib.suppress(OSError):
-            self._wake_send.send(b"\0")
+        wake = self._wake_send
+        if wake is not None:
+            with contextlib.suppress(OSError):
+                wake.send(b"\0")
 
     def _receive_loop(self, link: _Link) -> None:
         """Receiver thread of one connection: drains it whenever the program thread does not
@@ -1212,8 +1224,11 @@ class TcpTransport(Transport):
                     link.sock.close()
                     link.read_lock.release()
                 link.send_lock.release()
-        self._wake_send.close()
-        self._wake_recv.close()
+        with self._cond:
+            wakes, self._wake_recv, self._wake_send = [self._wake_recv, self._wake_send], None, None
+        for wake in wakes:
+            if wake is not None:
+                wake.close()
 
     def __enter__(self) -> TcpTransport:
         return self
