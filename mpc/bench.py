@@ -46,6 +46,7 @@ from mpc.dealers.streams import Stream
 from mpc.encoding import FixedPoint
 from mpc.parties.local import LocalParties
 from mpc.parties.party import SessionConfig
+from mpc.parties.tuning import tune_allocator
 from mpc.program import PartyContext
 from mpc.protocols.base import Need, Protocol
 from mpc.protocols.registry import available_protocols, get_protocol
@@ -351,7 +352,9 @@ def bench_inprocess(
     dealer corrections were fetched beforehand; the best is reported beside numpy ``a*b + c``
     measured just before. The revealed product is checked (`check_product`); a wrong product
     raises `BenchmarkError`. `with_offline_*` repeats the products without prefetching.
+    The process's allocator is tuned as in party actors (`tune_allocator`), for the baseline too.
     """
+    tune_allocator()
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     classes = (

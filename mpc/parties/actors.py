@@ -23,6 +23,7 @@ from mpc.errors import ConfigurationError, DealerError, PeerFailedError
 from mpc.parties.keys import PartyKey
 from mpc.parties.party import PartyRunner, Program, SessionConfig
 from mpc.parties.transport import Transport
+from mpc.parties.tuning import tune_allocator
 from mpc.protocols.registry import get_protocol
 
 
@@ -32,6 +33,7 @@ class DealerActor:
     secure = True
 
     def __init__(self, protocol: str, n: int, threshold: int) -> None:
+        tune_allocator()
         scheme = get_protocol(protocol).make_scheme(n, threshold)
         self._dealer = SeededDealer(scheme)
         self._seed_taken: set[int] = set()
@@ -63,6 +65,7 @@ class PartyActor:
         private: Mapping[str, Any] | None = None,
         key_path: str | None = None,
     ) -> None:
+        tune_allocator()
         self.rank = rank
         self.config = config
         self.kind = transport
