@@ -132,6 +132,24 @@ class PartyContext:
         zero = np.zeros(encoded.shape, dtype=np.uint64)
         return Secret(self, self.protocol.add_public(zero, encoded), frac)
 
+    def concat(self, values: Sequence[Secret], axis: int = 0) -> Secret:
+        """Concatenate secrets along `axis` (local); integers are lifted to fixed point if mixed."""
+        if not values:
+            raise ValueError("concat of an empty list")
+        for v in values:
+            v._check(self)
+        frac = max(v.frac for v in values)
+        proto = self.protocol
+        shares = [
+            v.share if v.frac == frac else proto.mul_public(v.share, _power_of_two(proto, frac))
+            for v in values
+        ]
+        try:
+            joined = np.concatenate(shares, axis=axis)
+        except ValueError as exc:
+            raise ShapeMismatchError(f"cannot concatenate: {exc}") from None
+        return Secret(self, joined, frac)
+
     def sum(self, values: Sequence[Secret]) -> Secret:
         """Sum of several secrets (local)."""
         if not values:
@@ -307,6 +325,21 @@ class Secret:
         _check_matmul(c.shape, self.shape)
         with self.ctx.channel.operation("matmul_public"):
             return self._rescale(proto.matmul_public(c, self.share), self.frac + cfrac)
+
+    # ---- comparison -------------------------------------------------------------------------
+    def ltz(self) -> Secret:
+        """Shared bits (integers 0/1): 1 where this value is negative. Exact; nine rounds with
+        the additive protocol (see `mpc.protocols.comparison`)."""
+        with self.ctx.channel.operation("compare"):
+            return self._like(self.ctx.protocol.less_than_zero(self.share), 0)
+
+    def __lt__(self, other: Any) -> Secret:
+        diff: Secret = self - other
+        return diff.ltz()
+
+    def __gt__(self, other: Any) -> Secret:
+        diff: Secret = self - other
+        return (-diff).ltz()
 
     def reveal(self, to: str | Sequence[str] | None = None) -> np.ndarray | None:
         return self.ctx.reveal(self, to)

@@ -149,3 +149,7 @@ class DealerClient:
     def truncation_pair(self, shape: Shape, bits: int) -> tuple[np.ndarray, np.ndarray]:
         r, r_shifted = self._take(Stream("trunc", (shape,), bits, self.epoch))
         return r, r_shifted
+
+    def random_bits(self, shape: Shape, count: int) -> np.ndarray:
+        (bits,) = self._take(Stream("bits", (shape,), count, self.epoch))
+        return bits

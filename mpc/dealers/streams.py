@@ -29,13 +29,15 @@ _COMPONENTS: dict[str, tuple[str, ...]] = {
     "triple": ("a", "b", "c"),
     "matrix": ("a", "b", "c"),
     "trunc": ("r", "r_shifted"),
+    "bits": ("bits",),
 }
 _NEED_OF_KIND = {
     "triple": Need.TRIPLES,
     "matrix": Need.MATRIX_TRIPLES,
     "trunc": Need.TRUNCATION_PAIRS,
+    "bits": Need.RANDOM_BITS,
 }
-_DERIVED = {"c", "r_shifted"}
+_DERIVED = {"c", "r_shifted", "bits"}
 
 
 WireStream = tuple[str, list[list[int]], int, int]
@@ -68,6 +70,8 @@ class Stream:
         if self.kind == "matrix":
             shape_c = matmul_shape(self.shapes[0], self.shapes[1])
             return {"a": self.shapes[0], "b": self.shapes[1], "c": shape_c}[component]
+        if self.kind == "bits":
+            return (*self.shapes[0], self.bits)
         return self.shapes[0]
 
     def item_elements(self) -> int:
@@ -100,9 +104,19 @@ def matmul_shape(shape_x: Shape, shape_y: Shape) -> Shape:
 
 
 def derive_secret(
-    algebra: Algebra, stream: Stream, component: str, secrets: dict[str, np.ndarray]
+    algebra: Algebra,
+    stream: Stream,
+    component: str,
+    secrets: dict[str, np.ndarray],
+    dealer_prg: Prg,
+    counter: int,
 ) -> np.ndarray:
-    """The value of a derived component (c = a*b, C = A@B, r' = floor(r_s / 2^bits))."""
+    """The value of a derived component (c = a*b, C = A@B, r' = floor(r_s / 2^bits), or
+    random bits drawn from the dealer's own PRG)."""
+    if component == "bits":
+        shape = stream.component_shape(component)
+        raw = dealer_prg.ring(shape, tag=stream.tag(counter, component))
+        return np.bitwise_and(raw, np.uint64(1))
     if component == "c" and stream.kind == "triple":
         return algebra.mul(secrets["a"], secrets["b"])
     if component == "c" and stream.kind == "matrix":
@@ -176,7 +190,11 @@ def is_derived(component: str) -> bool:
 
 
 def generate_corrections(
-    scheme: SharingScheme, expanders: list[SeededExpander], stream: Stream, counter: int
+    scheme: SharingScheme,
+    expanders: list[SeededExpander],
+    stream: Stream,
+    counter: int,
+    dealer_prg: Prg,
 ) -> list[list[np.ndarray]]:
     """Dealer side: for item `counter` of `stream`, the correction shares of every rank.
 
@@ -191,7 +209,11 @@ def generate_corrections(
         derived = is_derived(component)
         prefix = scheme.seeded_prefix(derived)
         seeded = [items[r][component] for r in range(prefix)]
-        given = derive_secret(algebra, stream, component, secrets) if derived else None
+        given = (
+            derive_secret(algebra, stream, component, secrets, dealer_prg, counter)
+            if derived
+            else None
+        )
         secret, rest = scheme.complete(seeded, given)
         secrets[component] = secret
         for offset, share in enumerate(rest):

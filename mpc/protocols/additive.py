@@ -18,6 +18,7 @@ import numpy as np
 from mpc.algebra import RING64, Algebra
 from mpc.protocols.base import Need, SecurityModel, SharingScheme
 from mpc.protocols.beaver import BeaverMultiplication
+from mpc.protocols.comparison import less_than_zero
 from mpc.rng import Prg
 
 
@@ -77,7 +78,12 @@ class AdditiveBeaver(BeaverMultiplication):
     summary = "additive sharing over Z_2^64, Beaver triples (n >= 2)"
     security = SecurityModel(threshold="n-1 of n", trust="a trusted dealer")
     needs = frozenset({Need.TRIPLES, Need.MATRIX_TRIPLES, Need.TRUNCATION_PAIRS})
+    optional_needs = frozenset({Need.RANDOM_BITS})
     algebra = RING64
+
+    def less_than_zero(self, x: np.ndarray) -> np.ndarray:
+        """Exact sign bit; see `mpc.protocols.comparison`. Nine rounds."""
+        return less_than_zero(self, x)
 
     @classmethod
     def make_scheme(cls, n: int, t: int) -> SharingScheme:

@@ -34,6 +34,7 @@ class Need(enum.Enum):
     TRIPLES = "triples"
     MATRIX_TRIPLES = "matrix triples"
     TRUNCATION_PAIRS = "truncation pairs"
+    RANDOM_BITS = "random bits"
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,10 @@ class CorrelatedRandomness(TypingProtocol):
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
     def truncation_pair(self, shape: Shape, bits: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def random_bits(self, shape: Shape, count: int) -> np.ndarray:
+        """Shares of uniformly random bits, shape `shape + (count,)`."""
+        ...
 
 
 class SharingScheme(ABC):
@@ -260,6 +265,13 @@ class Protocol(ABC):
     @abstractmethod
     def matmul(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Matrix product of two shared matrices."""
+
+    def less_than_zero(self, x: np.ndarray) -> np.ndarray:
+        """Shares of the bit [x < 0] (0 or 1, as an integer)."""
+        raise UnsupportedOperationError(
+            f"protocol {self.name!r} has no comparison yet; use protocol='additive' for "
+            "comparisons (or an approximation that needs none)"
+        )
 
     def truncate(self, x: np.ndarray, bits: int) -> np.ndarray:
         """Probabilistic truncation by `bits` with a dealer pair (r, r >> bits). One round.
