@@ -448,7 +448,8 @@ def asyncio_pingpong_rtt(rounds: int = 2000, warmup: int = 200) -> float:
 def _ray_throughput_row(
     session: Any, transport: str, protocol: str, size: int, repeats: int
 ) -> Row:
-    warmup = 1
+    # Steady state: the first products of a size fault in fresh buffers and grow TCP windows.
+    warmup = 3
     cls = get_protocol(protocol)
     for stream in _mul_streams(cls, size):
         session.prefetch(stream.kind, list(stream.shapes), warmup + repeats, stream.bits)
@@ -517,7 +518,7 @@ def bench_ray(
     transports: Sequence[str] = ("tcp", "tcp-plaintext", "ray"),
     protocol: str = "additive",
     chain: int = 100,
-    repeats: int = 3,
+    repeats: int = 5,
     *,
     timeout: float = 120.0,
     pingpong_rounds: int = 2000,
