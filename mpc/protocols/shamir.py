@@ -150,9 +150,13 @@ class _ShamirBase(Protocol):
     def check_parties(cls, n: int, threshold: int | None) -> int:
         t = super().check_parties(n, threshold)
         if n < 2 * t + 1:
-            raise ConfigurationError(
-                f"{cls.name} needs n >= 2t + 1 parties (honest majority): got n={n}, t={t}; "
+            fix = (
                 f"use t <= {(n - 1) // 2} or at least {2 * t + 1} parties"
+                if n >= 3
+                else "use at least 3 parties (or the 'additive' protocol for 2)"
+            )
+            raise ConfigurationError(
+                f"{cls.name} needs n >= 2t + 1 parties (honest majority): got n={n}, t={t}; {fix}"
             )
         return t
 
