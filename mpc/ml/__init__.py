@@ -1,0 +1,48 @@
+"""Machine learning on secret-shared data: logistic regression and sigmoid approximations.
+
+Responsibility: the public face of `mpc.ml` (re-exports). `LogisticRegression` trains inside an
+SPMD program on data shared with `share_horizontal` / `share_vertical`; `train_plain` is the
+same recipe in float64; the module `mpc.ml.sigmoid` holds the secure sigmoid approximations
+(`mpc.ml.sigmoid.sigmoid(z, method)`).
+Security model: see `mpc.ml.logreg` (what training and prediction reveal: nothing unless asked)
+and `mpc.ml.data` (what sharing reveals: data shapes and, for horizontal standardisation, the
+joint mean and standard deviation of every feature).
+"""
+
+from mpc.ml.data import (
+    FEATURE_LIMIT,
+    InvalidDataError,
+    SharedDataset,
+    Standardizer,
+    check_features,
+    check_labels,
+    joint_standardizer,
+    share_horizontal,
+    share_vertical,
+)
+from mpc.ml.logreg import (
+    EpochRecord,
+    LinearModel,
+    LogisticRegression,
+    SecureModel,
+    train_plain,
+)
+from mpc.ml.sigmoid import SIGMOIDS
+
+__all__ = [
+    "FEATURE_LIMIT",
+    "SIGMOIDS",
+    "EpochRecord",
+    "InvalidDataError",
+    "LinearModel",
+    "LogisticRegression",
+    "SecureModel",
+    "SharedDataset",
+    "Standardizer",
+    "check_features",
+    "check_labels",
+    "joint_standardizer",
+    "share_horizontal",
+    "share_vertical",
+    "train_plain",
+]

@@ -1,0 +1,532 @@
+"""Logistic regression trained on secret-shared data by gradient descent in fixed point.
+
+Responsibility: `LogisticRegression`, a frozen configuration whose `fit` runs inside the
+parties' SPMD program on a shared design matrix (from `mpc.ml.data`: horizontal or vertical
+partition) and returns a `SecureModel` whose weights stay secret-shared: reveal them to named
+parties (`LinearModel`: numpy arrays, a `torch.nn.Linear` state dict), predict securely on new
+shared rows, or hand the shared weights (`SecureModel.weights`) to another protocol such as a
+differentially private release. Also `train_plain`, the same recipe in float64 numpy, as the
+reference the secure result is measured against.
+
+Recipe (batch gradient descent on the mean logistic loss, as in SecureML, Mohassel & Zhang,
+IEEE S&P 2017, sect. 4.1, with the sigmoid approximations of `mpc.ml.sigmoid`):
+    w <- 0;  for each epoch, for each batch B (all rows when batch_size is None):
+        z = X_B w;  p = sigmoid(z);  g = X_B^T (p - y_B) / |B| + l2 * w  (no penalty on the
+        intercept);  w <- w - learning_rate * g
+The intercept is a last column of ones. Mini-batches follow a public permutation of the rows per
+epoch drawn from `shuffle_seed` (public, data-independent; the same at every party and in
+`train_plain`). Per full-batch epoch: 2 rounds for X w, the sigmoid's rounds, 2 for X^T r, 1 for
+the update (one truncation for lr/|B| and the L2 term together).
+
+Security model: semi-honest, as the session's protocol. `fit` reveals nothing: weights, logits,
+probabilities and gradients stay shared; the number of rounds and message sizes depend only on
+public sizes (rows, features, epochs, batch size). Public: the configuration, the data shapes,
+and the per-epoch wall-clock times in the progress records. Optional leaks, only when asked
+for: `reveal_loss=True` reveals one number per epoch to every party (the mean squared error of
+the predicted probabilities, i.e. the Brier score; each batch's at the weights before its step);
+`SecureModel.reveal(to=...)` reveals the weights to the named parties only; predictions are
+revealed only by the caller.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from mpc.encoding import FixedPoint
+from mpc.errors import ConfigurationError, UnsupportedOperationError
+from mpc.ml.data import (
+    FEATURE_LIMIT,
+    InvalidDataError,
+    SharedDataset,
+    Standardizer,
+    check_features,
+    check_labels,
+    share_horizontal,
+    share_vertical,
+)
+from mpc.ml.sigmoid import (
+    NEEDS_COMPARISON,
+    SIGMOIDS,
+    as_fixed,
+    check_name,
+    mul,
+    sigmoid,
+    sigmoid_plain,
+)
+from mpc.program import PartyContext, Secret
+from mpc.protocols.base import Protocol
+
+FloatArray = npt.NDArray[np.float64]
+
+
+# ---- revealed models ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LinearModel:
+    """Revealed (plaintext) logistic-regression weights: p = sigmoid(x . coef + intercept)."""
+
+    coef: FloatArray
+    intercept: float
+
+    @property
+    def n_features(self) -> int:
+        return int(self.coef.shape[0])
+
+    def decision_function(self, x: Any) -> FloatArray:
+        arr = check_features(x)
+        if arr.shape[1] != self.n_features:
+            raise InvalidDataError(f"expected {self.n_features} features, got {arr.shape[1]}")
+        return np.asarray(arr @ self.coef + self.intercept, dtype=np.float64)
+
+    def predict_proba(self, x: Any) -> FloatArray:
+        """P(y = 1 | x) with the exact sigmoid."""
+        return sigmoid_plain(self.decision_function(x))
+
+    def predict(self, x: Any) -> npt.NDArray[np.int64]:
+        return (self.decision_function(x) >= 0.0).astype(np.int64)
+
+    def accuracy(self, x: Any, y: Any) -> float:
+        labels = check_labels(y)
+        return float(np.mean(self.predict(x) == labels))
+
+    def in_original_units(self, standardizer: Standardizer) -> LinearModel:
+        """The model for raw features: coef / std, intercept - sum(coef * mean / std)."""
+        coef = self.coef / standardizer.std
+        return LinearModel(coef, float(self.intercept - np.sum(coef * standardizer.mean)))
+
+    def to_numpy(self) -> dict[str, FloatArray]:
+        """{"coef": shape (d,), "intercept": shape (1,)}, float64 copies."""
+        return {"coef": self.coef.copy(), "intercept": np.array([self.intercept])}
+
+    def state_dict_arrays(self) -> dict[str, npt.NDArray[np.float32]]:
+        """The state dict of `torch.nn.Linear(d, 1)` as float32 numpy arrays:
+        {"weight": shape (1, d), "bias": shape (1,)}."""
+        return {
+            "weight": self.coef.astype(np.float32).reshape(1, -1),
+            "bias": np.array([self.intercept], dtype=np.float32),
+        }
+
+    def to_torch_state_dict(self) -> dict[str, Any]:
+        """`state_dict_arrays` as torch tensors, for `torch.nn.Linear(d, 1).load_state_dict`.
+
+        Needs torch (`pip install "mpc[torch]"`); raises ImportError saying so otherwise.
+        """
+        try:
+            torch = importlib.import_module("torch")
+        except ImportError as exc:
+            raise ImportError(
+                "to_torch_state_dict needs PyTorch, which is not installed; install it with "
+                "`pip install 'mpc[torch]'` (torch==2.13.0), or use state_dict_arrays() for the "
+                "same content as numpy arrays"
+            ) from exc
+        return {k: torch.from_numpy(v.copy()) for k, v in self.state_dict_arrays().items()}
+
+
+# ---- progress -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EpochRecord:
+    """Progress of one epoch (public): number (from 1), seconds since `fit` started, seconds of
+    this epoch, and the revealed loss when `reveal_loss=True` (else None)."""
+
+    epoch: int
+    seconds: float
+    epoch_seconds: float
+    loss: float | None = None
+
+    def __str__(self) -> str:
+        loss = "" if self.loss is None else f"  brier loss {self.loss:.5f} (revealed)"
+        return f"epoch {self.epoch:>3}  {self.seconds:8.3f} s  (+{self.epoch_seconds:.3f} s){loss}"
+
+
+Progress = Callable[[EpochRecord], None]
+
+
+# ---- the secure model ---------------------------------------------------------------------------
+@dataclass
+class SecureModel:
+    """Secret-shared logistic-regression weights, as returned by `LogisticRegression.fit`.
+
+    `weights` holds coef (the first `n_features` entries) and, with an intercept, the intercept
+    last. Lives inside one run of a program (like every `Secret`); return `reveal(...)`'s result
+    or predictions from the program, not the model itself.
+    """
+
+    weights: Secret
+    n_features: int
+    fit_intercept: bool
+    config: LogisticRegression
+    history: list[EpochRecord] = field(default_factory=list)
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            "a SecureModel holds shares and must not leave its party; return model.reveal(...) "
+            "or revealed predictions from the program instead"
+        )
+
+    @property
+    def coef(self) -> Secret:
+        return self.weights[: self.n_features]
+
+    def reveal(self, to: str | Sequence[str] | None = None) -> LinearModel | None:
+        """Open the weights to the parties `to` (all when None): a LinearModel there, None
+        elsewhere. One round. Reveals the weights, and so the model, to those parties."""
+        values = self.weights.ctx.reveal(self.weights, to)
+        if values is None:
+            return None
+        coef = np.asarray(values[: self.n_features], dtype=np.float64)
+        intercept = float(values[self.n_features]) if self.fit_intercept else 0.0
+        return LinearModel(coef, intercept)
+
+    def decision_function(self, ctx: PartyContext, x: Secret | SharedDataset) -> Secret:
+        """Shared logits X w + b of shared rows (2 rounds)."""
+        rows = x.x if isinstance(x, SharedDataset) else as_fixed(x)
+        if rows.ndim != 2 or rows.shape[1] != self.n_features:
+            raise InvalidDataError(
+                f"expected shared rows with {self.n_features} features, got shape {rows.shape}"
+            )
+        with ctx.channel.operation("logreg.predict"):
+            logits = rows @ self.coef
+            if self.fit_intercept:
+                logits = logits + self.weights[self.n_features]
+        return logits
+
+    def predict_proba(
+        self, ctx: PartyContext, x: Secret | SharedDataset, method: str | None = None
+    ) -> Secret:
+        """Shared P(y = 1 | x) of shared rows, with the training sigmoid unless `method` given.
+        Nothing is revealed; reveal the result (`ctx.reveal(p, to=...)`) to whoever may see it."""
+        name = check_name(method or self.config.sigmoid)
+        _check_protocol(ctx, name)
+        logits = self.decision_function(ctx, x)
+        with ctx.channel.operation("logreg.predict"):
+            return sigmoid(logits, name)
+
+
+# ---- configuration and training -----------------------------------------------------------------
+@dataclass(frozen=True)
+class LogisticRegression:
+    """Configuration of secure logistic regression; `fit` trains inside an SPMD program.
+
+    learning_rate: step size on the mean gradient; epochs: passes over the data; l2: L2 penalty
+    (l2/2 |w|^2, not on the intercept); fit_intercept; batch_size: rows per step (None: full
+    batch); sigmoid: one of `mpc.ml.sigmoid.SIGMOIDS`; standardize and feature_limit: used by
+    `share_horizontal` / `share_vertical` (z-scores, |value| <= feature_limit); shuffle_seed:
+    public seed of the mini-batch order (None: rows in order).
+    """
+
+    learning_rate: float = 1.0
+    epochs: int = 10
+    l2: float = 0.0
+    fit_intercept: bool = True
+    batch_size: int | None = None
+    sigmoid: str = "accurate"
+    standardize: bool = True
+    feature_limit: float = FEATURE_LIMIT
+    shuffle_seed: int | None = 0
+
+    def __post_init__(self) -> None:
+        lr = self.learning_rate
+        if isinstance(lr, bool) or not isinstance(lr, int | float) or not math.isfinite(lr):
+            raise ConfigurationError(f"learning_rate must be a finite number, got {lr!r}")
+        if lr <= 0:
+            raise ConfigurationError(f"learning_rate must be positive, got {lr}")
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ConfigurationError(f"epochs must be a positive integer, got {self.epochs!r}")
+        if not isinstance(self.l2, int | float) or not math.isfinite(self.l2) or self.l2 < 0:
+            raise ConfigurationError(f"l2 must be a finite number >= 0, got {self.l2!r}")
+        if self.learning_rate * self.l2 >= 2.0:
+            raise ConfigurationError(
+                f"learning_rate * l2 = {self.learning_rate * self.l2:g} >= 2: the L2 term alone "
+                "makes gradient descent diverge; lower one of them"
+            )
+        if self.batch_size is not None and (
+            isinstance(self.batch_size, bool)
+            or not isinstance(self.batch_size, int)
+            or self.batch_size < 1
+        ):
+            raise ConfigurationError(
+                f"batch_size must be a positive integer or None, got {self.batch_size!r}"
+            )
+        if self.sigmoid not in SIGMOIDS:
+            raise ConfigurationError(
+                f"unknown sigmoid {self.sigmoid!r}; choose one of {', '.join(SIGMOIDS)}"
+            )
+        limit = self.feature_limit
+        if not isinstance(limit, int | float) or not math.isfinite(limit) or limit <= 0:
+            raise ConfigurationError(f"feature_limit must be a positive number, got {limit!r}")
+
+    # ---- public checks --------------------------------------------------------------------------
+    def batch_rows(self, n_rows: int) -> int:
+        return n_rows if self.batch_size is None else min(self.batch_size, n_rows)
+
+    def check_range(
+        self,
+        n_rows: int,
+        n_features: int,
+        fixed_point: FixedPoint | None = None,
+        feature_limit: float | None = None,
+    ) -> None:
+        """ConfigurationError if the learning rate or the batch can leave the fixed-point range.
+
+        With |x| <= L (feature_limit) and the first step taken from w = 0, where p = 1/2 for every
+        sigmoid, every gradient entry is at most L/2, so one step moves a logit by at most
+        lr * (d L^2 + 1) / 2; that must stay below the fixed-point bound 2^int_bits. The gradient
+        sum over a batch of B rows, at most B L (|p - y| <= 1), must stay below it as well.
+        Both use public numbers only (sizes, configuration, the feature bound).
+        """
+        fp = fixed_point or FixedPoint()
+        bound = fp.max_abs
+        limit = self.feature_limit if feature_limit is None else feature_limit
+        step = self.learning_rate * (n_features * limit * limit + 1.0) / 2.0
+        if step >= bound:
+            safe = 2.0 * bound / (n_features * limit * limit + 1.0)
+            raise ConfigurationError(
+                f"learning_rate {self.learning_rate:g} overflows the fixed-point range: with "
+                f"{n_features} features of |x| <= {limit:g} one gradient step can move a logit by "
+                f"up to {step:.3g}, beyond 2^{fp.int_bits} = {bound:g}; use a learning rate below "
+                f"{safe:.3g} (or a smaller feature_limit)"
+            )
+        batch = self.batch_rows(n_rows)
+        if batch * limit >= bound:
+            raise ConfigurationError(
+                f"a batch of {batch} rows with |x| <= {limit:g} can make a gradient sum of "
+                f"{batch * limit:.3g}, beyond the fixed-point bound {bound:g}; use batch_size "
+                f"<= {int(bound // limit) - 1} (or a smaller feature_limit)"
+            )
+
+    # ---- sharing data ---------------------------------------------------------------------------
+    def share_horizontal(
+        self,
+        ctx: PartyContext,
+        x: Any,
+        y: Any,
+        *,
+        owners: Sequence[str] | None = None,
+        standardizer: Standardizer | None = None,
+        labels: bool = True,
+    ) -> SharedDataset:
+        """`mpc.ml.data.share_horizontal` with this configuration's standardize/feature_limit."""
+        return share_horizontal(
+            ctx,
+            x,
+            y,
+            owners=owners,
+            standardize=self.standardize,
+            standardizer=standardizer,
+            feature_limit=self.feature_limit,
+            labels=labels,
+        )
+
+    def share_vertical(
+        self,
+        ctx: PartyContext,
+        x: Any,
+        *,
+        label_owner: str | None,
+        y: Any = None,
+        owners: Sequence[str] | None = None,
+        standardizer: Standardizer | None = None,
+    ) -> SharedDataset:
+        """`mpc.ml.data.share_vertical` with this configuration's standardize/feature_limit."""
+        return share_vertical(
+            ctx,
+            x,
+            label_owner=label_owner,
+            y=y,
+            owners=owners,
+            standardize=self.standardize,
+            standardizer=standardizer,
+            feature_limit=self.feature_limit,
+        )
+
+    # ---- training -------------------------------------------------------------------------------
+    def batches(self, n_rows: int, epoch: int) -> list[npt.NDArray[np.int64]]:
+        """The public row indices of each step of `epoch` (from 1); the same in `train_plain`."""
+        if self.batch_size is None or self.batch_size >= n_rows:
+            return [np.arange(n_rows, dtype=np.int64)]
+        if self.shuffle_seed is None:
+            order = np.arange(n_rows, dtype=np.int64)
+        else:
+            # Public, data-independent order (not a secret): every party derives the same one.
+            order = np.random.default_rng([self.shuffle_seed, epoch]).permutation(n_rows)
+        return [order[i : i + self.batch_size] for i in range(0, n_rows, self.batch_size)]
+
+    def fit(
+        self,
+        ctx: PartyContext,
+        data: SharedDataset | Secret,
+        y: Secret | None = None,
+        *,
+        progress: Progress | None = None,
+        reveal_loss: bool = False,
+    ) -> SecureModel:
+        """Train on shared rows (SPMD: every party calls it with its shares); nothing revealed.
+
+        `data` is a `SharedDataset` (its labels are used) or a shared matrix X of shape (n, d)
+        with shared labels `y` of shape (n,) (integers 0/1 or fixed point). `progress` is called
+        at every party after every epoch with an `EpochRecord`; with `reveal_loss=True` the
+        records carry the Brier loss, revealed to every party (a leak the caller accepts).
+        """
+        x, labels, limit = _resolve(data, y, self.feature_limit)
+        n, d = x.shape
+        self.check_range(n, d, ctx.fixed_point, limit)
+        _check_protocol(ctx, self.sigmoid)
+        started = time.perf_counter()
+        design = x
+        if self.fit_intercept:
+            ones = ctx.constant(np.ones((n, 1)))
+            design = ctx.concat([x, ones], axis=1)
+        width = design.shape[1]
+        w = ctx.constant(np.zeros(width))
+        decay = np.full(width, self.learning_rate * self.l2)
+        if self.fit_intercept:
+            decay[-1] = 0.0
+        full = self.batch_size is None or self.batch_size >= n
+        full_t = design.T if full else None
+        history: list[EpochRecord] = []
+        for epoch in range(1, self.epochs + 1):
+            epoch_start = time.perf_counter()
+            loss_sum: Secret | None = None
+            for rows in self.batches(n, epoch):
+                if full:
+                    xb, xbt, yb = design, full_t, labels
+                else:
+                    xb, yb = design[rows], labels[rows]
+                    xbt = xb.T
+                assert xbt is not None
+                with ctx.channel.operation("logreg.forward"):
+                    z = xb @ w
+                p = sigmoid(z, self.sigmoid)
+                residual = p - yb
+                if reveal_loss:
+                    with ctx.channel.operation("logreg.loss"):
+                        part = mul(residual, residual).sum()
+                    loss_sum = part if loss_sum is None else loss_sum + part
+                with ctx.channel.operation("logreg.gradient"):
+                    grad_sum = xbt @ residual
+                with ctx.channel.operation("logreg.update"):
+                    w = w - _combine(
+                        [(grad_sum, self.learning_rate / len(rows)), (w, decay)],
+                        skip_zero=True,
+                    )
+            loss = None
+            if loss_sum is not None:
+                with ctx.channel.operation("logreg.loss"):
+                    opened = ctx.reveal(loss_sum)
+                loss = None if opened is None else float(opened) / n
+            now = time.perf_counter()
+            record = EpochRecord(epoch, now - started, now - epoch_start, loss)
+            history.append(record)
+            if progress is not None:
+                progress(record)
+        return SecureModel(w, d, self.fit_intercept, self, history)
+
+
+def _resolve(
+    data: SharedDataset | Secret, y: Secret | None, default_limit: float
+) -> tuple[Secret, Secret, float]:
+    if isinstance(data, SharedDataset):
+        if y is not None:
+            raise TypeError("pass labels either inside the SharedDataset or as y, not both")
+        if data.y is None:
+            raise InvalidDataError("this dataset was shared without labels; cannot train on it")
+        x, labels, limit = data.x, data.y, data.feature_limit
+    else:
+        if y is None:
+            raise TypeError("fit(ctx, X, y): shared labels y are required with a shared matrix")
+        x, labels, limit = data, y, default_limit
+    if not isinstance(x, Secret) or not isinstance(labels, Secret):
+        raise TypeError("fit expects shared data (Secret values), e.g. from share_horizontal")
+    if x.ndim != 2:
+        raise InvalidDataError(f"the design matrix must be 2-D (rows x features), got {x.shape}")
+    if labels.shape != (x.shape[0],):
+        raise InvalidDataError(
+            f"{x.shape[0]} rows of features but labels of shape {labels.shape}; they must match"
+        )
+    return as_fixed(x), labels, limit
+
+
+def _check_protocol(ctx: PartyContext, method: str) -> None:
+    if method in NEEDS_COMPARISON and type(ctx.protocol).less_than_zero is Protocol.less_than_zero:
+        raise UnsupportedOperationError(
+            f"sigmoid {method!r} needs secure comparison, which protocol {ctx.protocol.name!r} "
+            "does not provide; use sigmoid='poly' or protocol='additive'"
+        )
+
+
+def _combine(terms: list[tuple[Secret, Any]], *, skip_zero: bool = False) -> Secret:
+    """sum_i c_i * x_i for fixed-point secrets x_i and public reals c_i, with one truncation.
+
+    Every c_i is encoded as round(c_i * 2^(16 + e)) with one e = max(0, floor(-log2 max |c|)),
+    so small constants like lr / |B| keep about 16 significant bits; the sum is truncated once
+    by 16 + e bits (one round) and debiased by 1 ulp (see `mpc.ml.sigmoid`).
+    """
+    kept = [
+        (as_fixed(x), np.asarray(c, dtype=np.float64))
+        for x, c in terms
+        if not (skip_zero and not np.any(np.asarray(c)))
+    ]
+    if not kept:
+        raise ValueError("nothing to combine")
+    ctx = kept[0][0].ctx
+    f = ctx.fixed_point.frac_bits
+    biggest = max(float(np.max(np.abs(c))) for _, c in kept)
+    extra = 0 if biggest == 0.0 else min(24, max(0, int(np.floor(-np.log2(biggest)))))
+    proto = ctx.protocol
+    alg = proto.algebra
+    total: np.ndarray | None = None
+    for x, c in kept:
+        big = np.rint(c * float(2 ** (f + extra))).astype(np.int64)
+        part = proto.mul_public(x.share, alg.from_signed(big))
+        total = part if total is None else proto.add(total, part)
+    assert total is not None
+    share = proto.add_public(
+        proto.truncate(total, f + extra), alg.from_signed(np.asarray(1, dtype=np.int64))
+    )
+    return Secret(ctx, share, f)
+
+
+# ---- the plaintext reference --------------------------------------------------------------------
+def train_plain(
+    x: Any,
+    y: Any,
+    config: LogisticRegression,
+    *,
+    sigmoid_method: str = "exact",
+    progress: Progress | None = None,
+) -> LinearModel:
+    """The same recipe as `LogisticRegression.fit` in float64 numpy, on already prepared (e.g.
+    standardised) plaintext rows: the reference for the secure result.
+
+    `sigmoid_method` is 'exact' (the logistic function; the default, what the secure model is
+    compared with) or the name of an approximation, computed in float64 (to separate the
+    approximation's effect from fixed-point error).
+    """
+    arr = check_features(x)
+    labels = check_labels(y, arr.shape[0]).astype(np.float64)
+    n, d = arr.shape
+    design = np.hstack([arr, np.ones((n, 1))]) if config.fit_intercept else arr
+    w = np.zeros(design.shape[1])
+    decay = np.full(design.shape[1], config.learning_rate * config.l2)
+    if config.fit_intercept:
+        decay[-1] = 0.0
+    started = time.perf_counter()
+    for epoch in range(1, config.epochs + 1):
+        epoch_start = time.perf_counter()
+        for rows in config.batches(n, epoch):
+            xb = design[rows]
+            p = sigmoid_plain(xb @ w, sigmoid_method)
+            grad_sum = xb.T @ (p - labels[rows])
+            w = w - (config.learning_rate / len(rows)) * grad_sum - decay * w
+        if progress is not None:
+            now = time.perf_counter()
+            progress(EpochRecord(epoch, now - started, now - epoch_start))
+    intercept = float(w[d]) if config.fit_intercept else 0.0
+    return LinearModel(w[:d].copy(), intercept)
