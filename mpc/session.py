@@ -35,7 +35,7 @@ from mpc.stats import PartyStats, format_stats
 
 RUNTIMES = ("ray", "local")
 TRANSPORTS = {"ray": ("tcp", "tcp-plaintext", "ray"), "local": ("memory",)}
-DEALERS = ("trusted", "local-insecure", "none")
+DEALERS = ("trusted", "enclave", "local-insecure", "none")
 DEFAULT_PARTIES = ("alice", "bob", "carol")
 
 
@@ -78,6 +78,8 @@ class Session:
         deployment: DeploymentConfig | str | None = None,
         ray_address: str | None = None,
         num_cpus: int = 2,
+        allow_simulated_enclave: bool = False,
+        enclave_platform_keys: Sequence[bytes] | None = None,
     ) -> None:
         if isinstance(deployment, str):
             deployment = DeploymentConfig.load(deployment)
@@ -109,6 +111,24 @@ class Session:
         self.dealer_kind = dealer if isinstance(dealer, str) or dealer is None else "custom"
         self.ray_address = ray_address
         self.num_cpus = num_cpus
+        self.enclave: dict[str, Any] | None = None
+        self.attestations: list[str] = []
+        if dealer == "enclave":
+            if runtime != "ray":
+                raise ConfigurationError("dealer='enclave' needs runtime='ray'")
+            # Simulated quotes are also debug quotes: one explicit allowance covers both.
+            self.enclave = {
+                "allow_simulated": allow_simulated_enclave,
+                "allow_debug": allow_simulated_enclave,
+                "platform_keys": list(enclave_platform_keys or []),
+            }
+            if allow_simulated_enclave:
+                warnings.warn(
+                    "dealer='enclave' with allow_simulated_enclave=True: the parties accept "
+                    "SIMULATED, DEBUG quotes, which prove nothing about the dealer's code "
+                    "(docs/tee.md)",
+                    stacklevel=2,
+                )
         self._backend: Any = None
         self._run_id = 0
         if transport == "tcp-plaintext":
@@ -136,7 +156,8 @@ class Session:
             self._backend = RayParties(
                 self.config,
                 transport=self.transport,
-                with_dealer=self.dealer_kind == "trusted",
+                with_dealer=self.dealer_kind in ("trusted", "enclave"),
+                enclave=self.enclave,
                 private=self.private,
                 deployment=self.deployment,
                 ray_address=self.ray_address,
@@ -149,6 +170,7 @@ class Session:
                 self._backend.close()
                 self._backend = None
                 raise
+            self.attestations = [a for a in self._backend.attestations if a]
         return self
 
     def close(self) -> None:

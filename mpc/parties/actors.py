@@ -28,17 +28,59 @@ from mpc.protocols.registry import get_protocol
 
 
 class DealerActor:
-    """The trusted dealer as a Ray actor. Each party's seed is handed out once."""
+    """The trusted dealer as a Ray actor. Each party's seed is handed out once.
+
+    With `enclave="simulated"` the same generation code runs behind the simulated enclave
+    backend: seeds leave only through `attested_seed` (a quote binding the measured code and a
+    fresh enclave key, plus the seed encrypted to the requesting party), never in clear.
+    """
 
     secure = True
 
-    def __init__(self, protocol: str, n: int, threshold: int) -> None:
+    def __init__(
+        self,
+        protocol: str,
+        n: int,
+        threshold: int,
+        session_id: bytes = b"",
+        enclave: str | None = None,
+    ) -> None:
         tune_allocator()
         scheme = get_protocol(protocol).make_scheme(n, threshold)
         self._dealer = SeededDealer(scheme)
         self._seed_taken: set[int] = set()
+        self._seed_service: Any = None
+        self._backend: Any = None
+        if enclave is not None:
+            if enclave != "simulated":
+                raise ConfigurationError(
+                    f"unknown enclave backend {enclave!r}; only 'simulated' exists (docs/tee.md)"
+                )
+            from mpc.tee import EnclaveSeedService, SimulatedBackend, dealer_config
+
+            self._backend = SimulatedBackend()
+            self._backend.launch(dealer_config(protocol, n, threshold))
+            self._seed_service = EnclaveSeedService(
+                self._backend, session_id, n, self._dealer.seed_for
+            )
+
+    def platform_key(self) -> bytes:
+        """The (simulated) platform's quote-signing public key."""
+        if self._backend is None:
+            raise DealerError("this dealer runs without an enclave")
+        key: bytes = self._backend.platform_public_key
+        return key
+
+    def attested_seed(self, request: bytes) -> bytes:
+        """Quote + the party's seed encrypted to it (see `mpc.tee.channel`)."""
+        if self._seed_service is None:
+            raise DealerError("this dealer runs without an enclave; use seed_for")
+        answer: bytes = self._seed_service.handle(request)
+        return answer
 
     def seed_for(self, rank: int) -> bytes:
+        if self._seed_service is not None:
+            raise DealerError("enclave dealer: seeds leave only over the attested channel")
         if rank in self._seed_taken:
             raise DealerError(f"the seed of party rank {rank} was already handed out")
         self._seed_taken.add(rank)
@@ -136,15 +178,24 @@ class PartyActor:
                 PeerFailedError(f"party {peer!r} aborted the run: {reason}")
             )
 
-    def attach_dealer(self, dealer: Any | None) -> None:
-        """Fetch this party's seed from the dealer actor and build the party runner."""
+    def attach_dealer(self, dealer: Any | None, enclave: Mapping[str, Any] | None = None) -> str:
+        """Fetch this party's seed from the dealer actor and build the party runner.
+
+        With `enclave` options, the seed is accepted only after the dealer's quote passes this
+        party's own policy (measurement computed from this party's checkout); returns the
+        attestation summary ("" without an enclave).
+        """
         import ray
 
         if self.transport is None:
             raise ConfigurationError("connect the transport before attaching the dealer")
         client = None
+        summary = ""
         if dealer is not None:
-            seed = ray.get(dealer.seed_for.remote(self.rank), timeout=self.config.timeout)
+            if enclave is not None:
+                seed, summary = self._attested_seed(dealer, enclave)
+            else:
+                seed = ray.get(dealer.seed_for.remote(self.rank), timeout=self.config.timeout)
             scheme = get_protocol(self.config.protocol).make_scheme(
                 len(self.config.parties), self.config.threshold
             )
@@ -157,6 +208,27 @@ class PartyActor:
 
             client = DealerClient(self.rank, seed, scheme, fetch)
         self.runner = PartyRunner(self.rank, self.config, self.transport, client, self.private)
+        return summary
+
+    def _attested_seed(self, dealer: Any, options: Mapping[str, Any]) -> tuple[bytes, str]:
+        import ray
+
+        from mpc.tee import SeedHandshake, policy_for_dealer
+
+        policy = policy_for_dealer(
+            self.config.protocol,
+            len(self.config.parties),
+            self.config.threshold,
+            trusted_platform_keys=list(options["platform_keys"]),
+            allow_simulated=bool(options.get("allow_simulated", False)),
+            allow_debug=bool(options.get("allow_debug", False)),
+        )
+        handshake = SeedHandshake(self.rank, self.session_id)
+        answer = ray.get(
+            dealer.attested_seed.remote(handshake.request_bytes()), timeout=self.config.timeout
+        )
+        attested = handshake.finish(answer, policy)
+        return attested.seed, f"{self.name}: {attested.verified.summary()}"
 
     def prefetch(self, streams: list[tuple[WireStream, int]]) -> None:
         """Fetch dealer corrections ahead of a run (the offline phase of benchmarks)."""

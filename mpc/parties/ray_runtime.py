@@ -38,8 +38,11 @@ class RayParties:
         ray_address: str | None,
         num_cpus: int,
         session_id: bytes,
+        enclave: Mapping[str, Any] | None = None,
     ) -> None:
         self.config = config
+        self.enclave = dict(enclave) if enclave is not None else None
+        self.attestations: list[str] = []
         self.transport = transport
         self.with_dealer = with_dealer
         self.private = private
@@ -105,7 +108,13 @@ class RayParties:
             self.dealer = (
                 ray.remote(DealerActor)
                 .options(**dealer_options)
-                .remote(self.config.protocol, len(self.config.parties), self.config.threshold)
+                .remote(
+                    self.config.protocol,
+                    len(self.config.parties),
+                    self.config.threshold,
+                    self.session_id,
+                    "simulated" if self.enclave is not None else None,
+                )
             )
         self._wire(specs)
 
@@ -150,7 +159,16 @@ class RayParties:
             self._get(
                 [a.use_ray_transport.remote(self.actors) for a in self.actors], "wiring parties"
             )
-        self._get([a.attach_dealer.remote(self.dealer) for a in self.actors], "attaching dealer")
+        party_enclave: dict[str, Any] | None = None
+        if self.enclave is not None and self.dealer is not None:
+            platform_keys = self.enclave.get("platform_keys") or [
+                self._get(self.dealer.platform_key.remote(), "asking the enclave's platform key")
+            ]
+            party_enclave = {**self.enclave, "platform_keys": list(platform_keys)}
+        self.attestations = self._get(
+            [a.attach_dealer.remote(self.dealer, party_enclave) for a in self.actors],
+            "attaching the dealer",
+        )
 
     def prefetch(self, stream: Stream, count: int) -> None:
         """Fetch dealer corrections for the next run."""
