@@ -78,6 +78,16 @@ def _cmd_bench(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
+def _cmd_tee_measure(args: argparse.Namespace, rest: list[str]) -> int:
+    from mpc.protocols.registry import get_protocol
+    from mpc.tee import dealer_config, measurement_report
+
+    t = get_protocol(args.protocol).check_parties(args.parties, args.threshold)
+    config = dealer_config(args.protocol, args.parties, t)
+    print(measurement_report(config, root=args.root, list_files=args.files))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mpc", description="secure multi-party computation")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -93,6 +103,17 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_argument("--out", help="private key file (default: <party>.key)")
     keygen.add_argument("--force", action="store_true")
     keygen.set_defaults(func=_cmd_keygen)
+    tee = sub.add_parser("tee", help="enclave dealer tools")
+    tee_sub = tee.add_subparsers(dest="tee_command", required=True)
+    measure = tee_sub.add_parser(
+        "measure", help="print the dealer measurement expected from this source checkout"
+    )
+    measure.add_argument("--protocol", default="additive")
+    measure.add_argument("--parties", type=int, default=3)
+    measure.add_argument("--threshold", type=int, default=None)
+    measure.add_argument("--root", default=None, help="directory that contains mpc/")
+    measure.add_argument("--files", action="store_true", help="list each file's hash")
+    measure.set_defaults(func=_cmd_tee_measure)
     bench_p = sub.add_parser("bench", help="benchmark protocols in-process and on Ray actors")
     bench_p.add_argument("what", choices=["protocols", "runtime", "all"], nargs="?", default="all")
     bench_p.add_argument("--sizes", default="1e3,1e5,1e6")

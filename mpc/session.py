@@ -203,6 +203,14 @@ class Session:
             outputs, stats = self._backend.run(program, args, kwargs)
         return RunResult(outputs, stats, time.perf_counter() - start)
 
+    def dealer_stats(self) -> dict[str, int]:
+        """Items generated and bytes sent by the dealer so far (Ray runtime)."""
+        self.start()
+        if self.runtime != "ray":
+            return {}
+        stats: dict[str, int] = self._backend.dealer_stats()
+        return stats
+
     def prefetch(
         self, kind: str, shapes: Sequence[tuple[int, ...]], count: int, bits: int = 0
     ) -> None:

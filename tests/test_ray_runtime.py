@@ -81,3 +81,35 @@ def test_killed_party_gives_one_clear_error() -> None:
         assert time.monotonic() - start < 20
         assert info.value.party == "carol"
         assert "died" in str(info.value)
+
+
+@pytest.mark.usefixtures("ray_local")
+@pytest.mark.parametrize("protocol", ["additive", "shamir-beaver"])
+def test_enclave_dealer_gives_correct_results(protocol: str) -> None:
+    from mpc.tee import dealer_config, measurement_hex
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the simulated-enclave warning
+        session = Session(
+            ["alice", "bob", "carol"],
+            protocol=protocol,
+            dealer="enclave",
+            allow_simulated_enclave=True,
+            timeout=20,
+        )
+    with session:
+        result = session.run(product)
+        expected = measurement_hex(dealer_config(protocol, 3, session.config.threshold))
+        assert len(session.attestations) == 3
+        assert all(expected in line and "SIMULATED" in line for line in session.attestations)
+    np.testing.assert_allclose(result["bob"], X * Y + X, atol=2 * 2.0**-16)
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_simulated_enclave_is_refused_without_the_allowance() -> None:
+    from mpc.tee import SimulatedQuoteError
+
+    session = Session(["alice", "bob", "carol"], dealer="enclave", timeout=20)
+    with pytest.raises(SimulatedQuoteError, match="SIMULATED"):
+        session.start()
+    session.close()

@@ -18,7 +18,7 @@ from typing import Any
 
 from mpc.dealers.streams import Stream
 from mpc.deploy import DeploymentConfig
-from mpc.errors import ConfigurationError, PartyFailedError
+from mpc.errors import ConfigurationError, MpcError, PartyFailedError
 from mpc.parties.actors import DealerActor, PartyActor
 from mpc.parties.party import Program, SessionConfig, root_cause
 from mpc.stats import PartyStats
@@ -128,7 +128,7 @@ class RayParties:
                 f"session set-up timed out while {what} (are all nodes up and reachable?)"
             ) from None
         except ray.exceptions.RayTaskError as exc:
-            raise exc.as_instanceof_cause() from None  # type: ignore[no-untyped-call]
+            raise _original(exc) from None
         except ray.exceptions.RayActorError as exc:
             detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
             raise ConfigurationError(
@@ -170,6 +170,12 @@ class RayParties:
             "attaching the dealer",
         )
 
+    def dealer_stats(self) -> dict[str, int]:
+        if self.dealer is None:
+            return {}
+        stats: dict[str, int] = self._get(self.dealer.stats.remote(), "asking the dealer")
+        return stats
+
     def prefetch(self, stream: Stream, count: int) -> None:
         """Fetch dealer corrections for the next run."""
         wire = stream.in_epoch(self._run_id + 1).to_wire()
@@ -198,7 +204,7 @@ class RayParties:
                     outputs[name] = output
                     stats[name] = PartyStats.from_dict(party_stats)
                 except ray.exceptions.RayTaskError as exc:
-                    failures[name] = exc.as_instanceof_cause()  # type: ignore[no-untyped-call]
+                    failures[name] = _original(exc)
                 except ray.exceptions.RayActorError:
                     failures[name] = PartyFailedError(
                         name, "unknown", "the party's process died (actor killed or crashed)"
@@ -228,6 +234,15 @@ class RayParties:
         if self._started_ray:
             ray.shutdown()
             self._started_ray = False
+
+
+def _original(exc: Any) -> BaseException:
+    """The exception a Ray task raised, without Ray's traceback-laden wrapper when it is ours."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, MpcError):
+        return cause
+    wrapped: BaseException = exc.as_instanceof_cause()
+    return wrapped
 
 
 def _ship_by_value(program: Program) -> None:

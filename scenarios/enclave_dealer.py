@@ -1,0 +1,89 @@
+"""The joint-statistics job with the dealer inside an (attested) enclave.
+
+Each hospital party, before it accepts its PRG seed, asks the dealer for a quote over a fresh
+nonce, checks it against its own policy (signature by the platform key, the dealer measurement
+computed from the party's own source checkout, minimum version, flags, nonce, session) and only
+then receives its seed, encrypted to the attested enclave key. The run then proceeds as in
+joint_statistics.py.
+
+Only the simulated backend exists (docs/tee.md): its quotes are labelled SIMULATED and DEBUG,
+which the parties refuse unless you pass --allow-simulated-enclave. Without it this scenario
+stops at start-up with the refusal, which is the point.
+
+Run:  mpc run scenarios/enclave_dealer.py --allow-simulated-enclave
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mpc.errors import MpcError
+from mpc.scenario import add_session_options, session_kwargs
+from mpc.session import Session
+from mpc.tee import dealer_config, measurement_hex
+
+
+def _joint_statistics() -> Any:
+    path = Path(__file__).resolve().parent / "joint_statistics.py"
+    spec = importlib.util.spec_from_file_location("mpc_scenario_joint_statistics", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="joint statistics with an enclave dealer")
+    add_session_options(parser)
+    parser.add_argument(
+        "--allow-simulated-enclave",
+        action="store_true",
+        help="accept SIMULATED/DEBUG quotes (the only backend that exists today)",
+    )
+    args = parser.parse_args(argv)
+    js = _joint_statistics()
+    names = js.HOSPITALS[: args.parties]
+    paths = js.make_data(names)
+    private = {n: {"csv": str(p)} for n, p in paths.items()}
+    kwargs = session_kwargs(args)
+    kwargs.update(dealer="enclave", runtime="ray")
+    session = Session(
+        names, private=private, allow_simulated_enclave=args.allow_simulated_enclave, **kwargs
+    )
+    expected = measurement_hex(
+        dealer_config(session.config.protocol, len(names), session.config.threshold)
+    )
+    print(f"expected dealer measurement (from this checkout): {expected}")
+    started = time.perf_counter()
+    try:
+        session.start()
+    except MpcError as exc:
+        print(f"\nrefused at start-up: {type(exc).__name__}: {exc}", file=sys.stderr)
+        session.close()
+        return 3
+    try:
+        print(f"attested and connected in {time.perf_counter() - started:.1f} s")
+        for line in session.attestations:
+            print(f"  {line}")
+        result = session.run(js.joint_statistics)
+    finally:
+        session.close()
+    expected_stats = js.plaintext(paths)
+    secure = result.outputs[names[0]]
+    worst = max(abs(secure[k] - v) / max(1.0, abs(v)) for k, v in expected_stats.items())
+    for key, value in expected_stats.items():
+        print(f"{key:<30} {secure[key]:>16.6f} {value:>16.6f}")
+    print("OK" if worst < 1e-9 else "MISMATCH")
+    return 0 if worst < 1e-9 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(run())
