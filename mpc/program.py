@@ -328,7 +328,7 @@ class Secret:
 
     # ---- comparison -------------------------------------------------------------------------
     def ltz(self) -> Secret:
-        """Shared bits (integers 0/1): 1 where this value is negative. Exact; nine rounds with
+        """Shared bits (integers 0/1): 1 where this value is negative. Exact; eight rounds with
         the additive protocol (see `mpc.protocols.comparison`)."""
         with self.ctx.channel.operation("compare"):
             return self._like(self.ctx.protocol.less_than_zero(self.share), 0)

@@ -50,14 +50,14 @@ def test_comparisons_on_fixed_point_values() -> None:
     np.testing.assert_array_equal(out["ltz"], (x < 0).astype(np.int64))
 
 
-def test_comparison_costs_nine_rounds() -> None:
+def test_comparison_costs_eight_rounds() -> None:
     def program(ctx: PartyContext) -> np.ndarray | None:
         x = ctx.input("alice", np.arange(-5, 5) if ctx.me == "alice" else None, kind="int")
         return ctx.reveal(x.ltz())
 
     outcome = local_parties("additive", 3).run(program)["alice"]
     np.testing.assert_array_equal(outcome.output, (np.arange(-5, 5) < 0).astype(np.int64))
-    assert outcome.stats.by_kind["compare"].rounds == 9
+    assert outcome.stats.by_kind["compare"].rounds == 8
 
 
 @pytest.mark.parametrize("protocol", ["shamir", "shamir-beaver"])
