@@ -113,3 +113,20 @@ def test_simulated_enclave_is_refused_without_the_allowance() -> None:
     with pytest.raises(SimulatedQuoteError, match="SIMULATED"):
         session.start()
     session.close()
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_dealer_dying_mid_run_is_a_clear_error_at_every_party() -> None:
+    import ray
+
+    def uses_fresh_triples(ctx: PartyContext) -> np.ndarray | None:
+        x = ctx.input("alice", np.arange(7.0) if ctx.me == "alice" else None)
+        return ctx.reveal(x * x)
+
+    with Session(["alice", "bob", "carol"], timeout=15) as session:
+        ray.kill(session._backend.dealer)
+        start = time.monotonic()
+        with pytest.raises(PartyFailedError) as info:
+            session.run(uses_fresh_triples)
+        assert time.monotonic() - start < 15
+        assert "dealer" in str(info.value)

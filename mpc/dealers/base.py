@@ -102,7 +102,10 @@ class DealerClient:
         except DealerError:
             raise
         except Exception as exc:
-            raise DealerError(f"the dealer failed to provide {stream.kind} items: {exc}") from exc
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise DealerError(
+                f"the dealer failed to provide {stream.kind} items: {first_line}"
+            ) from exc
         if len(items) != count:
             raise DealerError(f"the dealer sent {len(items)} {stream.kind} items, expected {count}")
         self.correction_fetches += 1
