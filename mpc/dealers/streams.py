@@ -70,8 +70,8 @@ class Stream:
         if self.kind == "matrix":
             shape_c = matmul_shape(self.shapes[0], self.shapes[1])
             return {"a": self.shapes[0], "b": self.shapes[1], "c": shape_c}[component]
-        if self.kind == "bits":
-            return (*self.shapes[0], self.bits)
+        if self.kind == "bits":  # bit index first: each bit plane is contiguous
+            return (self.bits, *self.shapes[0])
         return self.shapes[0]
 
     def item_elements(self) -> int:

@@ -16,6 +16,7 @@ from typing import Any
 from mpc.dealers.base import Dealer, DealerClient
 from mpc.dealers.streams import Stream
 from mpc.parties.memory import MemoryNetwork
+from mpc.parties.tuning import tune_allocator
 from mpc.parties.party import PartyOutcome, PartyRunner, Program, SessionConfig, root_cause
 from mpc.protocols.registry import get_protocol
 
@@ -34,6 +35,7 @@ class LocalParties:
         private: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self.config = config
+        tune_allocator()  # as in party actors: reuse big share buffers (see mpc.parties.tuning)
         names = list(config.parties)
         self.network = MemoryNetwork(names)
         scheme = get_protocol(config.protocol).make_scheme(len(names), config.threshold)

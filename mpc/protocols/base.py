@@ -82,7 +82,7 @@ class CorrelatedRandomness(TypingProtocol):
     def truncation_pair(self, shape: Shape, bits: int) -> tuple[np.ndarray, np.ndarray]: ...
 
     def random_bits(self, shape: Shape, count: int) -> np.ndarray:
-        """Shares of uniformly random bits, shape `shape + (count,)`."""
+        """Shares of uniformly random bits, shape `(count,) + shape` (bit index first)."""
         ...
 
 

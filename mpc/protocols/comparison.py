@@ -23,8 +23,19 @@ import numpy as np
 from mpc.protocols.base import Need, Protocol
 
 WORD_BITS = 64
-_POW2_SHIFTS = np.arange(WORD_BITS, dtype=np.uint64)
-_POW2 = np.left_shift(np.uint64(1), _POW2_SHIFTS)
+_LOW = WORD_BITS - 1  # positions 0..62 form c' and r'
+_SHIFTS = np.arange(WORD_BITS, dtype=np.uint64)[:, None]
+_POW2 = np.left_shift(np.uint64(1), _SHIFTS)
+
+
+def _bit_reversed(k: int, width: int = 6) -> int:
+    return int(f"{k:0{width}b}"[::-1], 2)
+
+
+# Leaf row k holds significance rank bitrev(k) (rank 0 = bit 62, rank 62 = bit 0, rank 63 = a
+# neutral pad). With this order the two halves of every tree level are contiguous blocks of
+# rows: row j pairs with row j + m/2, which holds the next less significant range.
+_LEAF_POSITIONS = [_LOW - 1 - _bit_reversed(k) for k in range(WORD_BITS - 1)]
 
 
 def less_than_zero(protocol: Protocol, x: np.ndarray) -> np.ndarray:
@@ -32,46 +43,43 @@ def less_than_zero(protocol: Protocol, x: np.ndarray) -> np.ndarray:
     alg = protocol.algebra
     shape = tuple(x.shape)
     flat = x.reshape(-1)
-    bits = protocol._need(Need.RANDOM_BITS).random_bits((flat.size,), WORD_BITS)
-    r = np.asarray(np.sum(np.multiply(bits, _POW2), axis=1, dtype=np.uint64))
+    size = flat.size
+    bits = protocol._need(Need.RANDOM_BITS).random_bits((size,), WORD_BITS)  # (64, size)
+    r = np.asarray(np.sum(np.multiply(bits, _POW2), axis=0, dtype=np.uint64))
     c = protocol.open_all(alg.add(flat, r))
-    c_bits = np.bitwise_and(np.right_shift(c[:, None], _POW2_SHIFTS), np.uint64(1))
+    c_bits = np.bitwise_and(np.right_shift(c[None, :], _SHIFTS), np.uint64(1))  # (64, size)
 
-    low = WORD_BITS - 1  # positions 0..62 form c' and r'
-    cb, rb = c_bits[:, :low], bits[:, :low]
     one = np.ones((), dtype=np.uint64)
-    # Leaves, most significant first: lt_i = [c_i < r_i] = (1 - c_i) r_i and
-    # eq_i = [c_i == r_i] = (2 c_i - 1) r_i + (1 - c_i): both linear in the shared bit r_i.
-    lt = protocol.mul_public(rb, alg.sub(one, cb))[:, ::-1]
-    eq = protocol.add_public(
-        protocol.mul_public(rb, alg.sub(alg.add(cb, cb), one)), alg.sub(one, cb)
-    )[:, ::-1]
-    # Pad to 64 leaves with (lt, eq) = (0, 1), the neutral pair, below position 0.
-    zeros = np.zeros((flat.size, 1), dtype=np.uint64)
-    lt = np.concatenate([lt, zeros], axis=1)
-    eq = np.concatenate([eq, protocol.add_public(zeros, one)], axis=1)
-    # Binary tree: (lt, eq) of a high half and a low half combine to
-    # (lt_hi + eq_hi * lt_lo, eq_hi * eq_lo); one round per level, six levels.
-    while lt.shape[1] > 1:
-        lt_hi, lt_lo = lt[:, 0::2], lt[:, 1::2]
-        eq_hi, eq_lo = eq[:, 0::2], eq[:, 1::2]
-        if lt.shape[1] == 2:  # last level: only lt is needed
-            lt = alg.add(
-                lt_hi, protocol.mul(np.ascontiguousarray(eq_hi), np.ascontiguousarray(lt_lo))
-            )
+    cb = c_bits[_LEAF_POSITIONS]
+    rb = bits[_LEAF_POSITIONS]
+    # Leaves: lt_i = [c_i < r_i] = (1 - c_i) r_i, eq_i = [c_i == r_i] = (2 c_i - 1) r_i + 1 - c_i,
+    # both linear in the shared bit r_i because c is public; the pad row is (lt, eq) = (0, 1).
+    pad = np.zeros((1, size), dtype=np.uint64)
+    lt = np.concatenate([protocol.mul_public(rb, alg.sub(one, cb)), pad])
+    eq = np.concatenate(
+        [
+            protocol.add_public(
+                protocol.mul_public(rb, alg.sub(alg.add(cb, cb), one)), alg.sub(one, cb)
+            ),
+            protocol.add_public(pad, one),
+        ]
+    )
+    # Binary tree: (lt_hi + eq_hi * lt_lo, eq_hi * eq_lo); one round per level, six levels.
+    while lt.shape[0] > 1:
+        half = lt.shape[0] // 2
+        if half == 1:  # last level: only lt is needed
+            lt = alg.add(lt[:1], protocol.mul(eq[:1], lt[1:]))
             break
-        half = lt_hi.shape[1]
-        both = protocol.mul(
-            np.ascontiguousarray(np.concatenate([eq_hi, eq_hi], axis=1)),
-            np.ascontiguousarray(np.concatenate([lt_lo, eq_lo], axis=1)),
+        products = protocol.mul(
+            np.concatenate([eq[:half], eq[:half]]), np.concatenate([lt[half:], eq[half:]])
         )
-        lt = alg.add(lt_hi, both[:, :half])
-        eq = both[:, half:]
-    below = np.ascontiguousarray(lt[:, 0])
+        lt = alg.add(lt[:half], products[:half])
+        eq = products[half:]
+    below = lt[0]
     # msb = c_63 xor r_63 xor below; a xor b = a + b - 2ab for shared bits a, b.
-    r_top = np.ascontiguousarray(bits[:, low])
+    r_top = bits[_LOW]
     both = protocol.mul(r_top, below)
     t = alg.sub(alg.add(r_top, below), alg.add(both, both))
-    c_top = c_bits[:, low]
+    c_top = c_bits[_LOW]
     msb = protocol.add_public(protocol.mul_public(t, alg.sub(one, alg.add(c_top, c_top))), c_top)
     return msb.reshape(shape)
