@@ -3,7 +3,9 @@
 Responsibility: `Dealer` is what a session talks to (seeds at set-up, correction shares on
 demand); `DealerClient` is a party's view of it (`CorrelatedRandomness`): it expands the party's
 own seed and fetches only the correction shares it cannot derive, in batches that grow
-geometrically so that a chain of small operations does not pay one dealer call each.
+geometrically so that a chain of small operations does not pay one dealer call each; for small
+items the next batch is requested as soon as one arrives, so dealer generation and transfer
+overlap the party's own work.
 Security model: see `mpc.dealers.streams`. A dealer declares `secure`: False means it runs where a
 party can read its state (tests only); sessions refuse such a dealer unless the caller passes an
 explicit allow-insecure flag.
@@ -24,7 +26,11 @@ from mpc.rng import Prg
 
 ALL_NEEDS = frozenset(Need)
 
-Fetch = Callable[[Stream, int, int], list[list[np.ndarray]]]
+Items = list[list[np.ndarray]]
+#: Ask the dealer for corrections (stream, start, count); returns a function that waits for them.
+Fetch = Callable[[Stream, int, int], Callable[[], Items]]
+#: Small items are fetched one batch ahead, so the dealer works while the party computes.
+SPECULATE_MAX_ELEMENTS = 1 << 20
 
 
 class Dealer(ABC):
@@ -67,6 +73,7 @@ class DealerClient:
         self._fetched_until: dict[Stream, int] = {}
         self._batch: dict[Stream, int] = {}
         self._cache: dict[Stream, deque[list[np.ndarray]]] = {}
+        self._ahead: dict[Stream, tuple[int, int, Callable[[], Items]]] = {}
         self.items_used = 0
         self.correction_fetches = 0
         self.epoch = 0
@@ -75,7 +82,7 @@ class DealerClient:
         """Start the items of run `epoch` (counters from 0); drop other runs' leftovers."""
         self.epoch = epoch
         self._expander.keep_epoch(epoch)
-        for table in (self._counters, self._fetched_until, self._batch, self._cache):
+        for table in (self._counters, self._fetched_until, self._batch, self._cache, self._ahead):
             for stream in [s for s in table if s.epoch != epoch]:
                 del table[stream]
 
@@ -93,12 +100,15 @@ class DealerClient:
         """
         if not self._needs_corrections(stream):
             return
+        ahead = self._ahead.pop(stream, None)
+        if ahead is not None:
+            self._store(stream, *ahead)
         start = self._fetched_until.get(stream, self._counters.get(stream, 0))
-        self._store(stream, start, count)
+        self._store(stream, start, count, self._fetch(stream, start, count))
 
-    def _store(self, stream: Stream, start: int, count: int) -> None:
+    def _store(self, stream: Stream, start: int, count: int, wait: Callable[[], Items]) -> None:
         try:
-            items = self._fetch(stream, start, count)
+            items = wait()
         except DealerError:
             raise
         except Exception as exc:
@@ -122,11 +132,7 @@ class DealerClient:
         if self._needs_corrections(stream):
             cache = self._cache.get(stream)
             if not cache:
-                per_item = max(1, stream.item_elements())
-                cap = max(1, self._max_batch_elements // per_item)
-                batch = min(cap, self._batch.get(stream, 1))
-                self._batch[stream] = min(cap, batch * 2)
-                self._store(stream, counter, batch)
+                self._refill(stream, counter)
                 cache = self._cache[stream]
             corrections.extend(cache.popleft())
         out = []
@@ -137,6 +143,24 @@ class DealerClient:
             else:
                 out.append(corrections.popleft())
         return out
+
+    def _next_batch(self, stream: Stream) -> int:
+        cap = max(1, self._max_batch_elements // max(1, stream.item_elements()))
+        batch = min(cap, self._batch.get(stream, 1))
+        self._batch[stream] = min(cap, batch * 2)
+        return batch
+
+    def _refill(self, stream: Stream, counter: int) -> None:
+        ahead = self._ahead.pop(stream, None)
+        if ahead is not None:
+            self._store(stream, *ahead)
+        else:
+            batch = self._next_batch(stream)
+            self._store(stream, counter, batch, self._fetch(stream, counter, batch))
+        batch = self._next_batch(stream)
+        if batch * stream.item_elements() <= SPECULATE_MAX_ELEMENTS:
+            start = self._fetched_until[stream]
+            self._ahead[stream] = (start, batch, self._fetch(stream, start, batch))
 
     # ---- CorrelatedRandomness ---------------------------------------------------------------
     def triple(self, shape: Shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -11,12 +11,12 @@ enclave, see `mpc.tee`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
-from mpc.dealers.base import DealerClient
+from mpc.dealers.base import DealerClient, Items
 from mpc.dealers.seeded import SeededDealer
 from mpc.dealers.streams import Stream, WireStream
 from mpc.errors import ConfigurationError, DealerError, PeerFailedError
@@ -201,10 +201,14 @@ class PartyActor:
             )
             rank, timeout = self.rank, self.config.timeout
 
-            def fetch(stream: Stream, start: int, count: int) -> list[list[np.ndarray]]:
+            def fetch(stream: Stream, start: int, count: int) -> Callable[[], Items]:
                 ref = dealer.corrections.remote(rank, stream.to_wire(), start, count)
-                result: list[list[np.ndarray]] = ray.get(ref, timeout=timeout)
-                return result
+
+                def wait() -> Items:
+                    result: Items = ray.get(ref, timeout=timeout)
+                    return result
+
+                return wait
 
             client = DealerClient(self.rank, seed, scheme, fetch)
         self.runner = PartyRunner(self.rank, self.config, self.transport, client, self.private)

@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from mpc.dealers.base import Dealer, DealerClient
+from mpc.dealers.base import Dealer, DealerClient, Items
 from mpc.dealers.streams import Stream
 from mpc.parties.memory import MemoryNetwork
-from mpc.parties.tuning import tune_allocator
 from mpc.parties.party import PartyOutcome, PartyRunner, Program, SessionConfig, root_cause
+from mpc.parties.tuning import tune_allocator
 from mpc.protocols.registry import get_protocol
 
 
-def _fetch(dealer: Dealer, rank: int, stream: Stream, start: int, count: int) -> list[Any]:
-    return dealer.corrections(rank, stream, start, count)
+def _fetch(
+    dealer: Dealer, rank: int, stream: Stream, start: int, count: int
+) -> Callable[[], Items]:
+    """In-process: generate when the party waits (there is no second process to overlap)."""
+    return functools.partial(dealer.corrections, rank, stream, start, count)
 
 
 class LocalParties:
