@@ -3,22 +3,39 @@
 Responsibility: hold one PRG seed per party and compute, on request, the correction shares a
 party cannot derive itself (see `mpc.dealers.streams`). The same class runs in-process (the
 insecure local dealer for tests), inside the trusted-dealer Ray actor, and inside the enclave.
+It also deals *noise shares* for differentially private releases (`SeededDealer.noise_share`):
+the dealer samples one draw of a named noise mechanism (`mpc.dp.release.sample_noise`, from a
+small JSON-able spec: mechanism name and public parameters, never pickled data) with its own
+PRG, secret-shares it with the protocol's `SharingScheme.share`, and hands each party its share
+once, keyed by (run epoch, counter) like the correlated-randomness streams.
+`NoiseDealerClient` is the party side: a `DealerClient` that can also fetch those shares.
 Security model: whoever can read this object's memory learns every party's seed and therefore
 every triple; it must run where no party can read it. Items are generated on demand, cached only
-until the party they belong to has fetched them.
+until the party they belong to has fetched them. The dealer sees the noise it deals (never the
+value it is added to): a dealer that colluded with a party receiving the release would let it
+remove the noise. That is the same trust as for triples.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import threading
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
-from mpc.dealers.base import Dealer
+from mpc.dealers.base import ALL_NEEDS, Dealer, DealerClient, Fetch, Items
 from mpc.dealers.streams import SeededExpander, Stream, generate_corrections
 from mpc.errors import DealerError
-from mpc.protocols.base import SharingScheme
+from mpc.protocols.base import Need, SharingScheme
 from mpc.rng import Prg, new_seed
+
+#: Key of one dealt noise draw: (run epoch, counter within the run), as streams are keyed.
+NoiseKey = tuple[int, int]
+#: A party's way to ask the dealer for its noise share: (key, spec) -> share.
+NoiseFetch = Callable[[NoiseKey, dict[str, Any]], np.ndarray]
 
 
 class SeededDealer(Dealer):
@@ -32,8 +49,10 @@ class SeededDealer(Dealer):
         self._expanders = [SeededExpander(scheme.algebra, Prg(s)) for s in self._seeds]
         self._own_prg = Prg(new_seed())  # the dealer's own randomness (random bits)
         self._pending: dict[tuple[Stream, int], dict[int, list[np.ndarray]]] = {}
+        self._noise: dict[NoiseKey, tuple[str, dict[int, np.ndarray]]] = {}
         self._lock = threading.Lock()
         self.items_generated = 0
+        self.noise_draws = 0
         self.bytes_sent = 0
 
     def seed_for(self, rank: int) -> bytes:
@@ -69,6 +88,122 @@ class SeededDealer(Dealer):
                 self.bytes_sent += sum(int(a.nbytes) for a in item)
                 out.append(item)
         return out
+
+    def noise_share(self, rank: int, key: NoiseKey, spec: Mapping[str, Any]) -> np.ndarray:
+        """Party `rank`'s share of the noise draw `key` = (run epoch, counter) of `spec`.
+
+        The first request for a key samples the noise with the dealer's own PRG
+        (`mpc.dp.release.sample_noise`: int64 units of the value's fixed-point ulp) and shares
+        it with the protocol's scheme; every party fetches its share once. All parties must ask
+        with the same spec (they compute it from the same public release parameters); a
+        different spec, a second request or a bad spec raise `DealerError`. Draws of older runs
+        that never completed (a run aborted half-way) are dropped when a newer run asks.
+        """
+        from mpc.dp.release import sample_noise  # lazy: mpc.dp imports the program layer
+
+        if not 0 <= rank < self.scheme.n:
+            raise DealerError(f"no party of rank {rank} in a {self.scheme.n}-party session")
+        if (
+            not isinstance(key, tuple)
+            or len(key) != 2
+            or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in key)
+        ):
+            raise DealerError(f"a noise key is (run epoch, counter) of ints >= 0, got {key!r}")
+        try:
+            canonical = json.dumps(dict(spec), sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise DealerError(f"the noise spec must be plain JSON data: {exc}") from None
+        with self._lock:
+            for stale in [k for k in self._noise if k[0] < key[0]]:
+                del self._noise[stale]
+            entry = self._noise.get(key)
+            if entry is None:
+                try:
+                    noise = sample_noise(json.loads(canonical), self._own_prg)
+                except ValueError as exc:
+                    raise DealerError(f"bad noise spec: {exc}") from None
+                alg = self.scheme.algebra
+                shares = self.scheme.share(alg.from_signed(noise), self._own_prg)
+                entry = (canonical, dict(enumerate(shares)))
+                self._noise[key] = entry
+                self.noise_draws += 1
+            elif entry[0] != canonical:
+                raise DealerError(
+                    f"party rank {rank} asked for noise draw {key} with a different spec than "
+                    f"another party: the parties disagree about the release"
+                )
+            share = entry[1].pop(rank, None)
+            if share is None:
+                raise DealerError(f"party rank {rank} asked twice for noise draw {key}")
+            if not entry[1]:
+                del self._noise[key]
+            self.bytes_sent += int(share.nbytes)
+            return share
+
+
+class NoiseDealerClient(DealerClient):
+    """A party's dealer client that can also fetch its share of dealer-sampled noise.
+
+    `noise_share(spec)` keys each request by (run epoch, counter), the counter restarting at
+    every run like the correlated-randomness streams, so that the parties of one run, which make
+    the same sequence of releases, ask for the same draws.
+    """
+
+    def __init__(
+        self,
+        rank: int,
+        seed: bytes,
+        scheme: SharingScheme,
+        fetch: Fetch,
+        fetch_noise: NoiseFetch,
+        provides: frozenset[Need] = ALL_NEEDS,
+    ) -> None:
+        super().__init__(rank, seed, scheme, fetch, provides)
+        self._fetch_noise = fetch_noise
+        self._noise_counter = 0
+        self.noise_fetches = 0
+
+    def begin_run(self, epoch: int) -> None:
+        super().begin_run(epoch)
+        self._noise_counter = 0
+
+    def noise_share(self, spec: Mapping[str, Any]) -> np.ndarray:
+        """This party's share (algebra elements, shape `spec["shape"]`) of the next noise draw."""
+        key = (self.epoch, self._noise_counter)
+        self._noise_counter += 1
+        try:
+            share = self._fetch_noise(key, dict(spec))
+        except DealerError:
+            raise
+        except Exception as exc:
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise DealerError(f"the dealer failed to provide noise: {first_line}") from exc
+        arr = np.asarray(share)
+        shape = tuple(int(v) for v in spec.get("shape", ()))
+        if arr.shape != shape or arr.dtype != np.uint64:
+            raise DealerError(
+                f"the dealer sent a noise share of shape {arr.shape} and dtype {arr.dtype}, "
+                f"expected {shape} uint64"
+            )
+        self.noise_fetches += 1
+        return arr
+
+
+def local_noise_client(dealer: SeededDealer, rank: int) -> NoiseDealerClient:
+    """The in-process client of party `rank` for an in-process `SeededDealer` (tests, audits):
+    corrections and noise shares are plain method calls (generated when the party waits)."""
+
+    def fetch(stream: Stream, start: int, count: int) -> Callable[[], Items]:
+        return functools.partial(dealer.corrections, rank, stream, start, count)
+
+    return NoiseDealerClient(
+        rank,
+        dealer.seed_for(rank),
+        dealer.scheme,
+        fetch,
+        functools.partial(dealer.noise_share, rank),
+        provides=dealer.provides,
+    )
 
 
 class InsecureLocalDealer(SeededDealer):

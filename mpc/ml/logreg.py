@@ -12,11 +12,14 @@ Recipe (batch gradient descent on the mean logistic loss, as in SecureML, Mohass
 IEEE S&P 2017, sect. 4.1, with the sigmoid approximations of `mpc.ml.sigmoid`):
     w <- 0;  for each epoch, for each batch B (all rows when batch_size is None):
         z = X_B w;  p = sigmoid(z);  g = X_B^T (p - y_B) / |B| + l2 * w  (no penalty on the
-        intercept);  w <- w - learning_rate * g
-The intercept is a last column of ones. Mini-batches follow a public permutation of the rows per
-epoch drawn from `shuffle_seed` (public, data-independent; the same at every party and in
-`train_plain`). Per full-batch epoch: 2 rounds for X w, the sigmoid's rounds, 2 for X^T r, 1 for
-the update (one truncation for lr/|B| and the L2 term together).
+        intercept unless penalize_intercept);  w <- w - learning_rate * g
+The intercept is a last column of ones; `penalize_intercept=True` puts the L2 penalty on it too
+(what the differential-privacy sensitivity bound of `mpc.dp.sensitivity` needs for its strongly
+convex case; `mpc.dp.release`). Mini-batches follow a public permutation of the rows per epoch
+derived with the crypto PRG `mpc.rng.Prg` from `shuffle_seed` under a fixed, public key (public,
+data-independent; the same at every party and in `train_plain`). Per full-batch epoch: 2 rounds
+for X w, the sigmoid's rounds, 2 for X^T r, 1 for the update (one truncation for lr/|B| and the
+L2 term together).
 
 Security model: semi-honest, as the session's protocol. `fit` reveals nothing: weights, logits,
 probabilities and gradients stay shared; the number of rounds and message sizes depend only on
@@ -63,6 +66,7 @@ from mpc.ml.sigmoid import (
 )
 from mpc.program import PartyContext, Secret
 from mpc.protocols.base import Protocol
+from mpc.rng import Prg
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -163,6 +167,8 @@ class SecureModel:
     fit_intercept: bool
     config: LogisticRegression
     history: list[EpochRecord] = field(default_factory=list)
+    #: Rows the model was trained on (public: the shape of the shared data).
+    n_rows: int = 0
 
     def __reduce__(self) -> Any:
         raise TypeError(
@@ -215,10 +221,12 @@ class LogisticRegression:
     """Configuration of secure logistic regression; `fit` trains inside an SPMD program.
 
     learning_rate: step size on the mean gradient; epochs: passes over the data; l2: L2 penalty
-    (l2/2 |w|^2, not on the intercept); fit_intercept; batch_size: rows per step (None: full
-    batch); sigmoid: one of `mpc.ml.sigmoid.SIGMOIDS`; standardize and feature_limit: used by
-    `share_horizontal` / `share_vertical` (z-scores, |value| <= feature_limit); shuffle_seed:
-    public seed of the mini-batch order (None: rows in order).
+    (l2/2 |w|^2, not on the intercept unless penalize_intercept); fit_intercept; batch_size:
+    rows per step (None: full batch); sigmoid: one of `mpc.ml.sigmoid.SIGMOIDS`; standardize and
+    feature_limit: used by `share_horizontal` / `share_vertical` (z-scores, |value| <=
+    feature_limit); shuffle_seed: public seed of the mini-batch order (None: rows in order);
+    penalize_intercept: apply the L2 penalty to the intercept as well (needed by the strongly
+    convex sensitivity bound of `mpc.dp.sensitivity.gd_sensitivity`, see `mpc.dp.release`).
     """
 
     learning_rate: float = 1.0
@@ -230,6 +238,7 @@ class LogisticRegression:
     standardize: bool = True
     feature_limit: float = FEATURE_LIMIT
     shuffle_seed: int | None = 0
+    penalize_intercept: bool = False
 
     def __post_init__(self) -> None:
         lr = self.learning_rate
@@ -355,8 +364,32 @@ class LogisticRegression:
             order = np.arange(n_rows, dtype=np.int64)
         else:
             # Public, data-independent order (not a secret): every party derives the same one.
-            order = np.random.default_rng([self.shuffle_seed, epoch]).permutation(n_rows)
+            order = public_permutation(n_rows, ("mpc.ml.logreg.batches", self.shuffle_seed, epoch))
         return [order[i : i + self.batch_size] for i in range(0, n_rows, self.batch_size)]
+
+    def decay(self, width: int) -> FloatArray:
+        """The per-coordinate weight decay learning_rate * l2 of one step (0 on the intercept,
+        the last coordinate, unless penalize_intercept)."""
+        decay = np.full(width, self.learning_rate * self.l2)
+        if self.fit_intercept and not self.penalize_intercept:
+            decay[-1] = 0.0
+        return decay
+
+    def update_coefficients(
+        self, batch_rows: int, width: int, frac_bits: int = 16
+    ) -> tuple[float, FloatArray]:
+        """The public constants one secure step really applies, decoded: (the coefficient of the
+        gradient sum, learning_rate / batch_rows, and the decay vector), each as rounded by the
+        fixed-point encoding of the update (`_combine`). The sensitivity analysis of
+        `mpc.dp.release` uses these exact values (the effective step size and penalty)."""
+        decay = self.decay(width)
+        grad = np.asarray(self.learning_rate / batch_rows, dtype=np.float64)
+        constants = [grad] + ([decay] if np.any(decay) else [])
+        encoded, shift = encode_constants(constants, frac_bits)
+        scale = float(2**shift)
+        grad_eff = float(encoded[0]) / scale
+        decay_eff = encoded[1] / scale if len(encoded) > 1 else np.zeros(width)
+        return grad_eff, np.asarray(np.broadcast_to(decay_eff, (width,)), dtype=np.float64)
 
     def fit(
         self,
@@ -385,9 +418,7 @@ class LogisticRegression:
             design = ctx.concat([x, ones], axis=1)
         width = design.shape[1]
         w = ctx.constant(np.zeros(width))
-        decay = np.full(width, self.learning_rate * self.l2)
-        if self.fit_intercept:
-            decay[-1] = 0.0
+        decay = self.decay(width)
         full = self.batch_size is None or self.batch_size >= n
         full_t = design.T if full else None
         history: list[EpochRecord] = []
@@ -426,7 +457,7 @@ class LogisticRegression:
             history.append(record)
             if progress is not None:
                 progress(record)
-        return SecureModel(w, d, self.fit_intercept, self, history)
+        return SecureModel(w, d, self.fit_intercept, self, history, n_rows=n)
 
 
 def _resolve(
@@ -477,20 +508,38 @@ def _combine(terms: list[tuple[Secret, Any]], *, skip_zero: bool = False) -> Sec
         raise ValueError("nothing to combine")
     ctx = kept[0][0].ctx
     f = ctx.fixed_point.frac_bits
-    biggest = max(float(np.max(np.abs(c))) for _, c in kept)
-    extra = 0 if biggest == 0.0 else min(24, max(0, int(np.floor(-np.log2(biggest)))))
+    encoded, shift = encode_constants([c for _, c in kept], f)
     proto = ctx.protocol
     alg = proto.algebra
     total: np.ndarray | None = None
-    for x, c in kept:
-        big = np.rint(c * float(2 ** (f + extra))).astype(np.int64)
+    for (x, _), big in zip(kept, encoded, strict=True):
         part = proto.mul_public(x.share, alg.from_signed(big))
         total = part if total is None else proto.add(total, part)
     assert total is not None
     share = proto.add_public(
-        proto.truncate(total, f + extra), alg.from_signed(np.asarray(1, dtype=np.int64))
+        proto.truncate(total, shift), alg.from_signed(np.asarray(1, dtype=np.int64))
     )
     return Secret(ctx, share, f)
+
+
+def encode_constants(
+    constants: Sequence[Any], frac_bits: int
+) -> tuple[list[npt.NDArray[np.int64]], int]:
+    """Public reals c_i as integers round(c_i * 2^(f + e)) with one e = max(0, floor(-log2 max
+    |c|)) (at most 24), and the shift f + e to truncate by after the products (`_combine`)."""
+    arrays = [np.asarray(c, dtype=np.float64) for c in constants]
+    biggest = max(float(np.max(np.abs(c))) for c in arrays)
+    extra = 0 if biggest == 0.0 else min(24, max(0, int(np.floor(-np.log2(biggest)))))
+    shift = frac_bits + extra
+    return [np.rint(c * float(2**shift)).astype(np.int64) for c in arrays], shift
+
+
+def public_permutation(n: int, tag: Any) -> npt.NDArray[np.int64]:
+    """A public permutation of range(n) derived from `tag` with the crypto PRG under a fixed,
+    public all-zero key: the rows sorted by 64-bit PRG keys (ties, probability < n^2 / 2^65,
+    keep index order). Public and data-independent: everyone derives the same one."""
+    keys = Prg(bytes(16)).derive(("mpc.ml.public-permutation", tag)).ring(n)
+    return np.argsort(keys, kind="stable").astype(np.int64)
 
 
 # ---- the plaintext reference --------------------------------------------------------------------
@@ -514,9 +563,7 @@ def train_plain(
     n, d = arr.shape
     design = np.hstack([arr, np.ones((n, 1))]) if config.fit_intercept else arr
     w = np.zeros(design.shape[1])
-    decay = np.full(design.shape[1], config.learning_rate * config.l2)
-    if config.fit_intercept:
-        decay[-1] = 0.0
+    decay = config.decay(design.shape[1])
     started = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
         epoch_start = time.perf_counter()

@@ -6,7 +6,8 @@ session wraps them with `ray.remote` when it starts, so importing this module st
 Security model: a party actor holds only its own private data, its own key and PRG seed and its
 shares. It fetches its dealer seed from the dealer actor itself, so the driver never sees it. The
 dealer actor holds every party's seed; it must run on a node that no party controls (or in an
-enclave, see `mpc.tee`).
+enclave, see `mpc.tee`). The dealer also deals noise shares for differentially private releases
+(`DealerActor.noise_share`, see `mpc.dealers.seeded`): it sees the noise, never the value.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from mpc.dealers.base import DealerClient, Items
-from mpc.dealers.seeded import SeededDealer
+from mpc.dealers.base import Items
+from mpc.dealers.seeded import NoiseDealerClient, NoiseKey, SeededDealer
 from mpc.dealers.streams import Stream, WireStream
 from mpc.errors import ConfigurationError, DealerError, PeerFailedError
 from mpc.parties.keys import PartyKey
@@ -91,8 +92,22 @@ class DealerActor:
     ) -> list[list[np.ndarray]]:
         return self._dealer.corrections(rank, Stream.from_wire(stream), start, count)
 
+    def noise_share(self, rank: int, key: list[int], spec: dict[str, Any]) -> np.ndarray:
+        """Party `rank`'s share of the noise draw `key` = [run epoch, counter] described by
+        `spec` (plain JSON data: mechanism name and public parameters; see
+        `mpc.dp.release.noise_spec`)."""
+        if not isinstance(spec, dict) or not isinstance(key, list | tuple) or len(key) != 2:
+            raise DealerError("noise_share takes a key [epoch, counter] and a dict spec")
+        if not all(isinstance(k, int) and not isinstance(k, bool) for k in key):
+            raise DealerError(f"a noise key holds two ints, got {key!r}")
+        return self._dealer.noise_share(rank, (int(key[0]), int(key[1])), spec)
+
     def stats(self) -> dict[str, int]:
-        return {"items": self._dealer.items_generated, "bytes_sent": self._dealer.bytes_sent}
+        return {
+            "items": self._dealer.items_generated,
+            "noise_draws": self._dealer.noise_draws,
+            "bytes_sent": self._dealer.bytes_sent,
+        }
 
 
 class PartyActor:
@@ -120,7 +135,6 @@ class PartyActor:
         self.transport: Transport | None = None
         self.runner: PartyRunner | None = None
         self._tcp: Any = None
-        self.current_run = 0
 
     @property
     def name(self) -> str:
@@ -173,10 +187,9 @@ class PartyActor:
 
     def peer_aborted(self, peer: str, reason: str, run_id: int | None = None) -> None:
         """A peer (or the driver, naming the run) reports that the run failed there."""
-        if self.transport is not None and run_id in (None, self.current_run):
-            self.transport.mailbox.fail(
-                PeerFailedError(f"party {peer!r} aborted the run: {reason}")
-            )
+        if self.transport is not None:
+            error = PeerFailedError(f"party {peer!r} aborted the run: {reason}")
+            self.transport.mailbox.fail(error, run_id)
 
     def attach_dealer(self, dealer: Any | None, enclave: Mapping[str, Any] | None = None) -> str:
         """Fetch this party's seed from the dealer actor and build the party runner.
@@ -210,7 +223,12 @@ class PartyActor:
 
                 return wait
 
-            client = DealerClient(self.rank, seed, scheme, fetch)
+            def fetch_noise(key: NoiseKey, spec: dict[str, Any]) -> np.ndarray:
+                ref = dealer.noise_share.remote(rank, [key[0], key[1]], spec)
+                share: np.ndarray = ray.get(ref, timeout=timeout)
+                return share
+
+            client = NoiseDealerClient(self.rank, seed, scheme, fetch, fetch_noise)
         self.runner = PartyRunner(self.rank, self.config, self.transport, client, self.private)
         return summary
 
@@ -246,14 +264,10 @@ class PartyActor:
     ) -> tuple[Any, dict[str, dict[str, float]]]:
         if self.runner is None:
             raise ConfigurationError("party actor is not set up")
-        self.current_run = run_id
-        self.transport.mailbox.reset_failure() if self.transport else None
+        if self.transport is not None:
+            self.transport.mailbox.begin_run(run_id)
         outcome = self.runner.run(run_id, program, args, kwargs)
         return outcome.output, outcome.stats.as_dict()
-
-    def abort(self, reason: str) -> None:
-        if self.transport is not None:
-            self.transport.mailbox.fail(PeerFailedError(reason))
 
     def close(self) -> None:
         if self.transport is not None:

@@ -68,6 +68,7 @@ class Header(NamedTuple):
     shape: tuple[int, ...] = ()
     nbytes: int = 0
     reason: str = ""
+    run: int | None = None
 
 
 def length_prefix(n: int) -> bytes:
@@ -163,9 +164,12 @@ def encode_data(tag: Tag, array: np.ndarray) -> tuple[bytes, memoryview]:
     return header, byte_view(wire)
 
 
-def encode_abort(reason: str) -> bytes:
-    """Header of an abort message (it has no payload)."""
-    return _pack({"k": KIND_ABORT, "r": str(reason)[:MAX_REASON_CHARS]})
+def encode_abort(reason: str, run: int | None = None) -> bytes:
+    """Header of an abort message (it has no payload), naming the run that failed if known."""
+    obj: dict[str, Any] = {"k": KIND_ABORT, "r": str(reason)[:MAX_REASON_CHARS]}
+    if run is not None:
+        obj["u"] = int(run)
+    return _pack(obj)
 
 
 def encode_bye() -> bytes:
@@ -225,9 +229,14 @@ def parse_header(data: Buffer) -> Header:
         return Header(KIND_DATA, tuple(tag), str(dtype), tuple(shape), nbytes)
     if kind == KIND_ABORT:
         reason = obj.get("r")
-        if len(obj) != 2 or type(reason) is not str:
+        run = obj.get("u")
+        if (
+            type(reason) is not str
+            or set(obj) - {"k", "r", "u"}
+            or ("u" in obj and (type(run) is not int or run < 0))
+        ):
             raise _bad("malformed abort header")
-        return Header(KIND_ABORT, reason=reason[:MAX_REASON_CHARS])
+        return Header(KIND_ABORT, reason=reason[:MAX_REASON_CHARS], run=run)
     if kind == KIND_BYE:
         if len(obj) != 1:
             raise _bad("unexpected fields in bye header")

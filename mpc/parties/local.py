@@ -70,7 +70,7 @@ class LocalParties:
         """Run `program(ctx, *args, **kwargs)` at every party; return each party's outcome."""
         self._run_id += 1
         for box in self.network.mailboxes:
-            box.reset_failure()
+            box.begin_run(self._run_id)
         outcomes: dict[str, PartyOutcome] = {}
         failures: dict[str, BaseException] = {}
 

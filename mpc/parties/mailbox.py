@@ -27,6 +27,7 @@ class Mailbox:
         self._messages: dict[tuple[int, Tag], np.ndarray] = {}
         self._seen: set[tuple[int, Tag]] = set()
         self._failure: Exception | None = None
+        self._run: int | None = None
 
     def put(self, sender: int, tag: Tag, array: np.ndarray) -> None:
         key = (sender, tag)
@@ -42,9 +43,15 @@ class Mailbox:
             self._messages[key] = array
             self._cond.notify_all()
 
-    def fail(self, error: Exception) -> None:
-        """Make every current and future receive raise `error` (first failure wins)."""
+    def fail(self, error: Exception, run: int | None = None) -> None:
+        """Make every current and future receive raise `error` (first failure wins).
+
+        A failure reported for another run than the current one (a late abort of a finished
+        run) is ignored, so it cannot break the next run.
+        """
         with self._cond:
+            if run is not None and self._run is not None and run != self._run:
+                return
             if self._failure is None:
                 self._failure = error
             self._cond.notify_all()
@@ -80,9 +87,11 @@ class Mailbox:
             self._messages = {k: v for k, v in self._messages.items() if k[1][:n] != run_prefix}
             self._seen = {k for k in self._seen if k[1][:n] != run_prefix}
 
-    def reset_failure(self) -> None:
+    def begin_run(self, run: int) -> None:
+        """Clear the previous run's failure; from now on only failures of `run` count."""
         with self._cond:
             self._failure = None
+            self._run = run
 
 
 def peer_failed(owner: str, peer: str, reason: str) -> PeerFailedError:

@@ -38,7 +38,7 @@ class MemoryTransport(Transport):
         self._network.mailboxes[to].put(self.rank, tag, view)
         return int(array.nbytes)
 
-    def abort(self, reason: str) -> None:
+    def abort(self, reason: str, run: int | None = None) -> None:
         for rank, box in enumerate(self._network.mailboxes):
             if rank != self.rank:
-                box.fail(PeerFailedError(f"party {self.name!r} aborted the run: {reason}"))
+                box.fail(PeerFailedError(f"party {self.name!r} aborted the run: {reason}"), run)

@@ -108,7 +108,7 @@ class PartyRunner:
                 isinstance(exc, PartyFailedError) and exc.secondary
             )
             if not secondary:
-                self.transport.abort(f"{cause} (in {operation})")
+                self.transport.abort(f"{cause} (in {operation})", run_id)
             raise PartyFailedError(self.name, operation, cause, secondary) from exc
 
 

@@ -45,11 +45,11 @@ class RayTransport(Transport):
             return
         self.mailbox.put(sender, parsed.tag, array)
 
-    def abort(self, reason: str) -> None:
+    def abort(self, reason: str, run: int | None = None) -> None:
         for rank, peer in enumerate(self._peers):
             if rank != self.rank:
                 with contextlib.suppress(Exception):  # best effort: the peer may be gone
-                    peer.peer_aborted.remote(self.name, reason)
+                    peer.peer_aborted.remote(self.name, reason, run)
 
-    def peer_aborted(self, peer: str, reason: str) -> None:
-        self.mailbox.fail(PeerFailedError(f"party {peer!r} aborted the run: {reason}"))
+    def peer_aborted(self, peer: str, reason: str, run: int | None = None) -> None:
+        self.mailbox.fail(PeerFailedError(f"party {peer!r} aborted the run: {reason}"), run)

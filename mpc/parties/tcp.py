@@ -115,8 +115,8 @@ class _WakingMailbox(Mailbox):
         super().__init__(owner=owner)
         self._wake = wake
 
-    def fail(self, error: Exception) -> None:
-        super().fail(error)
+    def fail(self, error: Exception, run: int | None = None) -> None:
+        super().fail(error, run)
         self._wake()
 
 
@@ -1124,7 +1124,9 @@ class TcpTransport(Transport):
             if self.mailbox.failure is not None:  # a duplicate tag failed the mailbox
                 self._signal()
         elif header.kind == framing.KIND_ABORT:
-            self._fail(PeerFailedError(f"party {link.name!r} aborted: {header.reason}"))
+            self.mailbox.fail(
+                PeerFailedError(f"party {link.name!r} aborted: {header.reason}"), header.run
+            )
         else:
             link.bye_received = True
             link.reader_done = True
@@ -1193,10 +1195,10 @@ class TcpTransport(Transport):
         for thread in threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
-    def abort(self, reason: str) -> None:
+    def abort(self, reason: str, run: int | None = None) -> None:
         """Tell every peer that this party failed (best effort; never raises)."""
         with contextlib.suppress(Exception):
-            self._broadcast_control(framing.encode_abort(reason))
+            self._broadcast_control(framing.encode_abort(reason, run))
 
     def close(self) -> None:
         """Say goodbye to every peer, close sockets and join threads. Idempotent."""

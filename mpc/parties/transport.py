@@ -44,8 +44,8 @@ class Transport(ABC):
         return self.mailbox.get(frm, tag, timeout, sender_name=self.names[frm])
 
     @abstractmethod
-    def abort(self, reason: str) -> None:
-        """Tell every peer that this party failed, so that their receives end at once."""
+    def abort(self, reason: str, run: int | None = None) -> None:
+        """Tell every peer that this party failed (in `run`), so their receives end at once."""
 
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release sockets and threads. Idempotent."""
