@@ -27,7 +27,7 @@ def _cmd_run(args: argparse.Namespace, rest: list[str]) -> int:
     if not callable(entry):
         print(f"mpc run: {path} defines no run(argv) function", file=sys.stderr)
         return 2
-    code = entry(rest)
+    code = entry([*args.args, *rest])
     return int(code or 0)
 
 
@@ -95,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "scenario", help="path of a scenario script, e.g. scenarios/joint_statistics.py"
     )
+    run.add_argument("args", nargs=argparse.REMAINDER, help="options for the scenario (--help)")
     run.set_defaults(func=_cmd_run)
     protocols = sub.add_parser("protocols", help="list protocols and their security models")
     protocols.set_defaults(func=_cmd_protocols)
