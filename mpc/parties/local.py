@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from mpc.dealers.base import Dealer, DealerClient, Items
+from mpc.dealers.seeded import SeededDealer, local_noise_client
 from mpc.dealers.streams import Stream
 from mpc.parties.memory import MemoryNetwork
 from mpc.parties.party import PartyOutcome, PartyRunner, Program, SessionConfig, root_cause
@@ -44,8 +45,10 @@ class LocalParties:
         scheme = get_protocol(config.protocol).make_scheme(len(names), config.threshold)
         self.dealer_clients: list[DealerClient | None] = []
         for rank in range(len(names)):
-            client = None
-            if dealer is not None:
+            client: DealerClient | None = None
+            if isinstance(dealer, SeededDealer):  # also serves dealer-sampled DP noise
+                client = local_noise_client(dealer, rank)
+            elif dealer is not None:
                 fetch = functools.partial(_fetch, dealer, rank)
                 client = DealerClient(
                     rank, dealer.seed_for(rank), scheme, fetch, provides=dealer.provides

@@ -1,0 +1,267 @@
+"""Three hospitals release joint patient statistics with differential privacy and a budget.
+
+The data are those of scenarios/joint_statistics.py (synthetic patient CSVs, age in years and
+total cholesterol in mg/dL, one file per hospital, generated on first run with a fixed seed).
+Each hospital loads only its own file inside its own party and computes, on its own rows:
+  * a histogram of cholesterol: below 200, 200-239 and 240 or more (desirable, borderline, high);
+  * the sums of age and of cholesterol, each value first clamped to a public range (age
+    [20, 90], cholesterol [100, 400]) so that one patient can move a sum by at most the range.
+These per-hospital numbers are secret-shared and added on shares; the totals are then released
+with noise added under MPC, never in the clear:
+  * the histogram with exact discrete Laplace noise (pure epsilon; one patient replaced by
+    another moves two bins by one each: L1 sensitivity 2);
+  * the two sums with the exact discrete Gaussian (zCDP; L2 sensitivity sqrt(70^2 + 300^2));
+    every party divides by the (public) number of patients to get the means.
+Neighbouring data sets replace one patient, so the total number of patients is public (it is
+revealed exactly; per-hospital counts are not). Each release is charged to every hospital's
+ledger (a directory under --ledger, default <tmp>/mpc-dp-stats-ledgers) before anything is
+revealed; running the script again spends more, and a release that would exceed a budget is
+refused (it reveals nothing; the run stops there).
+
+Noise: distributed by default (each hospital adds its own piece; the Gaussian split so that any
+--max-colluding hospitals cannot remove the rest, the Laplace as one full draw per hospital), or
+--noise dealer (the trusted dealer deals shares of one draw; runtime ray).
+
+Revealed to every hospital: the noisy histogram, the noisy sums (and so the noisy means) and
+the number of patients. Nothing else. The driver prints them beside the exact values (computed
+in the clear only for checking) and each ledger's spending.
+
+Run:  mpc run scenarios/dp_joint_statistics.py   (or: python scenarios/dp_joint_statistics.py)
+      options: --epsilon-counts 0.5 --epsilon-means 0.5 --delta 1e-7 --budget-epsilon 2
+      --budget-delta 1e-6 --ledger DIR --noise distributed|dealer --max-colluding T, plus the
+      session options (--runtime local --allow-insecure, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import math
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from mpc.dp import (
+    DiscreteGaussianMechanism,
+    DiscreteLaplaceMechanism,
+    dp_reveal,
+    ledger_status,
+)
+from mpc.errors import PartyFailedError
+from mpc.program import PartyContext
+from mpc.scenario import add_session_options, session_kwargs
+from mpc.session import Session
+
+HOSPITALS = ["north", "south", "east", "west", "central"]
+DEFAULT_LEDGER = Path(tempfile.gettempdir()) / "mpc-dp-stats-ledgers"
+REFUSED = 3
+AGE_RANGE = (20, 90)
+CHOLESTEROL_RANGE = (100, 400)
+BINS = ("below 200", "200-239", "240 or more")
+EDGES = (200, 240)
+
+
+def _joint_statistics() -> ModuleType:
+    """The non-private scenario (its data generator and CSV loader)."""
+    path = Path(__file__).resolve().parent / "joint_statistics.py"
+    spec = importlib.util.spec_from_file_location("scenario_joint_statistics", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(spec.name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="DP joint statistics of hospitals' patients")
+    add_session_options(parser, default_parties=3)
+    parser.add_argument("--epsilon-counts", type=float, default=0.5)
+    parser.add_argument("--epsilon-means", type=float, default=0.5)
+    parser.add_argument("--delta", type=float, default=1e-7, help="delta of the means release")
+    parser.add_argument("--budget-epsilon", type=float, default=2.0, help="per hospital")
+    parser.add_argument("--budget-delta", type=float, default=1e-6, help="per hospital")
+    parser.add_argument("--ledger", default=str(DEFAULT_LEDGER), help="ledger directory")
+    parser.add_argument("--noise", default="distributed", choices=["distributed", "dealer"])
+    parser.add_argument(
+        "--max-colluding", type=int, default=None, help="default: all but one hospital"
+    )
+    return parser.parse_args(argv)
+
+
+def local_aggregates(age: np.ndarray, cholesterol: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(histogram of cholesterol, [sum of clamped age, sum of clamped cholesterol]) of one
+    hospital's rows: exact integers."""
+    hist = np.array(
+        [
+            np.sum(cholesterol < EDGES[0]),
+            np.sum((cholesterol >= EDGES[0]) & (cholesterol < EDGES[1])),
+            np.sum(cholesterol >= EDGES[1]),
+        ],
+        dtype=np.int64,
+    )
+    sums = np.array(
+        [np.sum(np.clip(age, *AGE_RANGE)), np.sum(np.clip(cholesterol, *CHOLESTEROL_RANGE))],
+        dtype=np.int64,
+    )
+    return hist, sums
+
+
+def mechanisms(
+    args: argparse.Namespace,
+) -> tuple[DiscreteLaplaceMechanism, DiscreteGaussianMechanism]:
+    counts = DiscreteLaplaceMechanism(epsilon=args.epsilon_counts, sensitivity=2.0, frac_bits=0)
+    span_age = AGE_RANGE[1] - AGE_RANGE[0]
+    span_chol = CHOLESTEROL_RANGE[1] - CHOLESTEROL_RANGE[0]
+    means = DiscreteGaussianMechanism(
+        epsilon=args.epsilon_means,
+        delta=args.delta,
+        sensitivity=math.hypot(span_age, span_chol),
+        frac_bits=0,
+    )
+    return counts, means
+
+
+def dp_statistics(ctx: PartyContext, setup: dict[str, Any]) -> dict[str, Any]:
+    """The SPMD program: runs at every hospital."""
+    load = setup["load"]
+    hist_parts, sum_parts, count_parts = [], [], []
+    for owner in ctx.parties:
+        mine = None
+        if ctx.me == owner:
+            data = load(ctx.private["csv"])
+            hist, sums = local_aggregates(data["age"], data["cholesterol"])
+            mine = (hist, sums, np.array([len(data["age"])], dtype=np.int64))
+        hist_parts.append(ctx.input(owner, mine[0] if mine else None, kind="int"))
+        sum_parts.append(ctx.input(owner, mine[1] if mine else None, kind="int"))
+        count_parts.append(ctx.input(owner, mine[2] if mine else None, kind="int"))
+    # The number of patients is public under replace-one neighbours (n is fixed).
+    counts = ctx.reveal(ctx.sum(count_parts))
+    assert counts is not None
+    noise, t = setup["noise"], setup["max_colluding"]
+    histogram = dp_reveal(
+        ctx,
+        ctx.sum(hist_parts),
+        setup["counts"],
+        noise=noise,
+        max_colluding=t,
+        label="cholesterol histogram",
+    )
+    sums = dp_reveal(
+        ctx,
+        ctx.sum(sum_parts),
+        setup["means"],
+        noise=noise,
+        max_colluding=t,
+        label="sums of age and cholesterol",
+    )
+    assert histogram is not None and sums is not None
+    n = int(counts[0])
+    return {
+        "patients": n,
+        "histogram": [int(v) for v in histogram],
+        "mean_age": float(sums[0]) / n,
+        "mean_cholesterol": float(sums[1]) / n,
+        "ledger": ledger_status(ctx),
+    }
+
+
+def exact(paths: dict[str, Path], load: Any) -> dict[str, Any]:
+    """What a trusted third party with all records would compute (for checking only)."""
+    hist = np.zeros(3, dtype=np.int64)
+    sums = np.zeros(2, dtype=np.int64)
+    n = 0
+    for path in paths.values():
+        data = load(path)
+        h, s = local_aggregates(data["age"], data["cholesterol"])
+        hist, sums, n = hist + h, sums + s, n + len(data["age"])
+    return {
+        "patients": n,
+        "histogram": [int(v) for v in hist],
+        "mean_age": float(sums[0]) / n,
+        "mean_cholesterol": float(sums[1]) / n,
+    }
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not 2 <= args.parties <= len(HOSPITALS):
+        print(f"--parties must be between 2 and {len(HOSPITALS)}", file=sys.stderr)
+        return 2
+    names = HOSPITALS[: args.parties]
+    base = _joint_statistics()
+    paths = base.make_data(names)
+    ledger = Path(args.ledger)
+    private: dict[str, dict[str, Any]] = {
+        name: {
+            "csv": str(path),
+            "dp_ledger": {
+                "directory": str(ledger / name),
+                "dataset": f"patients-{name}",
+                "budget": {"epsilon": args.budget_epsilon, "delta": args.budget_delta},
+            },
+        }
+        for name, path in paths.items()
+    }
+    counts_mech, means_mech = mechanisms(args)
+    t = len(names) - 1 if args.max_colluding is None else args.max_colluding
+    setup = {
+        "load": base.load,
+        "counts": counts_mech,
+        "means": means_mech,
+        "noise": args.noise,
+        "max_colluding": t,
+    }
+    print(
+        f"hospitals: {', '.join(names)} | noise {args.noise} (up to {t} colluding) | "
+        f"histogram epsilon {args.epsilon_counts:g} (discrete Laplace), means epsilon "
+        f"{args.epsilon_means:g} delta {args.delta:g} (discrete Gaussian)"
+    )
+    print(f"ledgers: {ledger}/<hospital> | starting ...", flush=True)
+    started = time.perf_counter()
+    try:
+        with Session(names, private=private, **session_kwargs(args)) as session:
+            print(f"session ready in {time.perf_counter() - started:.1f} s", flush=True)
+            result = session.run(dp_statistics, setup)
+    except PartyFailedError as exc:
+        if "BudgetExceededError" in exc.cause:
+            print(f"\nREFUSED by {exc.party}: {exc.cause}")
+            print(
+                "the refused release revealed nothing and was charged nowhere (a release "
+                "before it in this run, if any, was charged and revealed to the hospitals)"
+            )
+            return REFUSED
+        raise
+    truth = exact(paths, base.load)
+    released = result.outputs[names[0]]
+    agree = all(
+        {k: v for k, v in result.outputs[n].items() if k != "ledger"}
+        == {k: v for k, v in released.items() if k != "ledger"}
+        for n in names
+    )
+    print(f"\n{'statistic':<34} {'released (DP)':>14} {'exact (check)':>14}")
+    print(f"{'patients (public)':<34} {released['patients']:>14d} {truth['patients']:>14d}")
+    for label, noisy, true in zip(BINS, released["histogram"], truth["histogram"], strict=True):
+        print(f"{'cholesterol ' + label:<34} {noisy:>14d} {true:>14d}")
+    for key in ("mean_age", "mean_cholesterol"):
+        print(f"{key.replace('_', ' '):<34} {released[key]:>14.3f} {truth[key]:>14.3f}")
+    print("\nprivacy ledgers (each hospital's own patients):")
+    for name in names:
+        status = result.outputs[name]["ledger"]
+        print(
+            f"  {name:<8} spent epsilon {status['spent_epsilon']:.4g} (delta "
+            f"{status['spent_delta']:.1e}) of {status['budget_epsilon']:g}; epsilon left "
+            f"{status['remaining_epsilon']:.4g}; {status['releases']} release(s)"
+        )
+    print(f"\nall hospitals got the same release: {agree}")
+    print("OK" if agree else "MISMATCH")
+    return 0 if agree else 1
+
+
+if __name__ == "__main__":
+    sys.exit(run())
