@@ -349,8 +349,34 @@ def _randomise_int(noise: IntArray, value: Any, frac_bits: int) -> IntArray:
     return np.asarray(arr.astype(np.int64) + noise, dtype=np.int64)
 
 
+class _IntegerNoise:
+    """`randomise` for mechanisms whose noise is an integer number of fixed-point ulps."""
+
+    frac_bits: int
+
+    def cost(self, label: str = "") -> Release:
+        raise NotImplementedError
+
+    def noise(self, prg: Prg, shape: Shape = (), tag: Tag | None = None) -> IntArray:
+        raise NotImplementedError
+
+    def randomise(
+        self,
+        prg: Prg,
+        encoded: Any,
+        *,
+        accountant: Accountant | None = None,
+        label: str = "",
+        tag: Tag | None = None,
+    ) -> IntArray:
+        """``encoded + noise`` on fixed-point integers; spends at ``accountant`` first."""
+        arr = np.asarray(encoded)
+        _spend(accountant, self.cost(label))
+        return _randomise_int(self.noise(prg, arr.shape, tag), arr, self.frac_bits)
+
+
 @dataclass(frozen=True, kw_only=True)
-class DiscreteLaplaceMechanism:
+class DiscreteLaplaceMechanism(_IntegerNoise):
     """Exact discrete Laplace noise in ulps of ``2^-frac_bits``; ε-DP for L1 sensitivity Δ.
 
     ``sensitivity`` is in real units (for counts, frac_bits = 0, a number of rows); the noise
@@ -400,20 +426,6 @@ class DiscreteLaplaceMechanism:
         """int64 noise in ulps."""
         return discrete_laplace(prg, self.scale, shape, tag)
 
-    def randomise(
-        self,
-        prg: Prg,
-        encoded: Any,
-        *,
-        accountant: Accountant | None = None,
-        label: str = "",
-        tag: Tag | None = None,
-    ) -> IntArray:
-        """``encoded + noise`` on fixed-point integers; spends at ``accountant`` first."""
-        arr = np.asarray(encoded)
-        _spend(accountant, self.cost(label))
-        return _randomise_int(self.noise(prg, arr.shape, tag), arr, self.frac_bits)
-
 
 def _sigma2_for_rho(sens_ulps: int, rho: float) -> Fraction:
     """Smallest σ² on the 2^-20 grid with Δ²/(2σ²) <= rho (exact check in rationals)."""
@@ -425,7 +437,7 @@ def _sigma2_for_rho(sens_ulps: int, rho: float) -> Fraction:
 
 
 @dataclass(frozen=True, kw_only=True)
-class DiscreteGaussianMechanism:
+class DiscreteGaussianMechanism(_IntegerNoise):
     """Exact discrete Gaussian noise in ulps of ``2^-frac_bits``, calibrated to (ε, δ) via zCDP.
 
     ``σ² = Δ_ulps² / (2ρ)`` with ρ the largest zCDP parameter whose CKS20 conversion gives
@@ -486,20 +498,6 @@ class DiscreteGaussianMechanism:
     def noise(self, prg: Prg, shape: Shape = (), tag: Tag | None = None) -> IntArray:
         """int64 noise in ulps."""
         return discrete_gaussian(prg, self.sigma2, shape, tag)
-
-    def randomise(
-        self,
-        prg: Prg,
-        encoded: Any,
-        *,
-        accountant: Accountant | None = None,
-        label: str = "",
-        tag: Tag | None = None,
-    ) -> IntArray:
-        """``encoded + noise`` on fixed-point integers; spends at ``accountant`` first."""
-        arr = np.asarray(encoded)
-        _spend(accountant, self.cost(label))
-        return _randomise_int(self.noise(prg, arr.shape, tag), arr, self.frac_bits)
 
 
 # ---- CMS11 pure-epsilon vector mechanism --------------------------------------------------------
