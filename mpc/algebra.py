@@ -21,7 +21,7 @@ Security model
 This is a pure-math layer: it computes on whatever it is given and holds no
 secrets or state.  It never generates randomness itself -- :meth:`Algebra.random`
 delegates to :class:`mpc.rng.Prg` (a cryptographic PRG) -- and never uses
-``random`` / ``numpy.random``.  Correctness is exact (no floating-point
+the Python or NumPy random generators.  Correctness is exact (no floating-point
 rounding reaches results; the float64 BLAS paths are only used inside bounds
 where every intermediate is an integer below 2^53).  Running time depends on
 shapes but not on values except for tiny data-dependent branches in numpy

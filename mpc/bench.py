@@ -18,7 +18,7 @@ on demand.
 Security model: measures only. The in-process runs use insecure in-process dealers (every party
 could read every seed), so they say nothing about protection of data; the Ray runs use the
 session's trusted-dealer actor. Benchmark inputs are public, derived from a fixed seed with
-``mpc.rng.Prg`` (no ``numpy.random``), and the product is revealed to one party to check it.
+``mpc.rng.Prg`` (no NumPy random generator), and the product is revealed to one party to check it.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ Security model
   for this counter and should not be passed explicitly.
 * Outputs are exactly uniform on the stated ranges (field sampling uses
   rejection sampling, never modular reduction of a wider draw).
-* No ``random`` / ``numpy.random`` is used anywhere; those are not CSPRNGs.
+* Neither Python's nor NumPy's random generators are used anywhere; they are not CSPRNGs.
 * Nothing here is constant-time with respect to the *values* produced (numpy
   is not), which is fine for the semi-honest, non-side-channel model of mpc.
 """

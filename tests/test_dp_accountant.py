@@ -125,7 +125,8 @@ GRID = [(0.05, 1e-5), (0.5, 1e-6), (1.0, 1e-5), (1.0, 1e-10), (3.0, 1e-3), (8.0,
 
 @pytest.mark.parametrize(("eps", "delta"), GRID)
 def test_analytic_sigma_against_dp_accounting(eps: float, delta: float) -> None:
-    dpa = pytest.importorskip("dp_accounting")
+    import dp_accounting as dpa
+
     for sens in (1.0, 0.37):
         ours = analytic_gaussian_sigma(eps, delta, sens)
         ref = sens * dpa.get_sigma_gaussian(eps, delta)
@@ -255,7 +256,7 @@ def test_zcdp_conversion_known_answers() -> None:
 
 @pytest.mark.parametrize("rho", [0.005, 0.1, 0.5, 3.0])
 def test_zcdp_epsilon_against_dp_accounting(rho: float) -> None:
-    dpa = pytest.importorskip("dp_accounting")
+    import dp_accounting as dpa
     from dp_accounting import rdp
 
     orders = [1 + x / 200 for x in range(1, 200)] + [2 + x / 20 for x in range(0, 2000)]

@@ -584,7 +584,6 @@ def _scenario(name: str) -> Any:
 def test_dp_model_release_scenario_spends_and_refuses(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    pytest.importorskip("sklearn", reason="the breast-cancer data ships with scikit-learn")
     scenario = _scenario("dp_model_release")
     args = [*LOCAL, "--rows", "150", "--epochs", "4", "--ledger", str(tmp_path)]
     args += ["--budget-epsilon", "1.5"]

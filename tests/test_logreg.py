@@ -24,8 +24,6 @@ from mpc.ml.data import breast_cancer_split
 from mpc.ml.sigmoid import sigmoid_plain
 from mpc.program import PartyContext
 
-pytest.importorskip("sklearn", reason="the breast-cancer data ships with scikit-learn")
-
 PARTIES = NAMES[:3]
 #: The benchmark recipe: 10 epochs of full-batch gradient descent, learning rate 1.0.
 RECIPE = {"epochs": 10, "learning_rate": 1.0}

@@ -23,7 +23,6 @@ def _load(name: str) -> ModuleType:
 
 
 def test_hospitals_logreg_smoke(capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("sklearn", reason="the breast-cancer data ships with scikit-learn")
     scenario = _load("hospitals_logreg")
     assert scenario.run([*LOCAL, "--rows", "120", "--epochs", "3", "--sigmoid", "piecewise"]) == 0
     out = capsys.readouterr().out

@@ -50,7 +50,7 @@ Security model
 An offline measurement on data the auditor holds in the clear (public example data); nothing
 here runs inside the parties except :func:`secure_check`, which uses an insecure in-process dealer
 on that same public data and reveals un-noised weights for comparison, which a real deployment
-never does.  Noise comes from ``mpc.rng.Prg`` (no ``numpy.random``).
+never does.  Noise comes from ``mpc.rng.Prg`` (no NumPy random generator).
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ Security model
 --------------
 The noise is exactly as unpredictable as the PRG seed: whoever knows the seed (and the tag) can
 recompute the noise and subtract it, so a party's noise seed must stay with that party (or the
-dealer that produces noise shares).  No ``random`` / ``numpy.random`` generator is used.
+dealer that produces noise shares).  No Python or NumPy random generator is used.
 Nothing here is constant-time: the number of PRG bytes consumed and the running time depend on
 the sampled values (rejection loops), which is fine for the semi-honest, no-side-channel model of
 ``mpc`` but would leak the noise to an observer of timing.  Samplers run locally on one party's
