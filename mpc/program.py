@@ -13,6 +13,7 @@ hand shares to the caller).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -74,7 +75,8 @@ class PartyContext:
                     f"integer input expected, got dtype {arr.dtype}; use kind='fixed' for reals"
                 )
             limit = 1 << min(62, alg.bits - 2)
-            if arr.size and int(np.max(np.abs(arr.astype(np.int64)))) >= limit:
+            # Python ints: no wrap-around in the check itself (uint64 2^64-1, int64 -2^63).
+            if arr.size and max(-int(arr.min()), int(arr.max())) >= limit:
                 raise ConfigurationError(f"integer inputs must satisfy |v| < 2^{alg.bits - 2}")
             ints = arr.astype(np.int64)
         return contiguous(alg.from_signed(ints))
@@ -187,6 +189,12 @@ class Secret:
     def __len__(self) -> int:
         return len(self.share)
 
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            "a Secret holds this party's share and cannot be pickled or returned from a "
+            "program; reveal it with ctx.reveal(...) and return the revealed value"
+        )
+
     def __repr__(self) -> str:
         kind = f"fixed<{self.frac}>" if self.frac else "int"
         return f"Secret(shape={self.shape}, {kind}, party={self.ctx.me!r})"
@@ -244,6 +252,23 @@ class Secret:
             raise TypeError(f"unsupported operand type {type(value).__name__}")
         return self.ctx._encode(arr, self.ctx.fixed_point.frac_bits), self.ctx.fixed_point.frac_bits
 
+    def _public_factor(self, value: Any) -> tuple[np.ndarray, int]:
+        """Encode a public factor. Reals below 1 get extra fractional bits (up to 24 more), so
+        that e.g. 1/100000 keeps about 16 significant bits instead of rounding to 1 ulp; the
+        product is truncated by the same extra bits, so its magnitude before truncation stays
+        that of an ordinary fixed-point product."""
+        arr = np.asarray(value)
+        if arr.dtype.kind != "f":
+            return self._public(value)
+        base = self.ctx.fixed_point.frac_bits
+        self.ctx.fixed_point.encode(arr)  # validates: NaN, inf, range
+        largest = float(np.max(np.abs(arr))) if arr.size else 0.0
+        extra = 0 if largest == 0.0 or largest >= 1.0 else min(24, math.ceil(-math.log2(largest)))
+        if extra == 0:
+            return self._public(value)
+        ints = np.rint(arr * float(1 << (base + extra))).astype(np.int64)
+        return contiguous(self.ctx.protocol.algebra.from_signed(ints)), base + extra
+
     def _rescale(self, share: np.ndarray, frac: int) -> Secret:
         """Truncate a product back to the session's fixed-point scale if needed."""
         target = self.ctx.fixed_point.frac_bits
@@ -293,7 +318,7 @@ class Secret:
                     ) from None
             with self.ctx.channel.operation("mul"):
                 return self._rescale(proto.mul(x, y), self.frac + other.frac)
-        c, cfrac = self._public(other)
+        c, cfrac = self._public_factor(other)
         with self.ctx.channel.operation("mul_public" if cfrac == 0 else "mul_public_fixed"):
             return self._rescale(proto.mul_public(self.share, c), self.frac + cfrac)
 

@@ -163,3 +163,26 @@ def test_wrong_share_is_detected(protocol: str) -> None:
     with pytest.raises(PartyFailedError) as info:
         parties.run(program)
     assert isinstance(info.value.__cause__, CheatingDetectedError)
+
+
+@pytest.mark.parametrize(("protocol", "n"), CASES)
+def test_small_public_factors_keep_their_precision(protocol: str, n: int) -> None:
+    """x / 1e5 and x * 1e-6 (a mean over many rows): within 3 ulp of the exact value, not
+    off by the whole value as when 1e-6 is encoded with 16 fractional bits (it rounds to 0)."""
+    x = np.array([1000.0, -3.5, 12345.0, 0.25])
+
+    def program(ctx: PartyContext) -> dict[str, np.ndarray | None]:
+        s = ctx.input("alice", x if ctx.me == "alice" else None)
+        k = ctx.input(
+            "alice", np.array([1000, 7, -5, 0]) if ctx.me == "alice" else None, kind="int"
+        )
+        return {
+            "div": ctx.reveal(s / 100000),
+            "mul": ctx.reveal(s * 1e-6),
+            "int": ctx.reveal(k * 0.001),
+        }
+
+    out = run(protocol, n, program)["alice"]
+    np.testing.assert_allclose(out["div"], x / 100000, rtol=0, atol=3 * ULP)
+    np.testing.assert_allclose(out["mul"], x * 1e-6, rtol=0, atol=3 * ULP)
+    np.testing.assert_allclose(out["int"], np.array([1000, 7, -5, 0]) * 0.001, rtol=0, atol=3 * ULP)

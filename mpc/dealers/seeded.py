@@ -51,6 +51,7 @@ class SeededDealer(Dealer):
         self._pending: dict[tuple[Stream, int], dict[int, list[np.ndarray]]] = {}
         self._noise: dict[NoiseKey, tuple[str, dict[int, np.ndarray]]] = {}
         self._lock = threading.Lock()
+        self._latest_epoch = 0
         self.items_generated = 0
         self.noise_draws = 0
         self.bytes_sent = 0
@@ -67,6 +68,13 @@ class SeededDealer(Dealer):
             raise DealerError(f"bad correction request: start={start}, count={count}")
         out: list[list[np.ndarray]] = []
         with self._lock:
+            if stream.epoch > self._latest_epoch:
+                # Runs are sequential: items of older runs that some rank never fetched (an
+                # aborted run) are dropped; generation is deterministic if one is asked again.
+                self._latest_epoch = stream.epoch
+                self._pending = {
+                    k: v for k, v in self._pending.items() if k[0].epoch >= stream.epoch
+                }
             for counter in range(start, start + count):
                 key = (stream, counter)
                 pending = self._pending.get(key)

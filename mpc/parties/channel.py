@@ -37,6 +37,7 @@ class PartyChannel:
         self._round = 0
         self._depth = 0
         self._kind = "setup"
+        self._numbered = False
 
     @property
     def rank(self) -> int:
@@ -49,7 +50,7 @@ class PartyChannel:
     @property
     def current_operation(self) -> str:
         """Name of the operation in progress, e.g. 'mul #12', for error messages."""
-        return f"{self._kind} #{self._op}"
+        return f"{self._kind} #{self._op}" if self._numbered else f"{self._kind} (local)"
 
     @contextmanager
     def operation(self, kind: str) -> Iterator[None]:
@@ -61,7 +62,9 @@ class PartyChannel:
             finally:
                 self._depth -= 1
             return
-        self._op += 1
+        # The op number is taken at the operation's first message, so that local-only
+        # operations (which one party may do and another not) never shift the tags.
+        self._numbered = False
         self._round = 0
         self._kind = kind
         self._depth = 1
@@ -80,6 +83,9 @@ class PartyChannel:
         if not self._depth:
             with self.operation("comm"):
                 return self.exchange(outgoing, expect)
+        if not self._numbered:
+            self._op += 1
+            self._numbered = True
         tag = (self.run_id, self._op, self._round)
         self._round += 1
         stats = self.stats.kind(self._kind)

@@ -9,6 +9,7 @@ data. Dealers used here are in-process and therefore insecure.
 from __future__ import annotations
 
 import functools
+import secrets
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -61,7 +62,9 @@ class LocalParties:
                 zip(names, self.network.transports(), strict=True)
             )
         ]
-        self._run_id = 0
+        # Run ids are the dealer's epochs: start from a random point so that two LocalParties
+        # sharing one dealer object (e.g. a Session started twice) never replay its items.
+        self._run_id = secrets.randbits(40)
 
     def prefetch(self, stream: Stream, count: int) -> None:
         """Fetch dealer corrections for the next run."""

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from mpc.errors import IntegrityError, PeerFailedError, ReceiveTimeoutError
+from mpc.errors import IntegrityError, ReceiveTimeoutError
 
 Tag = tuple[int, ...]
 
@@ -28,6 +28,7 @@ class Mailbox:
         self._seen: set[tuple[int, Tag]] = set()
         self._failure: Exception | None = None
         self._run: int | None = None
+        self._early: dict[int, Exception] = {}
 
     def put(self, sender: int, tag: Tag, array: np.ndarray) -> None:
         key = (sender, tag)
@@ -46,11 +47,16 @@ class Mailbox:
     def fail(self, error: Exception, run: int | None = None) -> None:
         """Make every current and future receive raise `error` (first failure wins).
 
-        A failure reported for another run than the current one (a late abort of a finished
-        run) is ignored, so it cannot break the next run.
+        `run` names the run that failed, if known. A failure of an older run (a late abort of a
+        finished run) is ignored, so it cannot break the current one; a failure of a run this
+        party has not begun yet (a peer that failed before this party started) is kept and
+        applied when that run begins.
         """
         with self._cond:
-            if run is not None and self._run is not None and run != self._run:
+            if run is not None and self._run is not None and run < self._run:
+                return
+            if run is not None and (self._run is None or run > self._run):
+                self._early.setdefault(run, error)
                 return
             if self._failure is None:
                 self._failure = error
@@ -80,19 +86,13 @@ class Mailbox:
                     )
                 self._cond.wait(remaining)
 
-    def forget(self, run_prefix: Tag) -> None:
-        """Drop state of a finished run whose tags start with `run_prefix`."""
-        n = len(run_prefix)
-        with self._cond:
-            self._messages = {k: v for k, v in self._messages.items() if k[1][:n] != run_prefix}
-            self._seen = {k for k in self._seen if k[1][:n] != run_prefix}
-
     def begin_run(self, run: int) -> None:
-        """Clear the previous run's failure; from now on only failures of `run` count."""
+        """Start run `run` (run ids only grow): apply a failure already reported for it, and
+        drop the failure, messages and replay records of earlier runs."""
         with self._cond:
-            self._failure = None
             self._run = run
-
-
-def peer_failed(owner: str, peer: str, reason: str) -> PeerFailedError:
-    return PeerFailedError(f"{owner}: peer {peer!r} failed: {reason}")
+            self._failure = self._early.pop(run, None)
+            self._early = {r: e for r, e in self._early.items() if r > run}
+            self._messages = {k: v for k, v in self._messages.items() if k[1][0] >= run}
+            self._seen = {k for k in self._seen if k[1][0] >= run}
+            self._cond.notify_all()

@@ -10,9 +10,12 @@ its shares. The program's return value leaves the party, so it must not contain 
 from __future__ import annotations
 
 import traceback
+import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from mpc.dealers.base import DealerClient
 from mpc.encoding import FixedPoint
@@ -120,18 +123,33 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}{loc}"
 
 
-def _refuse_secrets(value: Any) -> None:
+def _refuse_secrets(value: Any, depth: int = 0) -> None:
+    """Refuse a program output that holds a `Secret` anywhere in containers or objects."""
     if isinstance(value, Secret):
         raise ConfigurationError(
             "the program returned a Secret (a share); reveal it with ctx.reveal(...) and return "
             "the revealed value instead"
         )
+    if (
+        depth > 8
+        or isinstance(
+            value, str | bytes | int | float | bool | np.ndarray | type | types.ModuleType
+        )
+        or callable(value)
+    ):
+        return
     if isinstance(value, Mapping):
-        for v in value.values():
-            _refuse_secrets(v)
-    elif isinstance(value, list | tuple | set):
-        for v in value:
-            _refuse_secrets(v)
+        children: Any = value.values()
+    elif isinstance(value, list | tuple | set | frozenset):
+        children = value
+    elif hasattr(value, "__dict__"):
+        children = vars(value).values()
+    elif hasattr(value, "__slots__"):
+        children = [getattr(value, a, None) for a in value.__slots__]
+    else:
+        return
+    for child in children:
+        _refuse_secrets(child, depth + 1)
 
 
 def root_cause(failures: Mapping[str, BaseException]) -> BaseException:

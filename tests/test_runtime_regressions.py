@@ -1,0 +1,60 @@
+"""Regressions found in review: message-tag alignment, early aborts, dealer item reuse."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from helpers import NAMES, local_parties
+
+from mpc.dealers.seeded import InsecureLocalDealer
+from mpc.encoding import FixedPoint
+from mpc.errors import PeerFailedError
+from mpc.parties.local import LocalParties
+from mpc.parties.mailbox import Mailbox
+from mpc.parties.party import SessionConfig
+from mpc.program import PartyContext
+from mpc.protocols.registry import get_protocol
+
+
+def test_a_local_operation_at_one_party_does_not_shift_message_tags() -> None:
+    def program(ctx: PartyContext) -> np.ndarray | None:
+        x = ctx.input("alice", np.array([1.5, -2.0]) if ctx.me == "alice" else None)
+        if ctx.me == "alice":  # local-only work that the other parties do not do
+            _ = (x + 1.0).sum()
+        return ctx.reveal(x * x)
+
+    out = local_parties("additive", 3, timeout=5).run(program)
+    np.testing.assert_allclose(out["carol"].output, [2.25, 4.0], atol=2 * 2.0**-16)
+
+
+def test_an_abort_that_arrives_before_the_run_begins_still_ends_it() -> None:
+    box = Mailbox("alice")
+    box.begin_run(1)
+    box.fail(PeerFailedError("bob aborted run 2"), run=2)  # bob failed before alice started
+    box.fail(PeerFailedError("late abort of run 1"), run=1)  # applies to the current run 1
+    box.begin_run(2)
+    start = time.monotonic()
+    with pytest.raises(PeerFailedError, match="run 2"):
+        box.get(1, (2, 1, 0), timeout=20)
+    assert time.monotonic() - start < 5
+    box.begin_run(3)  # a stale failure of run 0 does not break run 3
+    box.fail(PeerFailedError("ancient"), run=0)
+    box.put(1, (3, 1, 0), np.zeros(1))
+    assert box.get(1, (3, 1, 0), timeout=1).shape == (1,)
+
+
+def test_one_dealer_object_shared_by_two_executors_never_repeats_items() -> None:
+    cls = get_protocol("additive")
+    dealer = InsecureLocalDealer(cls.make_scheme(3, 2))
+    config = SessionConfig(tuple(NAMES[:3]), "additive", 2, FixedPoint(), timeout=5)
+
+    def first_triple_share(ctx: PartyContext) -> np.ndarray:
+        assert ctx.protocol.dealer is not None
+        a, _, _ = ctx.protocol.dealer.triple((8,))
+        return np.array(a)
+
+    first = LocalParties(config, dealer).run(first_triple_share)["bob"].output
+    second = LocalParties(config, dealer).run(first_triple_share)["bob"].output
+    assert not np.array_equal(first, second)
