@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from mpc.bench import parse_size, progress, write_results
+from mpc.bench import parse_size, progress, text_table, write_results
 from mpc.dealers.seeded import InsecureLocalDealer
 from mpc.dealers.streams import Stream
 from mpc.encoding import FixedPoint
@@ -255,25 +255,11 @@ def scaling_rows(
 
 
 # ---- output -------------------------------------------------------------------------------------
-def _table(headers: Sequence[str], lines: Sequence[Sequence[str]]) -> str:
-    body = [list(headers), *[list(line) for line in lines]]
-    widths = [max(len(r[i]) for r in body) for i in range(len(headers))]
-    out = []
-    for k, r in enumerate(body):
-        out.append(
-            "  ".join(
-                c.ljust(w) if i == 0 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(r, widths, strict=True))
-            )
-        )
-        if k == 0:
-            out.append("  ".join("-" * w for w in widths))
-    return "\n".join(out)
 
 
 def format_tables(results: Mapping[str, Any]) -> str:
     cancer = results["breast_cancer"]
-    text = _table(
+    text = text_table(
         [
             "sigmoid",
             "total s",
@@ -304,7 +290,7 @@ def format_tables(results: Mapping[str, Any]) -> str:
     )
     scaling = results.get("scaling") or []
     if scaling:
-        text += "\n\n" + _table(
+        text += "\n\n" + text_table(
             [
                 "sigmoid",
                 "rows",

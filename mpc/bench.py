@@ -65,6 +65,7 @@ __all__ = [
     "parse_size",
     "plot_throughput",
     "progress",
+    "text_table",
     "write_results",
 ]
 
@@ -696,7 +697,8 @@ def plot_throughput(results: list[Row] | dict[str, Any], path_png: str | os.Path
     return path
 
 
-def _table(headers: Sequence[str], lines: Iterable[Sequence[str]]) -> str:
+def text_table(headers: Sequence[str], lines: Iterable[Sequence[str]]) -> str:
+    """A plain-text table: first column left-aligned, the others right-aligned."""
     body = [list(headers), *[list(line) for line in lines]]
     widths = [max(len(r[i]) for r in body) for i in range(len(headers))]
     out = []
@@ -748,7 +750,7 @@ def format_table(results: list[Row] | dict[str, Any]) -> str:
             ]
         line.append(f"{r.get('load_1min', math.nan):.1f}")
         lines.append(line)
-    text = _table(headers, lines)
+    text = text_table(headers, lines)
     if isinstance(results, dict) and results.get("latency"):
         lat_lines = [
             [
@@ -763,7 +765,7 @@ def format_table(results: list[Row] | dict[str, Any]) -> str:
             ]
             for r in results["latency"]
         ]
-        text += "\n\n" + _table(
+        text += "\n\n" + text_table(
             [
                 "configuration",
                 "chain",
