@@ -130,3 +130,16 @@ def test_dealer_dying_mid_run_is_a_clear_error_at_every_party() -> None:
             session.run(uses_fresh_triples)
         assert time.monotonic() - start < 15
         assert "dealer" in str(info.value)
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_the_readme_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    assert blocks, "README.md has no python example"
+    exec(compile(blocks[0], "README.md", "exec"), {"__name__": "readme_example"})
+    out = capsys.readouterr().out
+    assert "6.99" in out and "wall time" in out  # 1.5 * 4 + 1 at alice, and the cost report
