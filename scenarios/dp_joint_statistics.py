@@ -53,6 +53,7 @@ from mpc.dp import (
     dp_reveal,
     ledger_status,
 )
+from mpc.dp.release import format_ledger_status
 from mpc.errors import PartyFailedError
 from mpc.program import PartyContext
 from mpc.scenario import add_session_options, session_kwargs
@@ -252,12 +253,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         print(f"{key.replace('_', ' '):<34} {released[key]:>14.3f} {truth[key]:>14.3f}")
     print("\nprivacy ledgers (each hospital's own patients):")
     for name in names:
-        status = result.outputs[name]["ledger"]
-        print(
-            f"  {name:<8} spent epsilon {status['spent_epsilon']:.4g} (delta "
-            f"{status['spent_delta']:.1e}) of {status['budget_epsilon']:g}; epsilon left "
-            f"{status['remaining_epsilon']:.4g}; {status['releases']} release(s)"
-        )
+        print(format_ledger_status(name, result.outputs[name]["ledger"]))
     print(f"\nall hospitals got the same release: {agree}")
     print("OK" if agree else "MISMATCH")
     return 0 if agree else 1

@@ -52,10 +52,15 @@ from typing import Any
 import numpy as np
 
 from mpc.dp import ledger_status, model_release_plan, plan_release
-from mpc.dp.release import max_learning_rate, prepare_rows, release_model
+from mpc.dp.release import (
+    format_ledger_status,
+    max_learning_rate,
+    prepare_rows,
+    release_model,
+)
 from mpc.errors import PartyFailedError
 from mpc.ml import LinearModel, LogisticRegression, Standardizer, train_plain
-from mpc.ml.data import breast_cancer_split
+from mpc.ml.data import deal_breast_cancer_rows
 from mpc.program import PartyContext, Secret
 from mpc.scenario import add_session_options, session_kwargs
 from mpc.session import Session
@@ -116,27 +121,14 @@ def deal_rows(
     names: Sequence[str], rows: int | None, ledger: Path, budget: tuple[float, float]
 ) -> tuple[dict[str, dict[str, Any]], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """Each hospital's private rows and ledger description, and the whole split (for checking)."""
-    x_train, x_test, y_train, y_test = breast_cancer_split()
-    if rows is not None:
-        if rows < 4 * len(names):
-            raise ValueError(f"--rows must be at least {4 * len(names)}")
-        x_train, y_train = x_train[:rows], y_train[:rows]
-    private: dict[str, dict[str, Any]] = {}
-    train_parts = np.array_split(np.arange(len(x_train)), len(names))
-    test_parts = np.array_split(np.arange(len(x_test)), len(names))
-    for name, tr, te in zip(names, train_parts, test_parts, strict=True):
-        private[name] = {
-            "x_train": x_train[tr],
-            "y_train": y_train[tr],
-            "x_test": x_test[te],
-            "y_test": y_test[te],
-            "dp_ledger": {
-                "directory": str(ledger / name),
-                "dataset": f"breast-cancer-{name}",
-                "budget": {"epsilon": budget[0], "delta": budget[1]},
-            },
+    private, split = deal_breast_cancer_rows(names, rows)
+    for name, data in private.items():
+        data["dp_ledger"] = {
+            "directory": str(ledger / name),
+            "dataset": f"breast-cancer-{name}",
+            "budget": {"epsilon": budget[0], "delta": budget[1]},
         }
-    return private, (x_train, x_test, y_train, y_test)
+    return private, split
 
 
 def _secure_count(ctx: PartyContext, local: np.ndarray) -> np.ndarray:
@@ -316,13 +308,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     print(f"{'scikit-learn LogisticRegression (standardised, C=1)':<52} {sk:>8.4f}")
     print("\nprivacy ledgers (each hospital's own data set):")
     for name in names:
-        status = result.outputs[name]["ledger"]
-        print(
-            f"  {name:<8} spent epsilon {status['spent_epsilon']:.4g} delta "
-            f"{status['spent_delta']:.2e} of ({status['budget_epsilon']:g}, "
-            f"{status['budget_delta']:g}); epsilon left {status['remaining_epsilon']:.4g}; "
-            f"{status['releases']} release(s)"
-        )
+        print(format_ledger_status(name, result.outputs[name]["ledger"]))
     slowest = max(result.outputs[n]["fit_seconds"] for n in names)
     print(f"\nfit {slowest:.3f} s (slowest hospital); all hospitals got the same model: {agree}")
     ok = agree and math.isclose(released_check, first["released_accuracy"], abs_tol=1e-9)

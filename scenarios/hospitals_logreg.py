@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from mpc.ml import LinearModel, LogisticRegression, Standardizer, train_plain
-from mpc.ml.data import breast_cancer_split
+from mpc.ml.data import deal_breast_cancer_rows
 from mpc.ml.sigmoid import SIGMOIDS
 from mpc.program import PartyContext
 from mpc.scenario import add_session_options, session_kwargs
@@ -59,28 +59,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--rows", type=int, default=None, help="use only this many training rows (smoke tests)"
     )
     return parser.parse_args(argv)
-
-
-def deal_rows(
-    names: Sequence[str], rows: int | None = None
-) -> tuple[dict[str, dict[str, Any]], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-    """Each hospital's private training and test rows, and the whole split (for checking)."""
-    x_train, x_test, y_train, y_test = breast_cancer_split()
-    if rows is not None:
-        if rows < 4 * len(names):
-            raise ValueError(f"--rows must be at least {4 * len(names)}")
-        x_train, y_train = x_train[:rows], y_train[:rows]  # already shuffled by the split
-    private: dict[str, dict[str, Any]] = {}
-    train_parts = np.array_split(np.arange(len(x_train)), len(names))
-    test_parts = np.array_split(np.arange(len(x_test)), len(names))
-    for name, tr, te in zip(names, train_parts, test_parts, strict=True):
-        private[name] = {
-            "x_train": x_train[tr],
-            "y_train": y_train[tr],
-            "x_test": x_test[te],
-            "y_test": y_test[te],
-        }
-    return private, (x_train, x_test, y_train, y_test)
 
 
 def hospitals_program(ctx: PartyContext, config: LogisticRegression) -> dict[str, Any]:
@@ -150,7 +128,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         batch_size=args.batch_size,
         sigmoid=args.sigmoid,
     )
-    private, (x_train, x_test, y_train, y_test) = deal_rows(names, args.rows)
+    private, (x_train, x_test, y_train, y_test) = deal_breast_cancer_rows(names, args.rows)
     rows = ", ".join(f"{n} {len(p['y_train'])}+{len(p['y_test'])}" for n, p in private.items())
     print(
         f"hospitals (train+test rows): {rows} | protocol {args.protocol} | sigmoid {args.sigmoid}"

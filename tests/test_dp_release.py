@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import LOCAL, load_scenario
 
 from mpc.dealers.base import DealerClient
 from mpc.dealers.seeded import InsecureLocalDealer, SeededDealer
@@ -565,26 +566,11 @@ def test_ray_trusted_dealer_deals_noise_shares(tmp_path: Path) -> None:
 
 # ---- scenarios (in-process smoke tests) ----------------------------------------------------------
 
-SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
-LOCAL = ["--runtime", "local", "--allow-insecure"]
-
-
-def _scenario(name: str) -> Any:
-    import importlib.util
-    import sys
-
-    spec = importlib.util.spec_from_file_location(f"scenario_{name}", SCENARIOS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_dp_model_release_scenario_spends_and_refuses(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    scenario = _scenario("dp_model_release")
+    scenario = load_scenario("dp_model_release")
     args = [*LOCAL, "--rows", "150", "--epochs", "4", "--ledger", str(tmp_path)]
     args += ["--budget-epsilon", "1.5"]
     assert scenario.run(args) == 0
@@ -599,8 +585,10 @@ def test_dp_model_release_scenario_spends_and_refuses(
     assert scenario.run([*LOCAL, "--parties", "9"]) == 2
 
 
-def test_dp_joint_statistics_scenario(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    scenario = _scenario("dp_joint_statistics")
+def test_dp_joint_statistics_scenario(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scenario = load_scenario("dp_joint_statistics")
     args = [*LOCAL, "--ledger", str(tmp_path), "--budget-epsilon", "1.5"]
     assert scenario.run(args) == 0
     out = capsys.readouterr().out

@@ -160,6 +160,7 @@ __all__ = [
     "ReleasePlan",
     "RevealMechanism",
     "dp_reveal",
+    "format_ledger_status",
     "ledger_status",
     "max_learning_rate",
     "mechanism_from_spec",
@@ -398,6 +399,16 @@ def ledger_status(ctx: PartyContext) -> dict[str, Any] | None:
         "remaining_epsilon": acct.remaining_epsilon(),
         "releases": len(acct.releases),
     }
+
+
+def format_ledger_status(name: str, status: dict[str, Any]) -> str:
+    """One line of a party's `ledger_status` for scenario reports."""
+    return (
+        f"  {name:<8} spent epsilon {status['spent_epsilon']:.4g} delta "
+        f"{status['spent_delta']:.2e} of ({status['budget_epsilon']:g}, "
+        f"{status['budget_delta']:g}); epsilon left {status['remaining_epsilon']:.4g}; "
+        f"{status['releases']} release(s)"
+    )
 
 
 # ---- planning a release ------------------------------------------------------------------------

@@ -447,3 +447,27 @@ def breast_cancer_split(
         np.asarray(y_train, dtype=np.int64),
         np.asarray(y_test, dtype=np.int64),
     )
+
+
+def deal_breast_cancer_rows(
+    names: Sequence[str], rows: int | None = None
+) -> tuple[dict[str, dict[str, Any]], tuple[FloatArray, FloatArray, IntArray, IntArray]]:
+    """The breast-cancer split dealt by rows to `names` (the scenarios' hospitals): each
+    party's private train/test rows, and the whole split (public example data, for checking).
+    `rows` keeps only the first `rows` training rows (already shuffled by the split)."""
+    x_train, x_test, y_train, y_test = breast_cancer_split()
+    if rows is not None:
+        if rows < 4 * len(names):
+            raise ValueError(f"rows must be at least {4 * len(names)} for {len(names)} parties")
+        x_train, y_train = x_train[:rows], y_train[:rows]
+    private: dict[str, dict[str, Any]] = {}
+    train_parts = np.array_split(np.arange(len(x_train)), len(names))
+    test_parts = np.array_split(np.arange(len(x_test)), len(names))
+    for name, tr, te in zip(names, train_parts, test_parts, strict=True):
+        private[name] = {
+            "x_train": x_train[tr],
+            "y_train": y_train[tr],
+            "x_test": x_test[te],
+            "y_test": y_test[te],
+        }
+    return private, (x_train, x_test, y_train, y_test)
