@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from helpers import local_parties
+from scipy import stats
 
 from mpc.errors import PartyFailedError, UnsupportedOperationError
 from mpc.program import PartyContext
@@ -70,3 +71,120 @@ def test_shamir_comparison_is_refused_clearly(protocol: str) -> None:
         local_parties(protocol, 3).run(program)
     assert isinstance(info.value.__cause__, UnsupportedOperationError)
     assert "additive" in str(info.value)
+
+
+@pytest.mark.parametrize("size", [1, 63, 64, 65, 1000])
+def test_ltz_on_random_words_of_every_packing_size(size: int) -> None:
+    # Sizes around the 64-element word of the packed bit planes, random signed 64-bit values.
+    values = np.random.default_rng(size).integers(-(2**63), 2**63 - 1, size, dtype=np.int64)
+    parties = local_parties("additive", 3)
+
+    def raw(ctx: PartyContext) -> np.ndarray | None:
+        alg = ctx.protocol.algebra
+        secret = alg.from_signed(values) if ctx.me == "alice" else None
+        with ctx.channel.operation("input"):
+            share = ctx.protocol.input(0, secret)
+        with ctx.channel.operation("compare"):
+            bit = ctx.protocol.less_than_zero(share)
+        return ctx.protocol.open(bit)
+
+    got = parties.run(raw)["carol"].output
+    np.testing.assert_array_equal(got, (values < 0).astype(np.uint64))
+
+
+def _compare_view(sign: int, size: int) -> tuple[list[np.ndarray], int]:
+    """What bob learns in each round while the parties compare `size` values of one sign (his
+    own message combined with the two he receives: the opened value), and the bytes he sends."""
+    parties = local_parties("additive", 3)
+    bob = parties.runners[1]
+    sent: dict[object, np.ndarray] = {}
+    received: dict[object, list[np.ndarray]] = {}
+    original_send, original_recv = bob.transport.send, bob.transport.recv
+
+    def recording_send(to: int, tag: object, array: np.ndarray) -> int:
+        sent[tag] = np.array(array)
+        return original_send(to, tag, array)
+
+    def recording_recv(frm: int, tag: object, timeout: float) -> np.ndarray:
+        array = original_recv(frm, tag, timeout)
+        received.setdefault(tag, []).append(np.array(array))
+        return array
+
+    bob.transport.send = recording_send  # type: ignore[method-assign]
+    bob.transport.recv = recording_recv  # type: ignore[method-assign]
+
+    def program(ctx: PartyContext) -> None:
+        data = np.full(size, 3.25 * sign)
+        x = ctx.input("alice", data if ctx.me == "alice" else None)
+        if ctx.me == "bob":
+            sent.clear()
+            received.clear()
+        x.ltz()
+
+    outcome = parties.run(program)["bob"]
+    opened = []
+    for i, tag in enumerate(sorted(received)):  # tags (run, op, round) sort by round
+        parts = [sent[tag], *received[tag]]
+        # Round 0 opens c = x + r in the ring, the others open XOR-shared bit words.
+        opened.append(sum(parts[1:], parts[0]) if i == 0 else np.bitwise_xor.reduce(parts))
+    return opened, outcome.stats.by_kind["compare"].bytes_sent
+
+
+def test_comparison_view_is_uniform_and_independent_of_the_sign() -> None:
+    """What bob learns in every round of a comparison (c, every AND gate's e and d, the daBit
+    opening) is uniform whether all inputs are positive or all negative. A leak such as an
+    unmasked opening (no daBit) makes the last value constant and fails the test."""
+    size = 64 * 200
+    positive, _ = _compare_view(+1, size)
+    negative, _ = _compare_view(-1, size)
+    assert len(positive) == len(negative) == 8
+    alpha = 1e-7
+    for pos, neg in zip(positive, negative, strict=True):
+        for value in (pos, neg):
+            bits = np.unpackbits(value.view(np.uint8))
+            assert stats.binomtest(int(bits.sum()), bits.size, 0.5).pvalue > alpha
+        ks = stats.ks_2samp(
+            np.unpackbits(pos.view(np.uint8)).reshape(-1, 64).sum(axis=1),
+            np.unpackbits(neg.view(np.uint8)).reshape(-1, 64).sum(axis=1),
+        )
+        assert ks.pvalue > alpha
+
+
+def test_comparison_traffic_is_bit_packed() -> None:
+    # Per element and peer: c (8 bytes), 125 AND gates (2 bits each) and one daBit bit, i.e.
+    # 16 + 62.5 + 0.25 bytes for two peers. Ring-valued AND gates would take over 4000.
+    size = 64 * 100
+    _, sent = _compare_view(+1, size)
+    assert sent / size == pytest.approx(16 + 2 * 125 * 2 / 8 + 2 / 8)
+
+
+def test_dealer_comparison_mask_is_consistent() -> None:
+    """The shares of the parties combine to r = sum 2^i r_i, c = a & b and one daBit s in both
+    sharings; the dealer sends under 5 words per element (one party's corrections only)."""
+    from mpc.bitpack import planes_value, unpack_plane
+    from mpc.dealers.seeded import InsecureLocalDealer, local_noise_client
+    from mpc.protocols.additive import AdditiveScheme
+
+    n, size = 3, 1000
+    dealer = InsecureLocalDealer(AdditiveScheme(n, n - 1))
+    masks = [local_noise_client(dealer, rank).comparison_mask((size,), 64) for rank in range(n)]
+
+    def xor(field: str) -> np.ndarray:
+        out = np.zeros_like(getattr(masks[0], field))
+        for m in masks:
+            out ^= getattr(m, field)
+        return out
+
+    def ring_sum(field: str) -> np.ndarray:
+        out = np.zeros(size, dtype=np.uint64)
+        for m in masks:
+            out += getattr(m, field)
+        return out
+
+    np.testing.assert_array_equal(ring_sum("mask"), planes_value(xor("mask_bits"), size))
+    np.testing.assert_array_equal(xor("and_c"), xor("and_a") & xor("and_b"))
+    np.testing.assert_array_equal(ring_sum("dabit"), unpack_plane(xor("dabit_bits"), size))
+    # Random, not constant: about half of the dealt bits are ones.
+    assert 0.45 < np.unpackbits(xor("mask_bits").view(np.uint8)).mean() < 0.55
+    assert 0.4 < ring_sum("dabit").mean() < 0.6
+    assert dealer.bytes_sent / size < 5 * 8

@@ -19,9 +19,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from mpc.dealers.streams import SeededExpander, Stream, is_derived
+from mpc.dealers.streams import SeededExpander, Stream, seeded_prefix
 from mpc.errors import DealerError
-from mpc.protocols.base import Need, Shape, SharingScheme
+from mpc.protocols.base import ComparisonMask, Need, Shape, SharingScheme
 from mpc.rng import Prg
 
 ALL_NEEDS = frozenset(Need)
@@ -91,7 +91,7 @@ class DealerClient:
         return self._provides
 
     def _needs_corrections(self, stream: Stream) -> bool:
-        return any(self.rank >= self.scheme.seeded_prefix(is_derived(c)) for c in stream.components)
+        return any(self.rank >= seeded_prefix(self.scheme, c) for c in stream.components)
 
     def prefetch(self, stream: Stream, count: int) -> None:
         """Fetch the corrections of the next `count` items of `stream` now (offline phase).
@@ -138,7 +138,7 @@ class DealerClient:
         out = []
         own = self._expander.item(stream, counter)
         for component in stream.components:
-            if self.rank < self.scheme.seeded_prefix(is_derived(component)):
+            if self.rank < seeded_prefix(self.scheme, component):
                 out.append(own[component])
             else:
                 out.append(corrections.popleft())
@@ -177,6 +177,6 @@ class DealerClient:
         r, r_shifted = self._take(Stream("trunc", (shape,), bits, self.epoch))
         return r, r_shifted
 
-    def random_bits(self, shape: Shape, count: int) -> np.ndarray:
-        (bits,) = self._take(Stream("bits", (shape,), count, self.epoch))
-        return bits
+    def comparison_mask(self, shape: Shape, bits: int) -> ComparisonMask:
+        stream = Stream("compare", (shape,), bits, self.epoch)
+        return ComparisonMask(**dict(zip(stream.components, self._take(stream), strict=True)))

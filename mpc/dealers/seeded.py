@@ -47,7 +47,7 @@ class SeededDealer(Dealer):
         if len(self._seeds) != scheme.n:
             raise DealerError(f"need one seed per party ({scheme.n}), got {len(self._seeds)}")
         self._expanders = [SeededExpander(scheme.algebra, Prg(s)) for s in self._seeds]
-        self._own_prg = Prg(new_seed())  # the dealer's own randomness (random bits)
+        self._own_prg = Prg(new_seed())  # the dealer's own randomness (noise)
         self._pending: dict[tuple[Stream, int], dict[int, list[np.ndarray]]] = {}
         self._noise: dict[NoiseKey, tuple[str, dict[int, np.ndarray]]] = {}
         self._lock = threading.Lock()
@@ -79,9 +79,7 @@ class SeededDealer(Dealer):
                 key = (stream, counter)
                 pending = self._pending.get(key)
                 if pending is None:
-                    shares = generate_corrections(
-                        self.scheme, self._expanders, stream, counter, self._own_prg
-                    )
+                    shares = generate_corrections(self.scheme, self._expanders, stream, counter)
                     self.items_generated += 1
                     pending = {r: s for r, s in enumerate(shares) if s}
                     self._pending[key] = pending

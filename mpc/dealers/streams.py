@@ -22,22 +22,27 @@ from functools import lru_cache
 import numpy as np
 
 from mpc.algebra import Algebra
+from mpc.bitpack import planes_value, unpack_plane
 from mpc.protocols.base import Need, Shape, SharingScheme
+from mpc.protocols.comparison import mask_shapes
 from mpc.rng import Prg, Tag
 
 _COMPONENTS: dict[str, tuple[str, ...]] = {
     "triple": ("a", "b", "c"),
     "matrix": ("a", "b", "c"),
     "trunc": ("r", "r_shifted"),
-    "bits": ("bits",),
+    # XOR-shared (boolean) components first, then the ring components derived from them.
+    "compare": ("mask_bits", "and_a", "and_b", "dabit_bits", "and_c", "mask", "dabit"),
 }
 _NEED_OF_KIND = {
     "triple": Need.TRIPLES,
     "matrix": Need.MATRIX_TRIPLES,
     "trunc": Need.TRUNCATION_PAIRS,
-    "bits": Need.RANDOM_BITS,
+    "compare": Need.COMPARISON_MASKS,
 }
-_DERIVED = {"c", "r_shifted", "bits"}
+_DERIVED = {"c", "r_shifted", "and_c", "mask", "dabit"}
+#: Components that are XOR shares of packed bit planes (all others are shares in the algebra).
+_XOR = {"mask_bits", "and_a", "and_b", "and_c", "dabit_bits"}
 
 
 WireStream = tuple[str, list[list[int]], int, int]
@@ -70,8 +75,9 @@ class Stream:
         if self.kind == "matrix":
             shape_c = matmul_shape(self.shapes[0], self.shapes[1])
             return {"a": self.shapes[0], "b": self.shapes[1], "c": shape_c}[component]
-        if self.kind == "bits":  # bit index first: each bit plane is contiguous
-            return (self.bits, *self.shapes[0])
+        if self.kind == "compare":
+            (count,) = self.shapes[0]
+            return mask_shapes(count, self.bits)[component]
         return self.shapes[0]
 
     def item_elements(self) -> int:
@@ -108,15 +114,17 @@ def derive_secret(
     stream: Stream,
     component: str,
     secrets: dict[str, np.ndarray],
-    dealer_prg: Prg,
-    counter: int,
 ) -> np.ndarray:
-    """The value of a derived component (c = a*b, C = A@B, r' = floor(r_s / 2^bits), or
-    random bits drawn from the dealer's own PRG)."""
-    if component == "bits":
-        shape = stream.component_shape(component)
-        raw = dealer_prg.ring(shape, tag=stream.tag(counter, component))
-        return np.bitwise_and(raw, np.uint64(1))
+    """The value of a derived component: c = a*b, C = A@B, r' = floor(r_s / 2^bits), or for a
+    comparison mask the AND triples' c = a & b and the ring values of the mask and daBit bits."""
+    if stream.kind == "compare":
+        if component == "and_c":
+            return np.asarray(np.bitwise_and(secrets["and_a"], secrets["and_b"]))
+        (count,) = stream.shapes[0]
+        if component == "mask":
+            return planes_value(secrets["mask_bits"], count)
+        if component == "dabit":
+            return unpack_plane(secrets["dabit_bits"], count)
     if component == "c" and stream.kind == "triple":
         return algebra.mul(secrets["a"], secrets["b"])
     if component == "c" and stream.kind == "matrix":
@@ -189,12 +197,29 @@ def is_derived(component: str) -> bool:
     return component in _DERIVED
 
 
+def seeded_prefix(scheme: SharingScheme, component: str) -> int:
+    """How many leading ranks draw their share of `component` from their own seed.
+
+    XOR shares of random bits are all seeded (the secret is their XOR); for a derived one the
+    last rank gets a correction. Shares in the algebra follow the scheme.
+    """
+    if component in _XOR:
+        return scheme.n - 1 if component in _DERIVED else scheme.n
+    return scheme.seeded_prefix(component in _DERIVED)
+
+
+def _xor_all(words: list[np.ndarray]) -> np.ndarray:
+    out = np.array(words[0], dtype=np.uint64, copy=True)
+    for w in words[1:]:
+        np.bitwise_xor(out, w, out=out)
+    return out
+
+
 def generate_corrections(
     scheme: SharingScheme,
     expanders: list[SeededExpander],
     stream: Stream,
     counter: int,
-    dealer_prg: Prg,
 ) -> list[list[np.ndarray]]:
     """Dealer side: for item `counter` of `stream`, the correction shares of every rank.
 
@@ -202,19 +227,23 @@ def generate_corrections(
     from its own seed, in component order.
     """
     algebra = scheme.algebra
+    if stream.kind == "compare" and algebra.modulus != 1 << 64:
+        raise ValueError("comparison masks need sharing over the ring Z_2^64")
     out: list[list[np.ndarray]] = [[] for _ in range(scheme.n)]
     secrets: dict[str, np.ndarray] = {}
-    items = [expanders[r].item(stream, counter) for r in range(scheme.seeded_prefix(False))]
+    prefixes = {c: seeded_prefix(scheme, c) for c in stream.components}
+    items = [expanders[r].item(stream, counter) for r in range(max(prefixes.values()))]
     for component in stream.components:
         derived = is_derived(component)
-        prefix = scheme.seeded_prefix(derived)
+        prefix = prefixes[component]
         seeded = [items[r][component] for r in range(prefix)]
-        given = (
-            derive_secret(algebra, stream, component, secrets, dealer_prg, counter)
-            if derived
-            else None
-        )
-        secret, rest = scheme.complete(seeded, given)
+        given = derive_secret(algebra, stream, component, secrets) if derived else None
+        if component in _XOR:
+            combined = _xor_all(seeded)
+            secret = combined if given is None else given
+            rest = [] if given is None else [np.bitwise_xor(given, combined)]
+        else:
+            secret, rest = scheme.complete(seeded, given)
         secrets[component] = secret
         for offset, share in enumerate(rest):
             out[prefix + offset].append(share)

@@ -78,7 +78,7 @@ class AdditiveBeaver(BeaverMultiplication):
     summary = "additive sharing over Z_2^64, Beaver triples (n >= 2)"
     security = SecurityModel(threshold="n-1 of n", trust="a trusted dealer")
     needs = frozenset({Need.TRIPLES, Need.MATRIX_TRIPLES, Need.TRUNCATION_PAIRS})
-    optional_needs = frozenset({Need.RANDOM_BITS})
+    optional_needs = frozenset({Need.COMPARISON_MASKS})
     algebra = RING64
 
     def less_than_zero(self, x: np.ndarray) -> np.ndarray:

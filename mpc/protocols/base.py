@@ -16,7 +16,7 @@ import enum
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 from typing import Protocol as TypingProtocol
 
 import numpy as np
@@ -34,7 +34,21 @@ class Need(enum.Enum):
     TRIPLES = "triples"
     MATRIX_TRIPLES = "matrix triples"
     TRUNCATION_PAIRS = "truncation pairs"
-    RANDOM_BITS = "random bits"
+    COMPARISON_MASKS = "comparison masks"
+
+
+class ComparisonMask(NamedTuple):
+    """One party's shares of the dealer material for comparing N elements (see
+    `mpc.protocols.comparison`). Bit vectors are XOR-shared bit planes packed 64 elements per
+    word (`mpc.bitpack`); `mask` and `dabit` are shares in the protocol's ring."""
+
+    mask: np.ndarray  # (N,) ring shares of r = sum_i 2^i r_i
+    mask_bits: np.ndarray  # (64, W) XOR shares of the bit planes r_i
+    and_a: np.ndarray  # (G, W) XOR shares of AND triples: and_c = and_a & and_b
+    and_b: np.ndarray
+    and_c: np.ndarray
+    dabit_bits: np.ndarray  # (W,) XOR shares of random bits s
+    dabit: np.ndarray  # (N,) ring shares of the same bits s
 
 
 @dataclass(frozen=True)
@@ -81,8 +95,8 @@ class CorrelatedRandomness(TypingProtocol):
 
     def truncation_pair(self, shape: Shape, bits: int) -> tuple[np.ndarray, np.ndarray]: ...
 
-    def random_bits(self, shape: Shape, count: int) -> np.ndarray:
-        """Shares of uniformly random bits, shape `(count,) + shape` (bit index first)."""
+    def comparison_mask(self, shape: Shape, bits: int) -> ComparisonMask:
+        """The dealer material for one comparison of `shape` elements over `bits`-bit words."""
         ...
 
 

@@ -81,7 +81,8 @@ def _load_entry_points() -> None:
             broken.append(f"{ep.name!r} ({ep.value}): {exc}")
     if broken:
         raise ConfigurationError(
-            "could not load protocol plug-in(s) " + "; ".join(broken)
+            "could not load protocol plug-in(s) "
+            + "; ".join(broken)
             + " (the other plug-ins are loaded; fix or uninstall the broken package)"
         )
 
