@@ -38,7 +38,13 @@ from mpc.bench import parse_size, progress, text_table, write_results
 from mpc.dealers.seeded import InsecureLocalDealer
 from mpc.dealers.streams import Stream
 from mpc.encoding import FixedPoint
-from mpc.ml import LinearModel, LogisticRegression, Standardizer, train_plain
+from mpc.ml import (
+    TRAINING_KINDS,
+    LinearModel,
+    LogisticRegression,
+    Standardizer,
+    train_plain,
+)
 from mpc.ml.data import breast_cancer_split
 from mpc.ml.sigmoid import SIGMOIDS
 from mpc.parties.local import LocalParties
@@ -50,7 +56,6 @@ from mpc.stats import PartyStats
 
 HERE = Path(__file__).resolve().parent
 PARTIES = ("alice", "bob", "carol")
-TRAINING_KINDS = ("logreg.forward", "sigmoid", "logreg.gradient", "logreg.update")
 #: Figures of other frameworks for the breast-cancer recipe on this machine class (issue 5).
 PEERS = {
     "SPU ABY3, real sigmoid": 0.68,
@@ -173,7 +178,9 @@ def cancer_rows(
         if online:
             streams = dealer_streams(private, "cancer", config)
             for stream, count in streams.items():
-                session.prefetch(stream.kind, list(stream.shapes), count, stream.bits)
+                session.prefetch(
+                    stream.kind, list(stream.shapes), count, stream.bits, stream.parent
+                )
             progress(f"breast cancer, {method}: training (prefetched: {len(streams)} streams)")
             result = session.run(train_program, "cancer", config)
             online_seconds = _slowest(result.outputs)

@@ -22,7 +22,7 @@ import numpy as np
 from mpc.encoding import FixedPoint
 from mpc.errors import ConfigurationError, ShapeMismatchError
 from mpc.parties.channel import PartyChannel, contiguous
-from mpc.protocols.base import Protocol
+from mpc.protocols.base import MaskedOperand, Protocol
 
 InputKind = Literal["fixed", "int"]
 
@@ -352,6 +352,16 @@ class Secret:
             return self._rescale(proto.matmul_public(c, self.share), self.frac + cfrac)
 
     # ---- comparison -------------------------------------------------------------------------
+    def masked(self) -> MaskedMatrix:
+        """This matrix opened once under a fresh dealer mask, for many products `m @ y` and
+        `m.T @ y` with shared y (one round now; each product then opens only y's side, which
+        halves the traffic of a product with a tall matrix). Protocols without Beaver triples
+        keep the share and multiply as usual."""
+        if len(self.shape) != 2:
+            raise ShapeMismatchError(f"masked() takes a matrix, got shape {self.shape}")
+        with self.ctx.channel.operation("mask"):
+            return MaskedMatrix(self, self.ctx.protocol.mask_operand(self.share))
+
     def ltz(self) -> Secret:
         """Shared bits (integers 0/1): 1 where this value is negative. Exact; eight rounds with
         the additive protocol (see `mpc.protocols.comparison`)."""
@@ -372,6 +382,43 @@ class Secret:
 
 def _power_of_two(proto: Protocol, bits: int) -> np.ndarray:
     return proto.algebra.from_signed(np.asarray(1 << bits, dtype=np.int64))
+
+
+class MaskedMatrix:
+    """A shared matrix prepared for repeated products (`Secret.masked`); `.T` is its transpose.
+
+    Like a `Secret` it holds this party's share and cannot be pickled or returned.
+    """
+
+    def __init__(self, source: Secret, operand: MaskedOperand, transposed: bool = False) -> None:
+        self._source = source
+        self._operand = operand
+        self._transposed = transposed
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        shape = self._source.shape
+        return shape[::-1] if self._transposed else shape
+
+    @property
+    def T(self) -> MaskedMatrix:
+        return MaskedMatrix(self._source, self._operand, not self._transposed)
+
+    def __matmul__(self, other: Secret) -> Secret:
+        if not isinstance(other, Secret):
+            raise TypeError("a masked matrix multiplies shared values; use the Secret for public")
+        source = self._source
+        source._other(other)
+        _check_matmul(self.shape, other.shape)
+        with source.ctx.channel.operation("matmul"):
+            share = source.ctx.protocol.matmul_masked(self._operand, other.share, self._transposed)
+            return source._rescale(share, source.frac + other.frac)
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a MaskedMatrix holds this party's share and cannot be pickled")
+
+    def __repr__(self) -> str:
+        return f"MaskedMatrix(shape={self.shape}, party={self._source.ctx.me!r})"
 
 
 def _check_matmul(shape_x: tuple[int, ...], shape_y: tuple[int, ...]) -> None:

@@ -212,12 +212,20 @@ class Session:
         return stats
 
     def prefetch(
-        self, kind: str, shapes: Sequence[tuple[int, ...]], count: int, bits: int = 0
+        self,
+        kind: str,
+        shapes: Sequence[tuple[int, ...]],
+        count: int,
+        bits: int = 0,
+        parent: int = -1,
     ) -> None:
-        """Fetch dealer corrections for `count` items ahead of time (the offline phase)."""
+        """Fetch dealer corrections for `count` items ahead of time (the offline phase).
+
+        The stream is named as in `mpc.dealers.streams.Stream` (kind, shapes, bits, parent).
+        """
         from mpc.dealers.streams import Stream
 
-        stream = Stream(kind, tuple(tuple(s) for s in shapes), bits)
+        stream = Stream(kind, tuple(tuple(s) for s in shapes), bits, parent=parent)
         self.start()
         self._backend.prefetch(stream, count)
 

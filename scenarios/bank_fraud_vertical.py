@@ -37,7 +37,13 @@ from typing import Any
 
 import numpy as np
 
-from mpc.ml import LinearModel, LogisticRegression, Standardizer, train_plain
+from mpc.ml import (
+    TRAINING_KINDS,
+    LinearModel,
+    LogisticRegression,
+    Standardizer,
+    train_plain,
+)
 from mpc.ml.sigmoid import SIGMOIDS
 from mpc.program import PartyContext
 from mpc.scenario import add_session_options, session_kwargs
@@ -53,7 +59,6 @@ RETAILER_COLUMNS = [
     "days_since_first",
 ]
 SEED = 20240917
-TRAINING_KINDS = ("logreg.forward", "sigmoid", "logreg.gradient", "logreg.update", "logreg.loss")
 TEST_FRACTION = 0.25
 
 

@@ -35,7 +35,13 @@ from typing import Any
 
 import numpy as np
 
-from mpc.ml import LinearModel, LogisticRegression, Standardizer, train_plain
+from mpc.ml import (
+    TRAINING_KINDS,
+    LinearModel,
+    LogisticRegression,
+    Standardizer,
+    train_plain,
+)
 from mpc.ml.data import deal_breast_cancer_rows
 from mpc.ml.sigmoid import SIGMOIDS
 from mpc.program import PartyContext
@@ -44,7 +50,6 @@ from mpc.session import Session
 from mpc.stats import PartyStats
 
 HOSPITALS = ["north", "south", "east", "west", "central"]
-TRAINING_KINDS = ("logreg.forward", "sigmoid", "logreg.gradient", "logreg.update", "logreg.loss")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -173,6 +173,19 @@ class DealerClient:
         a, b, c = self._take(Stream("matrix", (shape_x, shape_y), 0, self.epoch))
         return a, b, c
 
+    def matrix_mask(self, shape: Shape) -> tuple[np.ndarray, int]:
+        stream = Stream("mask", (shape,), 0, self.epoch)
+        (a,) = self._take(stream)
+        return a, self._counters[stream] - 1
+
+    def masked_matrix_triple(
+        self, shape_a: Shape, shape_y: Shape, transposed: bool, mask: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        b, c = self._take(
+            Stream("masked_matrix", (shape_a, shape_y), int(transposed), self.epoch, mask)
+        )
+        return b, c
+
     def truncation_pair(self, shape: Shape, bits: int) -> tuple[np.ndarray, np.ndarray]:
         r, r_shifted = self._take(Stream("trunc", (shape,), bits, self.epoch))
         return r, r_shifted

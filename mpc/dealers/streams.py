@@ -10,6 +10,12 @@ derives its share of each component from its own seed and the tag (stream, k, co
 dealer, which knows all seeds, computes the shares of the remaining ranks (for additive sharing:
 one share of c for one party) and sends only those. Dealer traffic is then one share per triple
 for additive sharing.
+
+Kinds: "triple", "matrix" (Beaver triples), "trunc" (truncation pairs), "compare" (bits of a
+comparison mask, AND triples and daBits; see `mpc.protocols.comparison`), and the pair "mask" /
+"masked_matrix" for a matrix opened once and multiplied many times: a "mask" item is a random A;
+each "masked_matrix" item is (B, C = A @ B) (or A^T @ B) for the A of one mask item, named by
+its counter (`Stream.parent`). The dealer recomputes that A from the seeds when it needs it.
 Security model: the dealer knows every secret it generates and must be trusted not to reveal
 them or reuse items; each (seed, tag) pair is used once because counters only increase.
 """
@@ -31,6 +37,8 @@ _COMPONENTS: dict[str, tuple[str, ...]] = {
     "triple": ("a", "b", "c"),
     "matrix": ("a", "b", "c"),
     "trunc": ("r", "r_shifted"),
+    "mask": ("a",),
+    "masked_matrix": ("b", "c"),
     # XOR-shared (boolean) components first, then the ring components derived from them.
     "compare": ("mask_bits", "and_a", "and_b", "dabit_bits", "and_c", "mask", "dabit"),
 }
@@ -38,6 +46,8 @@ _NEED_OF_KIND = {
     "triple": Need.TRIPLES,
     "matrix": Need.MATRIX_TRIPLES,
     "trunc": Need.TRUNCATION_PAIRS,
+    "mask": Need.MATRIX_TRIPLES,
+    "masked_matrix": Need.MATRIX_TRIPLES,
     "compare": Need.COMPARISON_MASKS,
 }
 _DERIVED = {"c", "r_shifted", "and_c", "mask", "dabit"}
@@ -45,7 +55,7 @@ _DERIVED = {"c", "r_shifted", "and_c", "mask", "dabit"}
 _XOR = {"mask_bits", "and_a", "and_b", "and_c", "dabit_bits"}
 
 
-WireStream = tuple[str, list[list[int]], int, int]
+WireStream = tuple[str, list[list[int]], int, int, int]
 
 
 @dataclass(frozen=True)
@@ -58,10 +68,15 @@ class Stream:
     #: The run the items belong to: every run starts its counters at 0, so a run that failed
     #: half-way at some parties cannot leave the parties' counters out of step.
     epoch: int = 0
+    #: For "masked_matrix": the counter of the "mask" item (same run, shape shapes[0]) whose
+    #: matrix A every item multiplies; bits = 1 means A transposed.
+    parent: int = -1
 
     def __post_init__(self) -> None:
         if self.kind not in _COMPONENTS:
             raise ValueError(f"unknown stream kind {self.kind!r}; use one of {sorted(_COMPONENTS)}")
+        if (self.kind == "masked_matrix") != (self.parent >= 0):
+            raise ValueError("a parent mask item is given for, and only for, masked_matrix")
 
     @property
     def need(self) -> Need:
@@ -75,6 +90,9 @@ class Stream:
         if self.kind == "matrix":
             shape_c = matmul_shape(self.shapes[0], self.shapes[1])
             return {"a": self.shapes[0], "b": self.shapes[1], "c": shape_c}[component]
+        if self.kind == "masked_matrix":
+            shape_a = self.shapes[0][::-1] if self.bits else self.shapes[0]
+            return {"b": self.shapes[1], "c": matmul_shape(shape_a, self.shapes[1])}[component]
         if self.kind == "compare":
             (count,) = self.shapes[0]
             return mask_shapes(count, self.bits)[component]
@@ -84,19 +102,27 @@ class Stream:
         return sum(int(np.prod(self.component_shape(c), dtype=np.int64)) for c in self.components)
 
     def tag(self, counter: int, component: str) -> Tag:
-        return (self.kind, self.shapes, self.bits, self.epoch, counter, component)
+        return (self.kind, self.shapes, self.bits, self.epoch, self.parent, counter, component)
 
     def in_epoch(self, epoch: int) -> Stream:
-        return Stream(self.kind, self.shapes, self.bits, epoch)
+        return Stream(self.kind, self.shapes, self.bits, epoch, self.parent)
+
+    def mask_stream(self) -> Stream:
+        """The "mask" stream whose item `parent` a "masked_matrix" stream multiplies."""
+        return Stream("mask", self.shapes[:1], 0, self.epoch)
 
     def to_wire(self) -> WireStream:
-        return (self.kind, [list(s) for s in self.shapes], self.bits, self.epoch)
+        return (self.kind, [list(s) for s in self.shapes], self.bits, self.epoch, self.parent)
 
     @staticmethod
     def from_wire(data: WireStream) -> Stream:
-        kind, shapes, bits, epoch = data
+        kind, shapes, bits, epoch, parent = data
         return Stream(
-            str(kind), tuple(tuple(int(d) for d in s) for s in shapes), int(bits), int(epoch)
+            str(kind),
+            tuple(tuple(int(d) for d in s) for s in shapes),
+            int(bits),
+            int(epoch),
+            int(parent),
         )
 
 
@@ -129,6 +155,9 @@ def derive_secret(
         return algebra.mul(secrets["a"], secrets["b"])
     if component == "c" and stream.kind == "matrix":
         return algebra.matmul(secrets["a"], secrets["b"])
+    if component == "c" and stream.kind == "masked_matrix":
+        a = secrets["parent_a"]
+        return algebra.matmul(a.T if stream.bits else a, secrets["b"])
     if component == "r_shifted":
         return algebra.from_signed(algebra.to_signed(secrets["r"]) >> stream.bits)
     raise ValueError(f"component {component!r} of {stream.kind!r} is not derived")
@@ -231,6 +260,13 @@ def generate_corrections(
         raise ValueError("comparison masks need sharing over the ring Z_2^64")
     out: list[list[np.ndarray]] = [[] for _ in range(scheme.n)]
     secrets: dict[str, np.ndarray] = {}
+    if stream.kind == "masked_matrix":  # the parent's A, as every party expands its share
+        parent = stream.mask_stream()
+        shares_a = [
+            expanders[r].item(parent, stream.parent)["a"]
+            for r in range(scheme.seeded_prefix(False))
+        ]
+        secrets["parent_a"] = scheme.complete(shares_a, None)[0]
     prefixes = {c: seeded_prefix(scheme, c) for c in stream.components}
     items = [expanders[r].item(stream, counter) for r in range(max(prefixes.values()))]
     for component in stream.components:

@@ -21,6 +21,7 @@ from mpc.ml.data import (
     share_vertical,
 )
 from mpc.ml.logreg import (
+    TRAINING_KINDS,
     EpochRecord,
     LinearModel,
     LogisticRegression,
@@ -32,6 +33,7 @@ from mpc.ml.sigmoid import SIGMOIDS
 __all__ = [
     "FEATURE_LIMIT",
     "SIGMOIDS",
+    "TRAINING_KINDS",
     "EpochRecord",
     "InvalidDataError",
     "LinearModel",

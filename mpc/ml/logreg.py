@@ -64,11 +64,21 @@ from mpc.ml.sigmoid import (
     sigmoid,
     sigmoid_plain,
 )
-from mpc.program import PartyContext, Secret
+from mpc.program import MaskedMatrix, PartyContext, Secret
 from mpc.protocols.base import Protocol
 from mpc.rng import Prg
 
 FloatArray = npt.NDArray[np.float64]
+
+#: The operation kinds (keys of the per-party stats) that training is counted under.
+TRAINING_KINDS = (
+    "logreg.mask",
+    "logreg.forward",
+    "sigmoid",
+    "logreg.gradient",
+    "logreg.update",
+    "logreg.loss",
+)
 
 
 # ---- revealed models ----------------------------------------------------------------------------
@@ -420,18 +430,22 @@ class LogisticRegression:
         w = ctx.constant(np.zeros(width))
         decay = self.decay(width)
         full = self.batch_size is None or self.batch_size >= n
-        full_t = design.T if full else None
+        # Full batch: the design matrix is opened once under a dealer mask and reused by both
+        # products of every epoch (X @ w and X^T @ residual), instead of once per product.
+        full_x = None
+        if full:
+            with ctx.channel.operation("logreg.mask"):
+                full_x = design.masked()
         history: list[EpochRecord] = []
         for epoch in range(1, self.epochs + 1):
             epoch_start = time.perf_counter()
             loss_sum: Secret | None = None
             for rows in self.batches(n, epoch):
-                if full:
-                    xb, xbt, yb = design, full_t, labels
+                xb: Secret | MaskedMatrix
+                if full_x is not None:
+                    xb, yb = full_x, labels
                 else:
                     xb, yb = design[rows], labels[rows]
-                    xbt = xb.T
-                assert xbt is not None
                 with ctx.channel.operation("logreg.forward"):
                     z = xb @ w
                 p = sigmoid(z, self.sigmoid)
@@ -441,7 +455,7 @@ class LogisticRegression:
                         part = mul(residual, residual).sum()
                     loss_sum = part if loss_sum is None else loss_sum + part
                 with ctx.channel.operation("logreg.gradient"):
-                    grad_sum = xbt @ residual
+                    grad_sum = xb.T @ residual
                 with ctx.channel.operation("logreg.update"):
                     w = w - _combine(
                         [(grad_sum, self.learning_rate / len(rows)), (w, decay)],

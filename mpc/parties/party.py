@@ -22,7 +22,7 @@ from mpc.encoding import FixedPoint
 from mpc.errors import ConfigurationError, MpcError, PartyFailedError, PeerFailedError
 from mpc.parties.channel import PartyChannel
 from mpc.parties.transport import Transport
-from mpc.program import PartyContext, Secret
+from mpc.program import MaskedMatrix, PartyContext, Secret
 from mpc.protocols.registry import get_protocol
 from mpc.rng import Prg, new_seed
 from mpc.stats import PartyStats
@@ -125,7 +125,7 @@ def _describe(exc: BaseException) -> str:
 
 def _refuse_secrets(value: Any, depth: int = 0) -> None:
     """Refuse a program output that holds a `Secret` anywhere in containers or objects."""
-    if isinstance(value, Secret):
+    if isinstance(value, Secret | MaskedMatrix):
         raise ConfigurationError(
             "the program returned a Secret (a share); reveal it with ctx.reveal(...) and return "
             "the revealed value instead"

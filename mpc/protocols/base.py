@@ -93,11 +93,36 @@ class CorrelatedRandomness(TypingProtocol):
         self, shape_x: Shape, shape_y: Shape
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
+    def matrix_mask(self, shape: Shape) -> tuple[np.ndarray, int]:
+        """Shares of a random matrix A, and the number that names it for `masked_matrix_triple`."""
+        ...
+
+    def masked_matrix_triple(
+        self, shape_a: Shape, shape_y: Shape, transposed: bool, mask: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Shares of a random B of shape `shape_y` and of C = A @ B (A^T @ B if `transposed`),
+        for the A of `matrix_mask` number `mask` of this run."""
+        ...
+
     def truncation_pair(self, shape: Shape, bits: int) -> tuple[np.ndarray, np.ndarray]: ...
 
     def comparison_mask(self, shape: Shape, bits: int) -> ComparisonMask:
         """The dealer material for one comparison of `shape` elements over `bits`-bit words."""
         ...
+
+
+@dataclass(frozen=True)
+class MaskedOperand:
+    """A shared matrix prepared for repeated products (`Protocol.mask_operand`).
+
+    `opened` is E = X - A, public, and `mask` this party's share of the dealer's A, named
+    `number` for later triples; both None when the protocol does not mask (plain products).
+    """
+
+    share: np.ndarray
+    opened: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    number: int = -1
 
 
 class SharingScheme(ABC):
@@ -279,6 +304,18 @@ class Protocol(ABC):
     @abstractmethod
     def matmul(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Matrix product of two shared matrices."""
+
+    def mask_operand(self, x: np.ndarray) -> MaskedOperand:
+        """Prepare a shared matrix for several `matmul_masked` products. This default keeps the
+        share and does nothing else (no rounds); Beaver protocols open x once under a mask."""
+        return MaskedOperand(x)
+
+    def matmul_masked(
+        self, x: MaskedOperand, y: np.ndarray, transposed: bool = False
+    ) -> np.ndarray:
+        """x @ y (x^T @ y if `transposed`) for a prepared x and a shared y."""
+        left = x.share.T if transposed else x.share
+        return self.matmul(np.ascontiguousarray(left), y)
 
     def less_than_zero(self, x: np.ndarray) -> np.ndarray:
         """Shares of the bit [x < 0] (0 or 1, as an integer)."""

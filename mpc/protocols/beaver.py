@@ -4,12 +4,16 @@ Responsibility: element-wise and matrix products of shared values from dealer tr
 communication round each.
 
 Protocol (Beaver, "Efficient multiparty protocols using circuit randomization", CRYPTO 1991;
-matrix triples as in Mohassel & Zhang, SecureML, S&P 2017):
+matrix triples as in Mohassel & Zhang, SecureML, S&P 2017, which also opens a matrix used in
+many products once, sect. 4.2 "masking the data once"):
   1. take a triple ([a], [b], [c]) with c = a*b (or C = A@B) from the dealer;
   2. open e = x - a and d = y - b together, in one round;
   3. output [z] = [c] + e*[b] + [a]*d + e*d  (the public e*d added once, per the scheme).
+  4. a matrix X used in many products (`mask_operand`) is opened once as E = X - A; each later
+     product X @ y (or X^T @ y) takes a fresh (B, C = A @ B) for that A and opens only y - B.
 Security model: semi-honest; e and d are uniformly masked by a and b, so the opened values are
-independent of x and y as long as the dealer is trusted and never reuses a triple. Traffic of a
+independent of x and y as long as the dealer is trusted and never reuses a triple. A mask A is
+opened against one matrix only; every product with it uses a fresh B. Traffic of a
 matrix product is proportional to the operands, not to the product.
 """
 
@@ -17,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mpc.protocols.base import Need, Protocol
+from mpc.protocols.base import MaskedOperand, Need, Protocol
 
 
 class BeaverMultiplication(Protocol):
@@ -34,5 +38,26 @@ class BeaverMultiplication(Protocol):
         alg = self.algebra
         a, b, c = self._need(Need.MATRIX_TRIPLES).matrix_triple(tuple(x.shape), tuple(y.shape))
         e, d = self.open_many([alg.sub(x, a), alg.sub(y, b)])
+        z = alg.add(c, alg.add(alg.matmul(e, b), alg.matmul(a, d)))
+        return self.add_public(z, alg.matmul(e, d))
+
+    def mask_operand(self, x: np.ndarray) -> MaskedOperand:
+        """Open E = X - A under a fresh dealer mask A. One round."""
+        a, number = self._need(Need.MATRIX_TRIPLES).matrix_mask(tuple(x.shape))
+        opened = self.open_all(self.algebra.sub(x, a))
+        return MaskedOperand(x, opened, a, number)
+
+    def matmul_masked(
+        self, x: MaskedOperand, y: np.ndarray, transposed: bool = False
+    ) -> np.ndarray:
+        """X @ y (X^T @ y) from E, A and a fresh (B, C): opens only y - B. One round."""
+        if x.opened is None or x.mask is None:
+            return super().matmul_masked(x, y, transposed)
+        alg = self.algebra
+        b, c = self._need(Need.MATRIX_TRIPLES).masked_matrix_triple(
+            tuple(x.share.shape), tuple(y.shape), transposed, x.number
+        )
+        d = self.open_all(alg.sub(y, b))
+        e, a = (x.opened.T, x.mask.T) if transposed else (x.opened, x.mask)
         z = alg.add(c, alg.add(alg.matmul(e, b), alg.matmul(a, d)))
         return self.add_public(z, alg.matmul(e, d))

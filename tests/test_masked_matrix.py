@@ -1,0 +1,97 @@
+"""A matrix opened once under a dealer mask and reused in many products (`Secret.masked`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import local_parties, protocol_cases
+
+from mpc.errors import PartyFailedError, ShapeMismatchError
+from mpc.program import PartyContext
+
+RNG = np.random.default_rng(7)
+X = RNG.uniform(-2, 2, (40, 6))
+VS = [RNG.uniform(-1, 1, 6) for _ in range(3)]
+US = [RNG.uniform(-1, 1, 40) for _ in range(3)]
+#: Fixed point with 16 fractional bits: each product sums 6 or 40 terms, each off by at most
+#: 2^-16 from encoding, plus one truncation ulp: well inside 1e-3.
+TOLERANCE = 1e-3
+
+
+def _program(ctx: PartyContext) -> dict[str, list[np.ndarray | None]]:
+    x = ctx.input("alice", X if ctx.me == "alice" else None)
+    masked = x.masked()
+    forward, backward = [], []
+    for v, u in zip(VS, US, strict=True):
+        sv = ctx.input("bob", v if ctx.me == "bob" else None)
+        su = ctx.input("bob", u if ctx.me == "bob" else None)
+        forward.append(ctx.reveal(masked @ sv))
+        backward.append(ctx.reveal(masked.T @ su))
+    return {"forward": forward, "backward": backward}
+
+
+@pytest.mark.parametrize(("protocol", "n"), protocol_cases((2, 3)))
+def test_masked_products_match_plaintext(protocol: str, n: int) -> None:
+    out = local_parties(protocol, n).run(_program)["alice"].output
+    for got, v in zip(out["forward"], VS, strict=True):
+        np.testing.assert_allclose(got, X @ v, atol=TOLERANCE)
+    for got, u in zip(out["backward"], US, strict=True):
+        np.testing.assert_allclose(got, X.T @ u, atol=TOLERANCE)
+
+
+def test_masked_matrix_is_opened_once() -> None:
+    """After the one opening of X - A, a product sends only y - B (and its truncation)."""
+
+    def program(ctx: PartyContext) -> None:
+        x = ctx.input("alice", X if ctx.me == "alice" else None)
+        v = ctx.input("bob", VS[0] if ctx.me == "bob" else None)
+        masked = x.masked()
+        for _ in range(5):
+            masked @ v
+
+    stats = local_parties("additive", 3).run(program)["bob"].stats.by_kind
+    # Opening X - A: 240 elements to 2 peers; each product: 6 elements to 2 peers, then the
+    # truncation of 40 results opened to party 0 (bob is party 1: sends 40 to alice).
+    assert stats["mask"].bytes_sent == 240 * 8 * 2
+    assert stats["mask"].rounds == 1
+    assert stats["matmul"].bytes_sent == 5 * (6 * 8 * 2 + 40 * 8)
+    assert stats["matmul"].rounds == 5 * 2
+
+
+def test_masked_matrix_view_is_uniform() -> None:
+    """The opened X - A is uniform, the same for a zero matrix and a large one."""
+    from scipy import stats
+
+    opened = {}
+    for label, value in (("zeros", 0.0), ("large", 9999.5)):
+
+        def program(ctx: PartyContext, v: float = value) -> np.ndarray:
+            x = ctx.input("alice", np.full((200, 50), v) if ctx.me == "alice" else None)
+            operand = x.masked()._operand
+            assert operand.opened is not None
+            return operand.opened
+
+        opened[label] = local_parties("additive", 3).run(program)["carol"].output
+    for values in opened.values():
+        buckets = np.bincount((values.ravel() >> np.uint64(58)).astype(np.int64), minlength=64)
+        assert stats.chisquare(buckets).pvalue > 1e-7
+    as_float = [v.astype(np.float64).ravel() for v in opened.values()]
+    assert stats.ks_2samp(*as_float).pvalue > 1e-7
+
+
+def test_masked_matrix_checks_shapes_and_refuses_escape() -> None:
+    def bad_shape(ctx: PartyContext) -> None:
+        x = ctx.input("alice", X if ctx.me == "alice" else None)
+        w = ctx.input("bob", np.ones(5) if ctx.me == "bob" else None)
+        x.masked() @ w
+
+    with pytest.raises(PartyFailedError) as info:
+        local_parties("additive", 2).run(bad_shape)
+    assert isinstance(info.value.__cause__, ShapeMismatchError)
+
+    def escape(ctx: PartyContext) -> object:
+        x = ctx.input("alice", X if ctx.me == "alice" else None)
+        return {"kept": x.masked()}
+
+    with pytest.raises(PartyFailedError, match="Secret"):
+        local_parties("additive", 2).run(escape)
