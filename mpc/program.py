@@ -353,10 +353,10 @@ class Secret:
 
     # ---- comparison -------------------------------------------------------------------------
     def masked(self) -> MaskedMatrix:
-        """This matrix opened once under a fresh dealer mask, for many products `m @ y` and
-        `m.T @ y` with shared y (one round now; each product then opens only y's side, which
-        halves the traffic of a product with a tall matrix). Protocols without Beaver triples
-        keep the share and multiply as usual."""
+        """This matrix prepared for many products `m @ y` and `m.T @ y` with shared y (no
+        rounds): with Beaver triples it is opened once under a dealer mask, in the round of its
+        first product, and every later product opens only y's side. Protocols without Beaver
+        triples keep the share and multiply as usual."""
         if len(self.shape) != 2:
             raise ShapeMismatchError(f"masked() takes a matrix, got shape {self.shape}")
         with self.ctx.channel.operation("mask"):

@@ -64,7 +64,7 @@ from mpc.ml.sigmoid import (
     sigmoid,
     sigmoid_plain,
 )
-from mpc.program import MaskedMatrix, PartyContext, Secret
+from mpc.program import PartyContext, Secret
 from mpc.protocols.base import Protocol
 from mpc.rng import Prg
 
@@ -72,7 +72,6 @@ FloatArray = npt.NDArray[np.float64]
 
 #: The operation kinds (keys of the per-party stats) that training is counted under.
 TRAINING_KINDS = (
-    "logreg.mask",
     "logreg.forward",
     "sigmoid",
     "logreg.gradient",
@@ -430,22 +429,19 @@ class LogisticRegression:
         w = ctx.constant(np.zeros(width))
         decay = self.decay(width)
         full = self.batch_size is None or self.batch_size >= n
-        # Full batch: the design matrix is opened once under a dealer mask and reused by both
-        # products of every epoch (X @ w and X^T @ residual), instead of once per product.
-        full_x = None
-        if full:
-            with ctx.channel.operation("logreg.mask"):
-                full_x = design.masked()
+        # The design matrix (or batch) is opened once under a dealer mask, with its first
+        # product, and reused by the other products (X @ w and X^T @ residual; every epoch with
+        # full batches) instead of being opened for each of them.
+        full_x = design.masked() if full else None
         history: list[EpochRecord] = []
         for epoch in range(1, self.epochs + 1):
             epoch_start = time.perf_counter()
             loss_sum: Secret | None = None
             for rows in self.batches(n, epoch):
-                xb: Secret | MaskedMatrix
                 if full_x is not None:
                     xb, yb = full_x, labels
                 else:
-                    xb, yb = design[rows], labels[rows]
+                    xb, yb = design[rows].masked(), labels[rows]
                 with ctx.channel.operation("logreg.forward"):
                     z = xb @ w
                 p = sigmoid(z, self.sigmoid)

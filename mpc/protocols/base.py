@@ -111,18 +111,19 @@ class CorrelatedRandomness(TypingProtocol):
         ...
 
 
-@dataclass(frozen=True)
+@dataclass
 class MaskedOperand:
     """A shared matrix prepared for repeated products (`Protocol.mask_operand`).
 
-    `opened` is E = X - A, public, and `mask` this party's share of the dealer's A, named
-    `number` for later triples; both None when the protocol does not mask (plain products).
+    `mask` is this party's share of a dealer matrix A, named `number` for later triples (None
+    when the protocol does not mask: plain products); `opened` is E = X - A, public, set by the
+    first product, which opens it in the same round as its other operand.
     """
 
     share: np.ndarray
-    opened: np.ndarray | None = None
     mask: np.ndarray | None = None
     number: int = -1
+    opened: np.ndarray | None = None
 
 
 class SharingScheme(ABC):
@@ -306,8 +307,9 @@ class Protocol(ABC):
         """Matrix product of two shared matrices."""
 
     def mask_operand(self, x: np.ndarray) -> MaskedOperand:
-        """Prepare a shared matrix for several `matmul_masked` products. This default keeps the
-        share and does nothing else (no rounds); Beaver protocols open x once under a mask."""
+        """Prepare a shared matrix for several `matmul_masked` products (no rounds). This default
+        keeps the share; Beaver protocols take a dealer mask and open x once, at the first
+        product."""
         return MaskedOperand(x)
 
     def matmul_masked(

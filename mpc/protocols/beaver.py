@@ -9,8 +9,9 @@ many products once, sect. 4.2 "masking the data once"):
   1. take a triple ([a], [b], [c]) with c = a*b (or C = A@B) from the dealer;
   2. open e = x - a and d = y - b together, in one round;
   3. output [z] = [c] + e*[b] + [a]*d + e*d  (the public e*d added once, per the scheme).
-  4. a matrix X used in many products (`mask_operand`) is opened once as E = X - A; each later
-     product X @ y (or X^T @ y) takes a fresh (B, C = A @ B) for that A and opens only y - B.
+  4. a matrix X used in many products (`mask_operand`) is opened once as E = X - A, with its
+     first product; every product X @ y (or X^T @ y) takes a fresh (B, C = A @ B) for that A,
+     and the later ones open only y - B.
 Security model: semi-honest; e and d are uniformly masked by a and b, so the opened values are
 independent of x and y as long as the dealer is trusted and never reuses a triple. A mask A is
 opened against one matrix only; every product with it uses a fresh B. Traffic of a
@@ -42,22 +43,26 @@ class BeaverMultiplication(Protocol):
         return self.add_public(z, alg.matmul(e, d))
 
     def mask_operand(self, x: np.ndarray) -> MaskedOperand:
-        """Open E = X - A under a fresh dealer mask A. One round."""
+        """Take a fresh dealer mask A for x (no rounds; E = X - A is opened by the first
+        product, together with that product's other operand)."""
         a, number = self._need(Need.MATRIX_TRIPLES).matrix_mask(tuple(x.shape))
-        opened = self.open_all(self.algebra.sub(x, a))
-        return MaskedOperand(x, opened, a, number)
+        return MaskedOperand(x, a, number)
 
     def matmul_masked(
         self, x: MaskedOperand, y: np.ndarray, transposed: bool = False
     ) -> np.ndarray:
-        """X @ y (X^T @ y) from E, A and a fresh (B, C): opens only y - B. One round."""
-        if x.opened is None or x.mask is None:
+        """X @ y (X^T @ y) with a fresh (B, C) for X's mask: opens y - B, and E = X - A the
+        first time. One round."""
+        if x.mask is None:
             return super().matmul_masked(x, y, transposed)
         alg = self.algebra
         b, c = self._need(Need.MATRIX_TRIPLES).masked_matrix_triple(
             tuple(x.share.shape), tuple(y.shape), transposed, x.number
         )
-        d = self.open_all(alg.sub(y, b))
+        if x.opened is None:
+            x.opened, d = self.open_many([alg.sub(x.share, x.mask), alg.sub(y, b)])
+        else:
+            d = self.open_all(alg.sub(y, b))
         e, a = (x.opened.T, x.mask.T) if transposed else (x.opened, x.mask)
         z = alg.add(c, alg.add(alg.matmul(e, b), alg.matmul(a, d)))
         return self.add_public(z, alg.matmul(e, d))
