@@ -17,23 +17,26 @@ EDGES = np.array(
 )
 
 
-@pytest.mark.parametrize("n", [2, 3, 5])
-def test_ltz_is_exact_on_integers(n: int) -> None:
-    # ctx.input refuses integers beyond 2^62 (headroom for products); the sign bit is exact on
-    # the whole signed range, so the extreme values go through the protocol directly.
-    parties = local_parties("additive", n)
+def _raw_ltz(values: np.ndarray, n: int) -> np.ndarray:
+    """[v < 0] of signed 64-bit values, through the protocol directly (ctx.input refuses
+    integers beyond 2^62, headroom for products; the sign bit is exact on the whole range)."""
 
     def raw(ctx: PartyContext) -> np.ndarray | None:
         alg = ctx.protocol.algebra
-        secret = alg.from_signed(EDGES) if ctx.me == "alice" else None
+        secret = alg.from_signed(values) if ctx.me == "alice" else None
         with ctx.channel.operation("input"):
             share = ctx.protocol.input(0, secret)
         with ctx.channel.operation("compare"):
             bit = ctx.protocol.less_than_zero(share)
         return ctx.protocol.open(bit)
 
-    got = parties.run(raw)["bob"].output
-    np.testing.assert_array_equal(got, (EDGES < 0).astype(np.uint64))
+    got: np.ndarray = local_parties("additive", n).run(raw)["bob"].output
+    return got
+
+
+@pytest.mark.parametrize("n", [2, 3, 5])
+def test_ltz_is_exact_on_integers(n: int) -> None:
+    np.testing.assert_array_equal(_raw_ltz(EDGES, n), (EDGES < 0).astype(np.uint64))
 
 
 def test_comparisons_on_fixed_point_values() -> None:
@@ -77,19 +80,7 @@ def test_shamir_comparison_is_refused_clearly(protocol: str) -> None:
 def test_ltz_on_random_words_of_every_packing_size(size: int) -> None:
     # Sizes around the 64-element word of the packed bit planes, random signed 64-bit values.
     values = np.random.default_rng(size).integers(-(2**63), 2**63 - 1, size, dtype=np.int64)
-    parties = local_parties("additive", 3)
-
-    def raw(ctx: PartyContext) -> np.ndarray | None:
-        alg = ctx.protocol.algebra
-        secret = alg.from_signed(values) if ctx.me == "alice" else None
-        with ctx.channel.operation("input"):
-            share = ctx.protocol.input(0, secret)
-        with ctx.channel.operation("compare"):
-            bit = ctx.protocol.less_than_zero(share)
-        return ctx.protocol.open(bit)
-
-    got = parties.run(raw)["carol"].output
-    np.testing.assert_array_equal(got, (values < 0).astype(np.uint64))
+    np.testing.assert_array_equal(_raw_ltz(values, 3), (values < 0).astype(np.uint64))
 
 
 def _compare_view(sign: int, size: int) -> tuple[list[np.ndarray], int]:
