@@ -363,7 +363,7 @@ class Secret:
             return MaskedMatrix(self, self.ctx.protocol.mask_operand(self.share))
 
     def ltz(self) -> Secret:
-        """Shared bits (integers 0/1): 1 where this value is negative. Exact; eight rounds with
+        """Shared bits (integers 0/1): 1 where this value is negative. Exact; five rounds with
         the additive protocol (see `mpc.protocols.comparison`)."""
         with self.ctx.channel.operation("compare"):
             return self._like(self.ctx.protocol.less_than_zero(self.share), 0)

@@ -54,14 +54,14 @@ def test_comparisons_on_fixed_point_values() -> None:
     np.testing.assert_array_equal(out["ltz"], (x < 0).astype(np.int64))
 
 
-def test_comparison_costs_eight_rounds() -> None:
+def test_comparison_costs_five_rounds() -> None:
     def program(ctx: PartyContext) -> np.ndarray | None:
         x = ctx.input("alice", np.arange(-5, 5) if ctx.me == "alice" else None, kind="int")
         return ctx.reveal(x.ltz())
 
     outcome = local_parties("additive", 3).run(program)["alice"]
     np.testing.assert_array_equal(outcome.output, (np.arange(-5, 5) < 0).astype(np.int64))
-    assert outcome.stats.by_kind["compare"].rounds == 8
+    assert outcome.stats.by_kind["compare"].rounds == 5
 
 
 @pytest.mark.parametrize("protocol", ["shamir", "shamir-beaver"])
@@ -128,7 +128,7 @@ def test_comparison_view_is_uniform_and_independent_of_the_sign() -> None:
     size = 64 * 200
     positive, _ = _compare_view(+1, size)
     negative, _ = _compare_view(-1, size)
-    assert len(positive) == len(negative) == 8
+    assert len(positive) == len(negative) == 5
     alpha = 1e-7
     for pos, neg in zip(positive, negative, strict=True):
         for value in (pos, neg):
@@ -142,19 +142,22 @@ def test_comparison_view_is_uniform_and_independent_of_the_sign() -> None:
 
 
 def test_comparison_traffic_is_bit_packed() -> None:
-    # Per element and peer: c (8 bytes), 125 AND gates (2 bits each) and one daBit bit, i.e.
-    # 16 + 62.5 + 0.25 bytes for two peers. Ring-valued AND gates would take over 4000.
+    # Per element and peer: c (8 bytes), the 147 masked tree inputs per 64 elements (147 bits)
+    # and one daBit bit. Ring-valued AND gates would take over 4000 bytes.
     size = 64 * 100
     _, sent = _compare_view(+1, size)
-    assert sent / size == pytest.approx(16 + 2 * 125 * 2 / 8 + 2 / 8)
+    assert sent / size == pytest.approx(2 * (8 + 147 / 8 + 1 / 8))
 
 
 def test_dealer_comparison_mask_is_consistent() -> None:
-    """The shares of the parties combine to r = sum 2^i r_i, c = a & b and one daBit s in both
-    sharings; the dealer sends under 5 words per element (one party's corrections only)."""
+    """The shares of the parties combine to r = sum 2^i r_i, the products of the tree masks and
+    one daBit s in both sharings; the dealer sends under 10 words per element (one party's
+    corrections: r, s and 462 rows of mask products per 64 elements)."""
     from mpc.bitpack import planes_value, unpack_plane
     from mpc.dealers.seeded import InsecureLocalDealer, local_noise_client
+    from mpc.protocols import comparison
     from mpc.protocols.additive import AdditiveScheme
+    from mpc.protocols.comparison import mask_monomials
 
     n, size = 3, 1000
     dealer = InsecureLocalDealer(AdditiveScheme(n, n - 1))
@@ -173,9 +176,15 @@ def test_dealer_comparison_mask_is_consistent() -> None:
         return out
 
     np.testing.assert_array_equal(ring_sum("mask"), planes_value(xor("mask_bits"), size))
-    np.testing.assert_array_equal(xor("and_c"), xor("and_a") & xor("and_b"))
+    tree_masks = xor("and_masks")
+    monomials = xor("and_monomials")
+    np.testing.assert_array_equal(monomials, mask_monomials(tree_masks))
+    # Spot check of the layout: the first monomial of the first level is the product of two
+    # variables' masks of its 16 groups.
+    first, second = (tree_masks[v * 16 : v * 16 + 16] for v in sorted(comparison._MONOMIALS[0]))
+    np.testing.assert_array_equal(monomials[:16], first & second)
     np.testing.assert_array_equal(ring_sum("dabit"), unpack_plane(xor("dabit_bits"), size))
     # Random, not constant: about half of the dealt bits are ones.
     assert 0.45 < np.unpackbits(xor("mask_bits").view(np.uint8)).mean() < 0.55
     assert 0.4 < ring_sum("dabit").mean() < 0.6
-    assert dealer.bytes_sent / size < 5 * 8
+    assert dealer.bytes_sent / size < 10 * 8

@@ -12,10 +12,11 @@ one share of c for one party) and sends only those. Dealer traffic is then one s
 for additive sharing.
 
 Kinds: "triple", "matrix" (Beaver triples), "trunc" (truncation pairs), "compare" (bits of a
-comparison mask, AND triples and daBits; see `mpc.protocols.comparison`), and the pair "mask" /
-"masked_matrix" for a matrix opened once and multiplied many times: a "mask" item is a random A;
-each "masked_matrix" item is (B, C = A @ B) (or A^T @ B) for the A of one mask item, named by
-its counter (`Stream.parent`). The dealer recomputes that A from the seeds when it needs it.
+comparison mask, tree masks and their products, daBits; see `mpc.protocols.comparison`), and
+the pair "mask" / "masked_matrix" for a matrix opened once and multiplied many times: a "mask"
+item is a random A; each "masked_matrix" item is (B, C = A @ B) (or A^T @ B) for the A of one
+mask item, named by its counter (`Stream.parent`). The dealer recomputes that A from the seeds
+when it needs it.
 Security model: the dealer knows every secret it generates and must be trusted not to reveal
 them or reuse items; each (seed, tag) pair is used once because counters only increase.
 """
@@ -30,7 +31,7 @@ import numpy as np
 from mpc.algebra import Algebra
 from mpc.bitpack import planes_value, unpack_plane
 from mpc.protocols.base import Need, Shape, SharingScheme
-from mpc.protocols.comparison import mask_shapes
+from mpc.protocols.comparison import mask_monomials, mask_shapes
 from mpc.rng import Prg, Tag
 
 _COMPONENTS: dict[str, tuple[str, ...]] = {
@@ -40,7 +41,7 @@ _COMPONENTS: dict[str, tuple[str, ...]] = {
     "mask": ("a",),
     "masked_matrix": ("b", "c"),
     # XOR-shared (boolean) components first, then the ring components derived from them.
-    "compare": ("mask_bits", "and_a", "and_b", "dabit_bits", "and_c", "mask", "dabit"),
+    "compare": ("mask_bits", "and_masks", "dabit_bits", "and_monomials", "mask", "dabit"),
 }
 _NEED_OF_KIND = {
     "triple": Need.TRIPLES,
@@ -50,9 +51,9 @@ _NEED_OF_KIND = {
     "masked_matrix": Need.MATRIX_TRIPLES,
     "compare": Need.COMPARISON_MASKS,
 }
-_DERIVED = {"c", "r_shifted", "and_c", "mask", "dabit"}
+_DERIVED = {"c", "r_shifted", "and_monomials", "mask", "dabit"}
 #: Components that are XOR shares of packed bit planes (all others are shares in the algebra).
-_XOR = {"mask_bits", "and_a", "and_b", "and_c", "dabit_bits"}
+_XOR = {"mask_bits", "and_masks", "and_monomials", "dabit_bits"}
 
 
 WireStream = tuple[str, list[list[int]], int, int, int]
@@ -142,10 +143,11 @@ def derive_secret(
     secrets: dict[str, np.ndarray],
 ) -> np.ndarray:
     """The value of a derived component: c = a*b, C = A@B, r' = floor(r_s / 2^bits), or for a
-    comparison mask the AND triples' c = a & b and the ring values of the mask and daBit bits."""
+    comparison mask the products of the tree masks and the ring values of the mask and daBit
+    bits."""
     if stream.kind == "compare":
-        if component == "and_c":
-            return np.asarray(np.bitwise_and(secrets["and_a"], secrets["and_b"]))
+        if component == "and_monomials":
+            return mask_monomials(secrets["and_masks"])
         (count,) = stream.shapes[0]
         if component == "mask":
             return planes_value(secrets["mask_bits"], count)

@@ -6,12 +6,12 @@ over a fixed-point `Secret` (the same shape in, fixed point out), their plaintex
 error), and the fixed-point helpers they share.
 
   name              rounds  ltz/element  max |error| vs expit: bound, and measured (secure)
-  piecewise           10        2        0.0561 for every z;   0.05605 on 8001 points of [-40, 40]
+  piecewise            7        2        0.0561 for every z;   0.05605 on 8001 points of [-40, 40]
   poly                 8        0        0.1035 on [-12, 12];  0.10320 on 20001 points
                                          (diverges outside)
-  accurate            34        1        7e-4 for |z| <= 112;  4.3e-4 to 4.5e-4 on 20001 points
+  accurate            31        1        7e-4 for |z| <= 112;  4.3e-4 to 4.5e-4 on 20001 points
                                          (wrong beyond)
-  accurate-clamped    34        3        7e-4 for every z;     2.9e-4 on 6001 points of [-200, 200]
+  accurate-clamped    31        3        7e-4 for every z;     2.9e-4 on 6001 points of [-200, 200]
 
   piecewise:  clip(0.5 + 0.17707 z, 0, 1)
   poly:       0.5 + t (1.773046 - 3.133729 t^2 + 1.960132 t^4), t = z / 12
@@ -160,11 +160,11 @@ def _flat(z: Secret) -> tuple[Secret, tuple[int, ...]]:
 
 # ---- the approximations -------------------------------------------------------------------------
 def sigmoid_piecewise(z: Secret) -> Secret:
-    """clip(0.5 + a z, 0, 1) with a = 0.17707: max error 0.0561 for every real z (10 rounds).
+    """clip(0.5 + a z, 0, 1) with a = 0.17707: max error 0.0561 for every real z (7 rounds).
 
     Piecewise-linear ("hard") sigmoid as in SecureML (Mohassel & Zhang, IEEE S&P 2017, sect. 4.1,
     which uses slope 1 on [-1/2, 1/2]); the slope here minimises the max error (PIECEWISE_SLOPE).
-    u = 0.5 + a z (1 round); both clip comparisons in one `ltz` call on [u, 1 - u] (8 rounds):
+    u = 0.5 + a z (1 round); both clip comparisons in one `ltz` call on [u, 1 - u] (5 rounds):
     b0 = [u < 0], b1 = [u > 1]; then result = u - b0 u + b1 (1 - u), one product of the 0/1
     integers with [u, 1 - u] (integer times fixed point needs no truncation, 1 round).
     """
@@ -234,10 +234,10 @@ def _reciprocal_1_2(e: Secret) -> Secret:
 
 
 def sigmoid_accurate(z: Secret, clamp: float | None = None) -> Secret:
-    """1 / (1 + exp(-|z|)), mirrored for z < 0: max error 7e-4 for |z| <= 112 (34 rounds).
+    """1 / (1 + exp(-|z|)), mirrored for z < 0: max error 7e-4 for |z| <= 112 (31 rounds).
 
     Following CrypTen's "reciprocal" sigmoid (Knott et al., NeurIPS 2021, sect. 4.1): the sign
-    s = ltz(z) (8 rounds); |z| = (1 - 2s) z (1 round, no truncation); u = |z| / 64 (1 round);
+    s = ltz(z) (5 rounds); |z| = (1 - 2s) z (1 round, no truncation); u = |z| / 64 (1 round);
     e = exp(-|z|) = (1 - u + u^2/2)^64 (`_exp_neg`, 14 rounds); y = 1 / (1 + e) by Newton
     (`_reciprocal_1_2`, 9 rounds); result y + s (1 - 2y) (1 round). Error: 5.6e-5 from the Taylor
     part, the rest from fixed point (+-1 ulp per truncation, doubled by each squaring near e = 1).

@@ -82,7 +82,7 @@ class AdditiveBeaver(BeaverMultiplication):
     algebra = RING64
 
     def less_than_zero(self, x: np.ndarray) -> np.ndarray:
-        """Exact sign bit; see `mpc.protocols.comparison`. Eight rounds."""
+        """Exact sign bit; see `mpc.protocols.comparison`. Five rounds."""
         return less_than_zero(self, x)
 
     @classmethod

@@ -44,9 +44,8 @@ class ComparisonMask(NamedTuple):
 
     mask: np.ndarray  # (N,) ring shares of r = sum_i 2^i r_i
     mask_bits: np.ndarray  # (64, W) XOR shares of the bit planes r_i
-    and_a: np.ndarray  # (G, W) XOR shares of AND triples: and_c = and_a & and_b
-    and_b: np.ndarray
-    and_c: np.ndarray
+    and_masks: np.ndarray  # (147, W) XOR shares of the masks of the tree's AND inputs
+    and_monomials: np.ndarray  # (462, W) XOR shares of the products of those masks
     dabit_bits: np.ndarray  # (W,) XOR shares of random bits s
     dabit: np.ndarray  # (N,) ring shares of the same bits s
 

@@ -1,7 +1,8 @@
 """Exact comparison with zero for additive sharing over Z_2^64: the sign bit of a shared value.
 
 Responsibility: `less_than_zero(protocol, x)` from the protocol's share API and a dealer's
-`ComparisonMask`, plus the shapes of that mask (`mask_shapes`, used by dealers).
+`ComparisonMask`, plus what a dealer needs to make that mask (`mask_shapes`,
+`mask_monomials`).
 
 Protocol (bit decomposition of a dealer mask: Damgård, Fitzi, Kiltz, Nielsen & Toft, TCC 2006,
 with the carry formulation of Nishide & Ohta, PKC 2007; the boolean part on XOR shares as in
@@ -10,20 +11,26 @@ ABY, Demmler, Schneider & Zohner, NDSS 2015, and ABY3, Mohassel & Rindal, CCS 20
   2. open c = x + r (uniform, so it reveals nothing about x);                          1 round
   3. x = c - r mod 2^64, so msb(x) = c_63 ^ r_63 ^ [c' < r'], c' and r' the low 63 bits;
   4. [c' < r'] from the bitwise pairs lt_i = ~c_i & r_i, eq_i = ~c_i ^ r_i (local, c is public),
-     combined in a binary tree (lt, eq) = (lt_hi ^ eq_hi & lt_lo, eq_hi & eq_lo) as in Garay,
-     Schoenmakers & Villegas (PKC 2007), with GMW AND gates (`mpc.protocols.gmw`);    6 rounds
+     combined in a tree of fan-in 4 (Garay, Schoenmakers & Villegas, PKC 2007, with fan-in 2):
+     for children 3 (most significant) to 0,
+       lt = lt3 ^ eq3 lt2 ^ eq3 eq2 lt1 ^ eq3 eq2 eq1 lt0,   eq = eq3 eq2 eq1 eq0
+     (the terms are exclusive, so XOR is OR); each level's products of up to four bits take
+     one round (`mpc.protocols.gmw.and_products`), 64 leaves -> 16 -> 4 -> 1;      3 rounds
   5. the XOR with c_63 ^ r_63 is local; the bit goes to the ring with a daBit.          1 round
-Eight rounds in all. The bits are packed 64 elements per word, so the 125 AND gates per element
-cost 125 * 2 bits of traffic per peer (about 31 bytes) instead of 125 ring products (4 KB),
-and the dealer sends about 4 words per element (ring shares of r and of the daBit, the AND
-triples' c) instead of 64.
+Five rounds in all. The bits are packed 64 elements per word: a party sends about 8 + 18 bytes
+per element to each peer (c, then the 147 masked tree inputs of 64 elements), and the dealer
+sends about 9 words per element (ring shares of r and of the daBit, and its shares of the 462
+rows of mask products of the tree, per 64 elements).
 The result is exact for every x (no failure probability, unlike truncation).
-Security model: semi-honest, as the additive protocol; the dealer knows r, the triples and
-the daBits. Every opened value (c, the AND gates' e and d, v) is masked by fresh uniform dealer
+Security model: semi-honest, as the additive protocol; the dealer knows r, the tree masks and
+the daBits. Every opened value (c, the tree inputs, v) is masked by fresh uniform dealer
 randomness, so a party's view is independent of x.
 """
 
 from __future__ import annotations
+
+from functools import lru_cache
+from itertools import combinations
 
 import numpy as np
 
@@ -31,22 +38,37 @@ from mpc.algebra import RING64
 from mpc.bitpack import WORD_BITS, pack_planes, words_for
 from mpc.errors import UnsupportedOperationError
 from mpc.protocols.base import ComparisonMask, Need, Protocol, Shape
-from mpc.protocols.gmw import ALL_ONES, AndTriples, and_gates, bits_to_ring, xor_public
+from mpc.protocols.gmw import ALL_ONES, and_products, bits_to_ring, xor_public
 
 _LOW = WORD_BITS - 1  # positions 0..62 form c' and r'
-_LEAVES = WORD_BITS  # 63 positions and one neutral pad: a power of two
-#: AND rows of the tree: 2 per pair on every level but the last, which needs only lt.
-TREE_AND_ROWS = 2 * (_LEAVES // 2 + _LEAVES // 4 + _LEAVES // 8 + _LEAVES // 16 + 2) + 1
+_FAN_IN = 4
+#: Groups of 4 children per tree level: 64 leaves (63 positions and a neutral pad) -> 16 -> 4 -> 1.
+_GROUPS = (16, 4, 1)
+# The variables of a group: eq of children 3..0 and lt of children 2..0 (lt3 enters linearly).
+_E3, _E2, _E1, _E0, _L2, _L1, _L0 = range(7)
+_VARIABLES = 7
+_PRODUCTS = [(_E3, _L2), (_E3, _E2, _L1), (_E3, _E2, _E1, _L0), (_E3, _E2, _E1, _E0)]
+#: Every set of two or more variables some product multiplies: the dealer deals their masks'
+#: products.
+_MONOMIALS = sorted(
+    {frozenset(s) for p in _PRODUCTS for k in range(2, len(p) + 1) for s in combinations(p, k)},
+    key=lambda s: (len(s), sorted(s)),
+)
+MASK_ROWS = _VARIABLES * sum(_GROUPS)
+MONOMIAL_ROWS = len(_MONOMIALS) * sum(_GROUPS)
 
 
-def _bit_reversed(k: int, width: int = 6) -> int:
-    return int(f"{k:0{width}b}"[::-1], 2)
+def _digits_reversed(k: int) -> int:
+    d0, d1, d2 = k % 4, k // 4 % 4, k // 16
+    return d0 * 16 + d1 * 4 + d2
 
 
-# Leaf row k holds significance rank bitrev(k) (rank 0 = bit 62, rank 62 = bit 0, rank 63 = the
-# neutral pad). With this order the two halves of every tree level are contiguous blocks of
-# rows: row j pairs with row j + m/2, which holds the next less significant range.
-_LEAF_POSITIONS = [_LOW - 1 - _bit_reversed(k) for k in range(_LEAVES - 1)]
+# Leaf row r holds significance rank s = r with its base-4 digits reversed (s = 63 is bit 62,
+# s = 0 the neutral pad). With this order the children of every tree level are contiguous
+# blocks: child k of group g is row k * G + g, and child 3 covers the most significant range.
+_LEAF_RANKS = [_digits_reversed(r) for r in range(WORD_BITS)]
+_LEAF_POSITIONS = [s - 1 for s in _LEAF_RANKS if s > 0]
+_PAD_ROW = _LEAF_RANKS.index(0)
 
 
 def mask_shapes(count: int, bits: int = WORD_BITS) -> dict[str, Shape]:
@@ -57,12 +79,35 @@ def mask_shapes(count: int, bits: int = WORD_BITS) -> dict[str, Shape]:
     return {
         "mask": (count,),
         "mask_bits": (WORD_BITS, words),
-        "and_a": (TREE_AND_ROWS, words),
-        "and_b": (TREE_AND_ROWS, words),
-        "and_c": (TREE_AND_ROWS, words),
+        "and_masks": (MASK_ROWS, words),
+        "and_monomials": (MONOMIAL_ROWS, words),
         "dabit_bits": (words,),
         "dabit": (count,),
     }
+
+
+@lru_cache(maxsize=1)
+def _monomial_index() -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per monomial size k: (rows of and_monomials, (rows, k) rows of and_masks to AND)."""
+    by_size: dict[int, tuple[list[int], list[list[int]]]] = {}
+    mask_base = monomial_base = 0
+    for groups in _GROUPS:
+        for m, monomial in enumerate(_MONOMIALS):
+            rows, sources = by_size.setdefault(len(monomial), ([], []))
+            for g in range(groups):
+                rows.append(monomial_base + m * groups + g)
+                sources.append([mask_base + v * groups + g for v in sorted(monomial)])
+        mask_base += _VARIABLES * groups
+        monomial_base += len(_MONOMIALS) * groups
+    return [(np.array(rows), np.array(sources)) for rows, sources in by_size.values()]
+
+
+def mask_monomials(and_masks: np.ndarray) -> np.ndarray:
+    """Dealer side: the products (AND) of the tree masks that `less_than_zero` consumes."""
+    out = np.zeros((MONOMIAL_ROWS, and_masks.shape[1]), dtype=np.uint64)
+    for rows, sources in _monomial_index():
+        out[rows] = np.bitwise_and.reduce(and_masks[sources], axis=1)
+    return out
 
 
 def less_than_zero(protocol: Protocol, x: np.ndarray) -> np.ndarray:
@@ -80,26 +125,30 @@ def less_than_zero(protocol: Protocol, x: np.ndarray) -> np.ndarray:
     c_planes = pack_planes(c)  # (64, W)
     words = c_planes.shape[1]
 
-    not_c = ~c_planes[_LEAF_POSITIONS]
-    r = mask.mask_bits[_LEAF_POSITIONS]
     # Leaves: lt_i = [c_i < r_i] = ~c_i & r_i and eq_i = [c_i == r_i] = ~c_i ^ r_i, local because
-    # c is public; the pad row is (lt, eq) = (0, 1).
-    pad = np.zeros((1, words), dtype=np.uint64)
-    lt = np.concatenate([r & not_c, pad])
-    eq = np.concatenate([xor_public(protocol, r, not_c), xor_public(protocol, pad, ALL_ONES)])
-    triples = AndTriples(mask.and_a, mask.and_b, mask.and_c)
-    while len(lt) > 1:
-        half = len(lt) // 2
-        if half == 1:  # last level: only lt is needed
-            lt = lt[:1] ^ and_gates(protocol, eq[:1], lt[1:], triples.take(1))
-            break
-        products = and_gates(
-            protocol,
-            np.concatenate([eq[:half], eq[:half]]),
-            np.concatenate([lt[half:], eq[half:]]),
-            triples.take(2 * half),
-        )
-        lt = lt[:half] ^ products[:half]
-        eq = products[half:]
+    # c is public; the pad row is (lt, eq) = (0, 1), neutral on either side of a combination.
+    lt = np.zeros((WORD_BITS, words), dtype=np.uint64)
+    eq = np.zeros((WORD_BITS, words), dtype=np.uint64)
+    real = [r for r in range(WORD_BITS) if r != _PAD_ROW]
+    not_c = ~c_planes[_LEAF_POSITIONS]
+    r_bits = mask.mask_bits[_LEAF_POSITIONS]
+    lt[real] = r_bits & not_c
+    eq[real] = xor_public(protocol, r_bits, not_c)
+    eq[_PAD_ROW] = xor_public(protocol, eq[_PAD_ROW], ALL_ONES)
+
+    mask_base = monomial_base = 0
+    for groups in _GROUPS:
+        n_masks, n_monomials = _VARIABLES * groups, len(_MONOMIALS) * groups
+        masks = mask.and_masks[mask_base : mask_base + n_masks].reshape(_VARIABLES, groups, words)
+        rows = mask.and_monomials[monomial_base : monomial_base + n_monomials]
+        monomials = {s: rows[m * groups : (m + 1) * groups] for m, s in enumerate(_MONOMIALS)}
+        mask_base += n_masks
+        monomial_base += n_monomials
+        e = eq.reshape(_FAN_IN, groups, words)
+        t = lt.reshape(_FAN_IN, groups, words)
+        variables = np.stack([e[3], e[2], e[1], e[0], t[2], t[1], t[0]])
+        p1, p2, p3, p4 = and_products(protocol, variables, masks, monomials, _PRODUCTS)
+        lt = t[3] ^ p1 ^ p2 ^ p3
+        eq = p4
     msb = xor_public(protocol, lt[0] ^ mask.mask_bits[_LOW], c_planes[_LOW])
     return bits_to_ring(protocol, msb, mask.dabit_bits, mask.dabit, size).reshape(shape)

@@ -3,12 +3,13 @@
 Responsibility: the boolean sub-protocol that comparisons run on. A shared bit vector is held
 as bit planes packed 64 elements per uint64 word (`mpc.bitpack`): x = x_0 ^ ... ^ x_{n-1}. XOR
 and NOT are local (a public constant is XORed in by rank 0 only); an AND gate takes one round.
-Packing makes a gate on 64 elements one word operation and one bit of traffic each.
+Packing makes a gate on 64 elements one word operation and one bit of traffic per input.
 
 Protocols:
   - AND gates: the GMW protocol (Goldreich, Micali & Wigderson, STOC 1987) with Beaver triples
-    over GF(2) (Beaver, CRYPTO 1991): open e = x ^ a and d = y ^ b in one round, then
-    z = c ^ (e & b) ^ (d & a) ^ (e & d), the public e & d XORed in once.
+    over GF(2) (Beaver, CRYPTO 1991), generalised to products of several inputs in one round
+    (`and_products`): open e_v = x_v ^ a_v for every input once, then combine the public e_v
+    with the dealer's shares of the products of the masks a_v (ABY2.0's multi-input gates).
   - Boolean to arithmetic: with a dealer "daBit" s, XOR-shared and shared in the ring (Rotaru &
     Wood, "MArBled circuits", INDOCRYPT 2019), open v = x ^ s (uniform, one round), then
     [x] = v + [s] - 2 v [s], linear in [s] because v is public.
@@ -18,6 +19,8 @@ dealer bit, so it is independent of the inputs.
 """
 
 from __future__ import annotations
+
+from itertools import combinations
 
 import numpy as np
 
@@ -49,39 +52,46 @@ def xor_public(protocol: Protocol, share: np.ndarray, constant: np.ndarray) -> n
     return np.bitwise_xor(share, constant) if protocol.rank == 0 else share
 
 
-def and_gates(
+def and_products(
     protocol: Protocol,
-    x: np.ndarray,
-    y: np.ndarray,
-    triple: tuple[np.ndarray, np.ndarray, np.ndarray],
-) -> np.ndarray:
-    """Shares of x & y for XOR-shared word arrays of equal shape. One round."""
-    a, b, c = triple
-    if not x.shape == y.shape == a.shape:
-        raise ValueError(f"AND gates on shapes {x.shape}, {y.shape} with triples of {a.shape}")
-    opened = open_xor(protocol, np.concatenate([x ^ a, y ^ b]))
-    e, d = opened[: len(x)], opened[len(x) :]
-    z = c ^ (e & b) ^ (d & a)
-    return xor_public(protocol, z, e & d)
+    variables: np.ndarray,
+    masks: np.ndarray,
+    monomials: dict[frozenset[int], np.ndarray],
+    products: list[tuple[int, ...]],
+) -> list[np.ndarray]:
+    """Shares of several products of XOR-shared variables, all in one round.
+
+    `variables` has shape (V, G, W): V shared variables of G rows of words each; `masks` the
+    dealer's masks a_v (same shape) and `monomials[S]` its shares of the product of the masks
+    a_v, v in S, for every S of two or more variables that a product needs. A product (a tuple
+    of variable indexes) is prod_v (e_v ^ a_v) = XOR over subsets S of
+    (AND of the public e_v, v not in S) & a_S, with e_v = x_v ^ a_v opened once for all
+    products: multi-input AND gates with preprocessed mask products as in ABY2.0 (Patra,
+    Schneider, Suresh & Yalame, USENIX Security 2021), here with XOR-shared masks.
+    """
+    if variables.shape != masks.shape:
+        raise ValueError(f"variables of shape {variables.shape} with masks of {masks.shape}")
+    opened = open_xor(protocol, variables ^ masks)
+    out = []
+    for product in products:
+        # The term of the empty subset is public (the AND of every e_v): rank 0 holds it.
+        acc = _and_all([opened[v] for v in product])
+        if protocol.rank != 0:
+            acc[...] = 0
+        for size in range(1, len(product) + 1):
+            for subset in combinations(product, size):
+                shared = masks[subset[0]] if size == 1 else monomials[frozenset(subset)]
+                public = [opened[v] for v in product if v not in subset]
+                np.bitwise_xor(acc, _and_all(public) & shared if public else shared, out=acc)
+        out.append(acc)
+    return out
 
 
-class AndTriples:
-    """Rows of a dealer's (G, W) AND triples, handed out in order; each row is used once."""
-
-    def __init__(self, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> None:
-        self._a, self._b, self._c = a, b, c
-        self._next = 0
-
-    def take(self, rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        start, stop = self._next, self._next + rows
-        if stop > len(self._a):
-            raise ValueError(f"AND triples exhausted: {stop} rows asked, {len(self._a)} dealt")
-        self._next = stop
-        return self._a[start:stop], self._b[start:stop], self._c[start:stop]
-
-    @property
-    def unused(self) -> int:
-        return len(self._a) - self._next
+def _and_all(words: list[np.ndarray]) -> np.ndarray:
+    out = np.array(words[0], copy=True)
+    for w in words[1:]:
+        np.bitwise_and(out, w, out=out)
+    return out
 
 
 def bits_to_ring(
