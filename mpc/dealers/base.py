@@ -74,6 +74,7 @@ class DealerClient:
         self._batch: dict[Stream, int] = {}
         self._cache: dict[Stream, deque[list[np.ndarray]]] = {}
         self._ahead: dict[Stream, tuple[int, int, Callable[[], Items]]] = {}
+        self._plans: dict[Stream, tuple[bool, ...]] = {}
         self.items_used = 0
         self.correction_fetches = 0
         self.epoch = 0
@@ -82,7 +83,15 @@ class DealerClient:
         """Start the items of run `epoch` (counters from 0); drop other runs' leftovers."""
         self.epoch = epoch
         self._expander.keep_epoch(epoch)
-        for table in (self._counters, self._fetched_until, self._batch, self._cache, self._ahead):
+        tables = (
+            self._counters,
+            self._fetched_until,
+            self._batch,
+            self._cache,
+            self._ahead,
+            self._plans,
+        )
+        for table in tables:
             for stream in [s for s in table if s.epoch != epoch]:
                 del table[stream]
 
@@ -90,8 +99,17 @@ class DealerClient:
     def provides(self) -> frozenset[Need]:
         return self._provides
 
+    def _own_components(self, stream: Stream) -> tuple[bool, ...]:
+        """Per component of `stream`: True if this party draws it from its seed, False if
+        the dealer sends it (cached: this is on the path of every small operation)."""
+        plan = self._plans.get(stream)
+        if plan is None:
+            plan = tuple(self.rank < seeded_prefix(self.scheme, c) for c in stream.components)
+            self._plans[stream] = plan
+        return plan
+
     def _needs_corrections(self, stream: Stream) -> bool:
-        return any(self.rank >= seeded_prefix(self.scheme, c) for c in stream.components)
+        return not all(self._own_components(stream))
 
     def prefetch(self, stream: Stream, count: int) -> None:
         """Fetch the corrections of the next `count` items of `stream` now (offline phase).
@@ -135,14 +153,11 @@ class DealerClient:
                 self._refill(stream, counter)
                 cache = self._cache[stream]
             corrections.extend(cache.popleft())
-        out = []
-        own = self._expander.item(stream, counter)
-        for component in stream.components:
-            if self.rank < seeded_prefix(self.scheme, component):
-                out.append(own[component])
-            else:
-                out.append(corrections.popleft())
-        return out
+        seeded = self._expander.item(stream, counter)
+        return [
+            seeded[component] if own else corrections.popleft()
+            for component, own in zip(stream.components, self._own_components(stream), strict=True)
+        ]
 
     def _next_batch(self, stream: Stream) -> int:
         cap = max(1, self._max_batch_elements // max(1, stream.item_elements()))
