@@ -64,7 +64,7 @@ from mpc.ml.sigmoid import (
     sigmoid,
     sigmoid_plain,
 )
-from mpc.program import PartyContext, Secret
+from mpc.program import MaskedMatrix, PartyContext, Secret
 from mpc.protocols.base import Protocol
 from mpc.rng import Prg
 
@@ -429,19 +429,23 @@ class LogisticRegression:
         w = ctx.constant(np.zeros(width))
         decay = self.decay(width)
         full = self.batch_size is None or self.batch_size >= n
-        # The design matrix (or batch) is opened once under a dealer mask, with its first
-        # product, and reused by the other products (X @ w and X^T @ residual; every epoch with
-        # full batches) instead of being opened for each of them.
+        # Full batch: the design matrix is opened once under a dealer mask, with its first
+        # product, and reused by both products of every epoch (X @ w and X^T @ residual).
+        # Mini-batches are multiplied plainly: each batch's mask would be a new dealer stream
+        # (one blocking dealer call per batch), which measured slower than opening it twice.
         full_x = design.masked() if full else None
         history: list[EpochRecord] = []
         for epoch in range(1, self.epochs + 1):
             epoch_start = time.perf_counter()
             loss_sum: Secret | None = None
             for rows in self.batches(n, epoch):
+                xb: Secret | MaskedMatrix
+                xbt: Secret | MaskedMatrix
                 if full_x is not None:
-                    xb, yb = full_x, labels
+                    xb, xbt, yb = full_x, full_x.T, labels
                 else:
-                    xb, yb = design[rows].masked(), labels[rows]
+                    xb, yb = design[rows], labels[rows]
+                    xbt = xb.T
                 with ctx.channel.operation("logreg.forward"):
                     z = xb @ w
                 p = sigmoid(z, self.sigmoid)
@@ -451,7 +455,7 @@ class LogisticRegression:
                         part = mul(residual, residual).sum()
                     loss_sum = part if loss_sum is None else loss_sum + part
                 with ctx.channel.operation("logreg.gradient"):
-                    grad_sum = xb.T @ residual
+                    grad_sum = xbt @ residual
                 with ctx.channel.operation("logreg.update"):
                     w = w - _combine(
                         [(grad_sum, self.learning_rate / len(rows)), (w, decay)],
