@@ -25,8 +25,23 @@ def words_for(count: int) -> int:
     return (count + WORD_BITS - 1) // WORD_BITS
 
 
-def _as_u64(little_endian_bytes: npt.NDArray[np.uint8]) -> U64Array:
-    return np.ascontiguousarray(little_endian_bytes).view(_LE_U64).astype(np.uint64, copy=False)
+# Masks of the 64 x 64 bit-matrix transpose (Hacker's Delight, 2nd ed., sect. 7-3), for each
+# block size j: the low j bits of every 2j-bit group.
+_TRANSPOSE_STEPS = tuple(
+    (j, np.uint64(int(("0" * j + "1" * j) * (32 // j), 2))) for j in (32, 16, 8, 4, 2, 1)
+)
+
+
+def _transpose_blocks(rows: U64Array) -> U64Array:
+    """Transpose the 64 x 64 bit matrix of every block, in place: `rows` has shape (B, 64) and
+    bit i of row j moves to bit j of row i (bit 0 = least significant)."""
+    for j, mask in _TRANSPOSE_STEPS:
+        pairs = rows.reshape(len(rows), WORD_BITS // (2 * j), 2, j)
+        low, high = pairs[:, :, 0, :], pairs[:, :, 1, :]
+        swap = ((low >> np.uint64(j)) ^ high) & mask
+        high ^= swap
+        low ^= swap << np.uint64(j)
+    return rows
 
 
 def pack_planes(values: U64Array, planes: int = WORD_BITS) -> U64Array:
@@ -36,12 +51,9 @@ def pack_planes(values: U64Array, planes: int = WORD_BITS) -> U64Array:
     if not 1 <= planes <= WORD_BITS:
         raise ValueError(f"planes must be in 1..{WORD_BITS}, got {planes}")
     words = words_for(values.size)
-    padded = np.zeros(words * WORD_BITS, dtype=_LE_U64)
-    padded[: values.size] = values
-    # (elements, 64) bits, column i = bit i of the element; then planes first.
-    bits = np.unpackbits(padded.view(np.uint8).reshape(-1, 8), axis=1, bitorder="little")
-    packed = np.packbits(bits[:, :planes].T, axis=1, bitorder="little")  # (planes, words * 8)
-    return _as_u64(packed).reshape(planes, words)
+    blocks = np.zeros((words, WORD_BITS), dtype=np.uint64)
+    blocks.reshape(-1)[: values.size] = values
+    return np.ascontiguousarray(_transpose_blocks(blocks).T[:planes])
 
 
 def unpack_plane(words: U64Array, count: int) -> U64Array:
@@ -52,13 +64,12 @@ def unpack_plane(words: U64Array, count: int) -> U64Array:
 
 def planes_value(planes: U64Array, count: int) -> U64Array:
     """The values sum_i 2^i * plane_i of `count` elements, from planes of shape (k, W), k <= 64."""
-    k = planes.shape[0]
+    k, words = planes.shape
     if not 1 <= k <= WORD_BITS:
         raise ValueError(f"expected 1..{WORD_BITS} planes, got {k}")
-    bits = np.unpackbits(_as_bytes(planes).reshape(k, -1), axis=1, bitorder="little")
-    per_element = np.zeros((count, WORD_BITS), dtype=np.uint8)
-    per_element[:, :k] = bits[:, :count].T
-    return _as_u64(np.packbits(per_element, axis=1, bitorder="little")).reshape(count)
+    blocks = np.zeros((words, WORD_BITS), dtype=np.uint64)
+    blocks[:, :k] = planes.T
+    return _transpose_blocks(blocks).reshape(-1)[:count].copy()
 
 
 def _as_bytes(words: U64Array) -> npt.NDArray[np.uint8]:

@@ -47,12 +47,17 @@ _GROUPS = (16, 4, 1)
 # The variables of a group: eq of children 3..0 and lt of children 2..0 (lt3 enters linearly).
 _E3, _E2, _E1, _E0, _L2, _L1, _L0 = range(7)
 _VARIABLES = 7
-_PRODUCTS = [(_E3, _L2), (_E3, _E2, _L1), (_E3, _E2, _E1, _L0), (_E3, _E2, _E1, _E0)]
-#: Every set of two or more variables some product multiplies: the dealer deals their masks'
-#: products.
-_MONOMIALS = sorted(
-    {frozenset(s) for p in _PRODUCTS for k in range(2, len(p) + 1) for s in combinations(p, k)},
-    key=lambda s: (len(s), sorted(s)),
+_PRODUCTS = tuple(
+    tuple(sorted(p))
+    for p in [(_E3, _L2), (_E3, _E2, _L1), (_E3, _E2, _E1, _L0), (_E3, _E2, _E1, _E0)]
+)
+#: Every set of two or more variables some product multiplies (sorted tuples): the dealer
+#: deals their masks' products.
+_MONOMIALS = tuple(
+    sorted(
+        {s for p in _PRODUCTS for k in range(2, len(p) + 1) for s in combinations(p, k)},
+        key=lambda s: (len(s), s),
+    )
 )
 MASK_ROWS = _VARIABLES * sum(_GROUPS)
 MONOMIAL_ROWS = len(_MONOMIALS) * sum(_GROUPS)
@@ -96,7 +101,7 @@ def _monomial_index() -> list[tuple[np.ndarray, np.ndarray]]:
             rows, sources = by_size.setdefault(len(monomial), ([], []))
             for g in range(groups):
                 rows.append(monomial_base + m * groups + g)
-                sources.append([mask_base + v * groups + g for v in sorted(monomial)])
+                sources.append([mask_base + v * groups + g for v in monomial])
         mask_base += _VARIABLES * groups
         monomial_base += len(_MONOMIALS) * groups
     return [(np.array(rows), np.array(sources)) for rows, sources in by_size.values()]
@@ -140,14 +145,15 @@ def less_than_zero(protocol: Protocol, x: np.ndarray) -> np.ndarray:
     for groups in _GROUPS:
         n_masks, n_monomials = _VARIABLES * groups, len(_MONOMIALS) * groups
         masks = mask.and_masks[mask_base : mask_base + n_masks].reshape(_VARIABLES, groups, words)
-        rows = mask.and_monomials[monomial_base : monomial_base + n_monomials]
-        monomials = {s: rows[m * groups : (m + 1) * groups] for m, s in enumerate(_MONOMIALS)}
+        monomials = mask.and_monomials[monomial_base : monomial_base + n_monomials].reshape(
+            len(_MONOMIALS), groups, words
+        )
         mask_base += n_masks
         monomial_base += n_monomials
         e = eq.reshape(_FAN_IN, groups, words)
         t = lt.reshape(_FAN_IN, groups, words)
         variables = np.stack([e[3], e[2], e[1], e[0], t[2], t[1], t[0]])
-        p1, p2, p3, p4 = and_products(protocol, variables, masks, monomials, _PRODUCTS)
+        p1, p2, p3, p4 = and_products(protocol, variables, masks, monomials, _MONOMIALS, _PRODUCTS)
         lt = t[3] ^ p1 ^ p2 ^ p3
         eq = p4
     msb = xor_public(protocol, lt[0] ^ mask.mask_bits[_LOW], c_planes[_LOW])
