@@ -1,9 +1,11 @@
 """Latency (and bulk throughput) of the TCP transport: 3 party processes on loopback.
 
-A full-mesh round is: every party sends a 16-byte array to each of its two peers, then waits for
-both peers' arrays. The script prints the mean time per round over `--rounds` rounds, encrypted
-and plaintext, beside a plain asyncio TCP ping-pong (16 bytes there and back between two
-processes) measured in the same run, and the time to move 8 MB arrays from one party to another.
+A full-mesh round is: every party sends a 16-byte array to each of its two peers and waits for
+both peers' arrays, through `TcpTransport.exchange` as the party runtime does (or `send` then
+`recv` where the transport has no `exchange`, e.g. older checkouts, for A/B comparisons). The
+script prints the mean time per round over `--rounds` rounds, encrypted and plaintext, beside a
+plain asyncio TCP ping-pong (16 bytes there and back between two processes) measured in the same
+run, and the time to move 8 MB arrays from one party to another.
 
 Run: python benchmarks/tcp_roundtrip.py [--rounds 2000]
 """
@@ -50,9 +52,15 @@ def _party(rank: int, encrypt: bool, rounds: int, pipe: Connection) -> None:
     peers = [p for p in range(len(NAMES)) if p != rank]
     message = np.zeros(2, dtype=np.uint64)  # 16 bytes
 
+    exchange = getattr(transport, "exchange", None)
+
     def rounds_of(run: int, count: int) -> float:
         start = time.perf_counter()
+        outgoing = dict.fromkeys(peers, message)
         for r in range(count):
+            if exchange is not None:
+                exchange((run, r), outgoing, peers, 30.0)
+                continue
             for p in peers:
                 transport.send(p, (run, r), message)
             for p in peers:

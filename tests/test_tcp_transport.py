@@ -6,6 +6,7 @@ import contextlib
 import os
 import socket
 import stat
+import struct
 import threading
 import time
 import warnings
@@ -562,43 +563,147 @@ def test_recv_times_out(mesh: list[TcpTransport]) -> None:
 def test_framing_round_trip_and_validation() -> None:
     array = np.arange(6, dtype=np.int64).reshape(2, 3)
     header, payload = framing.encode_data((1, 2, 3), array)
+    assert len(header) == framing.data_header_size(3, 2)
     parsed = framing.parse_header(header)
     assert parsed.tag == (1, 2, 3) and parsed.shape == (2, 3) and parsed.nbytes == 48
+    assert parsed.dtype == "<i8"
     np.testing.assert_array_equal(framing.decode_array(parsed, payload), array)
-    bufs = framing.frame_buffers(header, payload)
-    assert int.from_bytes(bufs[0], "big") == len(header)
+    bufs = framing.frame_buffers(header, payload)  # a small payload is part of the first record
+    assert int.from_bytes(bufs[0], "big") == len(header) + 48
+    big = np.zeros(framing.INLINE_MAX // 8 + 1, dtype=np.uint64)
+    big_header, big_payload = framing.encode_data((), big)
+    assert int.from_bytes(framing.frame_buffers(big_header, big_payload)[0], "big") == len(
+        big_header
+    )
+    zero_d = framing.parse_header(framing.encode_data((), np.array(-7, dtype=np.int64))[0])
+    assert zero_d.shape == () and zero_d.nbytes == 8 and zero_d.tag == ()
 
-    def bad(**fields: object) -> bytes:
-        base: dict[str, object] = {"k": "data", "t": [1], "d": "<i8", "s": [2, 3], "n": 48}
-        base.update(fields)
-        packed: bytes = msgpack.packb(base)
-        return packed
+    def bad(
+        code: int = 1, tag: tuple[int, ...] = (1,), shape: tuple[int, ...] = (2, 3), zero: int = 0
+    ) -> bytes:
+        fmt = f"<BBBBI{len(tag)}q{len(shape)}Q"
+        return struct.pack(fmt, 1, code, len(tag), len(shape), zero, *tag, *shape)
 
     for header_bytes in [
-        bad(d="|O"),
-        bad(d="<U4"),
-        bad(s=[-2, -3]),
-        bad(n=47),
-        bad(s=[2, 3.0]),
-        bad(t=["x"]),
-        bad(k="exec"),
-        bad(n=(1 << 30) * 8, s=[1 << 30]),
+        bad(code=len(framing.DTYPE_CODES)),  # dtype code off the allow-list
+        bad(code=255),
+        bad(zero=1),  # reserved bytes must be zero
+        bad(shape=(1 << 30, 8)),  # 2^33 elements of 8 bytes: over the payload limit
+        bad(shape=(1 << 62, 1 << 62)),  # overflowing sizes
+        bad()[:-1],  # truncated
+        bad()[:5],  # truncated inside the fixed part
+        bad() + b"\x00" * 8,  # trailing bytes
+        bad()[:2] + bytes([framing.MAX_TAG_LEN + 1]) + bad()[3:],  # tag too long
+        bad()[:3] + bytes([framing.MAX_NDIM + 1]) + bad()[4:],  # too many dimensions
+        b"\x01",
+        b"",
         b"\xc1garbage",
+        msgpack.packb({"k": "data", "t": [1], "d": "<i8", "s": [2, 3], "n": 48}),  # old format
+        msgpack.packb({"k": "exec"}),
+        msgpack.packb([1, 2]),
         b"\x00" * (framing.MAX_HEADER_BYTES + 1),
     ]:
-        with pytest.raises(IntegrityError):
+        with pytest.raises(IntegrityError, match="malformed frame header"):
             framing.parse_header(header_bytes)
     with pytest.raises(IntegrityError):
         framing.decode_array(framing.parse_header(bad()), b"\x00" * 40)
-    bool_header = framing.parse_header(
-        msgpack.packb({"k": "data", "t": [], "d": "|b1", "s": [2], "n": 2})
-    )
+    bool_header = framing.parse_header(bad(code=framing.DTYPE_CODES.index("|b1"), shape=(2,)))
     with pytest.raises(IntegrityError, match="bool"):
         framing.decode_array(bool_header, b"\x01\x07")
     with pytest.raises(IntegrityError):
         framing.parse_length(b"\xff\xff\xff\xff", framing.MAX_HEADER_BYTES)
-    assert framing.parse_header(framing.encode_abort("why")).reason == "why"
+    assert framing.parse_header(framing.encode_abort("why", 7)) == framing.Header(
+        "abort", reason="why", run=7
+    )
     assert framing.parse_header(framing.encode_bye()).kind == "bye"
+    for tag in [(1 << 63,), ("x",), (1.5,), tuple(range(framing.MAX_TAG_LEN + 1))]:
+        with pytest.raises(ConfigurationError):
+            framing.encode_data(tag, array)  # type: ignore[arg-type]
+    assert framing.parse_header(framing.encode_data((np.int64(5), -2), array)[0]).tag == (5, -2)
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        pytest.param(b"\x00\x00\x00\x00", id="zero-length"),
+        pytest.param(b"\xff\xff\xff\xff", id="oversized-length"),
+        pytest.param(b"\x00\x00\x00\x09\x01\x00\x00\x00\x00\x00\x00\x00\x01", id="garbled"),
+        pytest.param(
+            framing.length_prefix(8 + 8 + 3) + struct.pack("<BBBBIQ", 1, 4, 0, 1, 0, 5) + b"abc",
+            id="short-inline-payload",
+        ),
+        pytest.param(
+            framing.length_prefix(16) + struct.pack("<BBBBIQ", 1, 4, 0, 1, 0, 1 << 20),
+            id="missing-payload",  # large payload announced, then the connection closes
+        ),
+    ],
+)
+def test_bad_plaintext_frames_fail_the_receive_quickly(record: bytes) -> None:
+    (a, b), relay = relayed_pair(encrypt=False)
+    try:
+        relay.inject(record)
+        if record.endswith(struct.pack("<Q", 1 << 20)):
+            relay.cut()
+        start = time.monotonic()
+        with pytest.raises((IntegrityError, PeerFailedError), match="'b'"):
+            a.recv(1, (0, 0), TIMEOUT)
+        assert time.monotonic() - start < TIMEOUT / 2  # an error, not a hang until the timeout
+    finally:
+        close_all([a, b])
+        relay.cut()
+
+
+def test_truncated_or_oversized_encrypted_record_is_rejected() -> None:
+    (a, b), relay = relayed_pair()
+    try:
+        relay.inject(framing.length_prefix(framing.MAX_FIRST_RECORD + 17))  # oversized record
+        with pytest.raises(IntegrityError, match=r"'b'.*outside the accepted range"):
+            a.recv(1, (0, 0), TIMEOUT)
+    finally:
+        close_all([a, b])
+        relay.cut()
+    (a, b), relay = relayed_pair()
+    try:
+        relay.inject(framing.length_prefix(10) + b"\x00" * 10)  # shorter than a GCM tag
+        with pytest.raises(IntegrityError, match=r"'b'.*shorter than its authentication tag"):
+            a.recv(1, (0, 0), TIMEOUT)
+    finally:
+        close_all([a, b])
+        relay.cut()
+
+
+@pytest.mark.parametrize("encrypt", [True, False])
+def test_exchange_sends_and_receives_one_round(encrypt: bool) -> None:
+    transports = make_transports(3, encrypt=encrypt)
+    try:
+        assert connect_all(transports) == [None, None, None]
+        big = [np.full(3 * framing.INLINE_MAX, i, dtype=np.uint64) for i in range(3)]
+        results: list[object] = [None] * 3
+
+        def run(i: int) -> None:
+            others = [j for j in range(3) if j != i]
+            try:
+                results[i] = transports[i].exchange(
+                    (0, 1), {j: big[i] for j in others}, others, TIMEOUT
+                )
+            except BaseException as e:  # pragma: no cover - reported below
+                results[i] = e
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        for i, result in enumerate(results):
+            assert isinstance(result, tuple), result
+            got, sent = result
+            assert sorted(got) == [j for j in range(3) if j != i]
+            for j, array in got.items():
+                np.testing.assert_array_equal(array, big[j])
+                assert array.flags.writeable
+            assert sent >= 2 * big[i].nbytes
+    finally:
+        close_all(transports)
 
 
 # ---- keys -------------------------------------------------------------------------------------

@@ -90,8 +90,8 @@ class PartyChannel:
         self._round += 1
         stats = self.stats.kind(self._kind)
         stats.rounds += 1
-        sent = 0
-        for to, array in outgoing.items():
-            sent += self.transport.send(to, tag, contiguous(array))
+        received, sent = self.transport.exchange(
+            tag, {to: contiguous(array) for to, array in outgoing.items()}, expect, self.timeout
+        )
         stats.bytes_sent += sent
-        return {frm: self.transport.recv(frm, tag, self.timeout) for frm in expect}
+        return received

@@ -1,28 +1,38 @@
 """Wire framing of the TCP transport: how one message becomes bytes and back.
 
-Responsibility: build the buffers of a frame (without copying the array) and parse a received
+Responsibility: build the buffers of a frame (without copying large arrays) and parse a received
 header plus payload back into a numpy array, rejecting anything malformed.
 
-A plaintext frame is::
+A frame is::
 
-    4-byte big-endian header length | msgpack header | raw C-order array bytes
+    4-byte big-endian length L | first record (L bytes) | payload records (large payloads only)
 
-The header is a msgpack map with short keys: ``k`` kind ("data", "abort" or "bye"), ``t`` tag
-(list of ints), ``d`` dtype string, ``s`` shape (list of ints), ``n`` payload length in bytes and,
-for "abort", ``r`` the reason. The encrypted transport (`mpc.parties.tcp`) encrypts the header and
-the payload as separate AEAD records but uses the same header encoding.
+The first record holds the header and, when the payload is at most `INLINE_MAX` bytes, the
+payload right after it; a larger payload follows as separate records (raw bytes in plaintext
+mode, AES-GCM records of at most 1 MiB in encrypted mode, see `mpc.parties.tcp`). Whether the
+payload is inline is fixed by its size, and the receiver checks that the record has exactly the
+size the header implies.
 
-Security model: every field of a header that comes from a peer is untrusted. Headers are decoded
-with msgpack only (never pickle), the dtype must be on a small allow-list of fixed-size numeric
-types, shape entries must be non-negative ints, the payload length must equal
-prod(shape) * itemsize, and headers (64 KiB) and payloads (1 GiB) have size limits, so a peer
-cannot make this party allocate unbounded memory or build an object array. Every violation raises
-`IntegrityError`. Framing itself gives no confidentiality or integrity; that is the job of the
-record layer in `mpc.parties.tcp`.
+A data header is fixed binary (little-endian), 8 + 8 * (tag length + ndim) bytes::
+
+    u8 marker 0x01 | u8 dtype code | u8 tag length | u8 ndim | u32 zero
+    | tag entries as i64 | shape entries as u64
+
+Control headers ("abort" with its reason and run id, "bye") are msgpack maps with short keys
+(``k`` kind, ``r`` reason, ``u`` run); a msgpack map never starts with byte 0x01.
+
+Security model: every field of a header that comes from a peer is untrusted. Control headers are
+decoded with msgpack only (never pickle), the dtype code must name one of a small allow-list of
+fixed-size numeric types, tag and shape lengths are bounded, the header length must be exact, the
+payload length is prod(shape) * itemsize and at most 1 GiB, and control headers are at most
+64 KiB, so a peer cannot make this party allocate unbounded memory or build an object array.
+Every violation raises `IntegrityError`. Framing itself gives no confidentiality or integrity;
+that is the job of the record layer in `mpc.parties.tcp`.
 """
 
 from __future__ import annotations
 
+import struct
 import threading
 from typing import Any, Final, NamedTuple
 
@@ -32,7 +42,7 @@ import numpy as np
 from mpc.errors import ConfigurationError, IntegrityError
 from mpc.parties.mailbox import Tag
 
-#: Largest accepted header (msgpack bytes).
+#: Largest accepted control header (msgpack bytes).
 MAX_HEADER_BYTES: Final = 64 * 1024
 #: Largest accepted payload of one message.
 MAX_PAYLOAD_BYTES: Final = 1 << 30
@@ -41,6 +51,15 @@ MAX_TAG_LEN: Final = 64
 MAX_NDIM: Final = 32
 #: Longest abort reason that is put on the wire (longer ones are truncated).
 MAX_REASON_CHARS: Final = 2000
+#: Payloads up to this many bytes travel inside the first record, right after the header.
+INLINE_MAX: Final = 64 * 1024
+#: Size of the fixed part of a data header, and of the largest data header.
+DATA_FIXED_BYTES: Final = 8
+MAX_DATA_HEADER_BYTES: Final = DATA_FIXED_BYTES + 8 * (MAX_TAG_LEN + MAX_NDIM)
+#: Largest first record (plaintext bytes): a control header, or a data header with its payload.
+MAX_FIRST_RECORD: Final = max(MAX_HEADER_BYTES, MAX_DATA_HEADER_BYTES + INLINE_MAX)
+#: First byte of a data header (a msgpack map starts with 0x80-0x8f, 0xde or 0xdf).
+DATA_MARKER: Final = 0x01
 
 LENGTH_PREFIX_BYTES: Final = 4
 
@@ -48,13 +67,18 @@ KIND_DATA: Final = "data"
 KIND_ABORT: Final = "abort"
 KIND_BYE: Final = "bye"
 
-#: Dtypes allowed on the wire, as little-endian numpy dtype strings.
-ALLOWED_DTYPES: Final = frozenset(
-    {"<u8", "<i8", "<f8", "|b1", "|u1", "<u4", "<i4", "<f4", "<u2", "<i2", "|i1"}
-)
+#: Dtypes allowed on the wire, as little-endian numpy dtype strings; the position of a dtype in
+#: this tuple is its code in data headers (append only: codes are part of the wire format).
+DTYPE_CODES: Final = ("<u8", "<i8", "<f8", "|b1", "|u1", "<u4", "<i4", "<f4", "<u2", "<i2", "|i1")
+ALLOWED_DTYPES: Final = frozenset(DTYPE_CODES)
 _DTYPES: Final = {s: np.dtype(s) for s in ALLOWED_DTYPES}
 _ITEMSIZE: Final = {s: d.itemsize for s, d in _DTYPES.items()}
+_CODE_OF: Final = {s: i for i, s in enumerate(DTYPE_CODES)}
+_CODE_DTYPE: Final = tuple(_DTYPES[s] for s in DTYPE_CODES)
+_CODE_ITEMSIZE: Final = tuple(d.itemsize for d in _CODE_DTYPE)
+_FIXED: Final = struct.Struct("<BBBBI")
 _local = threading.local()  # one msgpack Packer per thread (a Packer is not thread-safe)
+_STRUCTS: dict[tuple[int, int], struct.Struct] = {}
 
 Buffer = bytes | bytearray | memoryview
 
@@ -114,13 +138,13 @@ def byte_view(array: np.ndarray) -> memoryview:
     return array.reshape(-1).view(np.uint8).data
 
 
-def _check_tag(tag: Any) -> list[int]:
+def _check_tag(tag: Any) -> tuple[int, ...]:
     if type(tag) is tuple and len(tag) <= MAX_TAG_LEN:
         for x in tag:
             if type(x) is not int:
                 break
         else:
-            return list(tag)
+            return tag
     if not isinstance(tag, tuple | list) or len(tag) > MAX_TAG_LEN:
         raise ConfigurationError(
             f"a tag must be a tuple of at most {MAX_TAG_LEN} ints, got {tag!r}"
@@ -128,7 +152,44 @@ def _check_tag(tag: Any) -> list[int]:
     for x in tag:
         if type(x) is not int and not isinstance(x, np.integer):
             raise ConfigurationError(f"a tag must be a tuple of ints, got {tag!r}")
-    return [int(x) for x in tag]
+    return tuple(int(x) for x in tag)
+
+
+def _struct(ntag: int, ndim: int) -> struct.Struct:
+    layout = _STRUCTS.get((ntag, ndim))
+    if layout is None:
+        layout = _STRUCTS[(ntag, ndim)] = struct.Struct(f"<BBBBI{ntag}q{ndim}Q")
+    return layout
+
+
+def data_header_size(ntag: int, ndim: int) -> int:
+    """Bytes of the data header of a message with a tag of `ntag` ints and `ndim` dimensions."""
+    return DATA_FIXED_BYTES + 8 * (ntag + ndim)
+
+
+def encode_data(tag: Tag, array: np.ndarray) -> tuple[bytes, memoryview]:
+    """Header bytes and payload view of a data message (the payload is not copied).
+
+    The returned view aliases `array` (or a contiguous little-endian copy of it if needed).
+    """
+    tag = _check_tag(tag)
+    wire = array
+    if type(wire) is not np.ndarray or not wire.flags.c_contiguous:
+        wire = wire_array(np.asarray(array))
+    code = _CODE_OF.get(wire.dtype.str)
+    if code is None or wire.nbytes > MAX_PAYLOAD_BYTES:
+        wire = wire_array(wire)
+        code = _CODE_OF[wire.dtype.str]
+    shape = wire.shape
+    try:
+        header = _struct(len(tag), len(shape)).pack(
+            DATA_MARKER, code, len(tag), len(shape), 0, *tag, *shape
+        )
+    except struct.error:
+        raise ConfigurationError(
+            f"a tag must be a tuple of 64-bit signed ints, got {tag!r}"
+        ) from None
+    return header, byte_view(wire)
 
 
 def _pack(obj: dict[str, Any]) -> bytes:
@@ -145,25 +206,6 @@ def _pack(obj: dict[str, Any]) -> bytes:
     return data
 
 
-def encode_data(tag: Tag, array: np.ndarray) -> tuple[bytes, memoryview]:
-    """Header bytes and payload view of a data message (the payload is not copied).
-
-    The returned view aliases `array` (or a contiguous little-endian copy of it if needed).
-    """
-    tag_list = _check_tag(tag)
-    wire = wire_array(array)
-    header = _pack(
-        {
-            "k": KIND_DATA,
-            "t": tag_list,
-            "d": wire.dtype.str,
-            "s": list(wire.shape),
-            "n": wire.nbytes,
-        }
-    )
-    return header, byte_view(wire)
-
-
 def encode_abort(reason: str, run: int | None = None) -> bytes:
     """Header of an abort message (it has no payload), naming the run that failed if known."""
     obj: dict[str, Any] = {"k": KIND_ABORT, "r": str(reason)[:MAX_REASON_CHARS]}
@@ -178,8 +220,15 @@ def encode_bye() -> bytes:
 
 
 def frame_buffers(header: bytes, payload: Buffer = b"") -> list[Buffer]:
-    """The buffers of a plaintext frame, for one `socket.sendmsg` (no concatenation)."""
-    bufs: list[Buffer] = [length_prefix(len(header)), header]
+    """The buffers of a plaintext frame, for one `socket.sendmsg` (no concatenation).
+
+    A payload of at most `INLINE_MAX` bytes is counted in the length prefix (it is part of the
+    first record); a larger one follows the first record.
+    """
+    size = len(header)
+    if len(payload) <= INLINE_MAX:
+        size += len(payload)
+    bufs: list[Buffer] = [length_prefix(size), header]
     if len(payload):
         bufs.append(payload)
     return bufs
@@ -189,8 +238,38 @@ def _bad(reason: str) -> IntegrityError:
     return IntegrityError(f"malformed frame header: {reason}")
 
 
+def parse_data_header(data: Buffer) -> tuple[Header, int]:
+    """Decode and validate the binary data header at the start of `data` (which may continue
+    with an inline payload); return it and its size. IntegrityError if anything is off."""
+    if len(data) < DATA_FIXED_BYTES:
+        raise _bad(f"{len(data)} bytes are too short for a data header")
+    marker, code, ntag, ndim, zero = _FIXED.unpack_from(data)
+    if marker != DATA_MARKER or zero != 0:
+        raise _bad("not a data header")
+    if code >= len(DTYPE_CODES):
+        raise _bad(f"dtype code {code} is not on the allow-list {list(DTYPE_CODES)}")
+    if ntag > MAX_TAG_LEN or ndim > MAX_NDIM:
+        raise _bad(f"tag of {ntag} or {ndim} dimensions exceed {MAX_TAG_LEN} / {MAX_NDIM}")
+    size = DATA_FIXED_BYTES + 8 * (ntag + ndim)
+    if len(data) < size:
+        raise _bad(f"{len(data)} bytes are too short for a data header of {size} bytes")
+    fields = _struct(ntag, ndim).unpack_from(data)
+    shape = fields[5 + ntag :]
+    nbytes = _CODE_ITEMSIZE[code]
+    for x in shape:
+        nbytes *= x
+    if nbytes > MAX_PAYLOAD_BYTES:
+        raise _bad(f"shape {shape} of {nbytes} bytes exceeds the limit of {MAX_PAYLOAD_BYTES}")
+    return Header(KIND_DATA, fields[5 : 5 + ntag], DTYPE_CODES[code], shape, nbytes), size
+
+
 def parse_header(data: Buffer) -> Header:
     """Decode and validate a header received from a peer; IntegrityError if anything is off."""
+    if len(data) and data[0] == DATA_MARKER:
+        header, size = parse_data_header(data)
+        if size != len(data):
+            raise _bad(f"data header of {len(data)} bytes, expected {size}")
+        return header
     if len(data) > MAX_HEADER_BYTES:
         raise _bad(f"{len(data)} bytes exceed the limit of {MAX_HEADER_BYTES}")
     try:
@@ -200,33 +279,6 @@ def parse_header(data: Buffer) -> Header:
     if type(obj) is not dict:
         raise _bad("not a map")
     kind = obj.get("k")
-    if kind == KIND_DATA:
-        if len(obj) != 5:
-            raise _bad(f"data header has fields {sorted(obj)}, expected k, t, d, s, n")
-        tag, dtype, shape, nbytes = obj.get("t"), obj.get("d"), obj.get("s"), obj.get("n")
-        if type(tag) is not list or len(tag) > MAX_TAG_LEN:
-            raise _bad(f"the tag is not a list of at most {MAX_TAG_LEN} ints")
-        for x in tag:
-            if type(x) is not int:
-                raise _bad("the tag is not a list of ints")
-        itemsize = _ITEMSIZE.get(dtype) if type(dtype) is str else None
-        if itemsize is None:
-            raise _bad(f"dtype {dtype!r} is not on the allow-list {sorted(ALLOWED_DTYPES)}")
-        if type(shape) is not list or len(shape) > MAX_NDIM:
-            raise _bad(f"the shape is not a list of at most {MAX_NDIM} ints")
-        expected = itemsize
-        for x in shape:
-            if type(x) is not int or x < 0:
-                raise _bad(f"shape {shape!r} has an entry that is not a non-negative int")
-            expected *= x
-        if type(nbytes) is not int or nbytes != expected:
-            raise _bad(
-                f"payload length {nbytes!r} does not match shape {shape} of dtype {dtype} "
-                f"({expected} bytes)"
-            )
-        if nbytes > MAX_PAYLOAD_BYTES:
-            raise _bad(f"payload of {nbytes} bytes exceeds the limit of {MAX_PAYLOAD_BYTES}")
-        return Header(KIND_DATA, tuple(tag), str(dtype), tuple(shape), nbytes)
     if kind == KIND_ABORT:
         reason = obj.get("r")
         run = obj.get("u")
@@ -247,6 +299,14 @@ def parse_header(data: Buffer) -> Header:
 def allocate(header: Header) -> np.ndarray:
     """An uninitialised array to receive the payload of a validated data header into."""
     return np.empty(header.shape, dtype=_DTYPES[header.dtype])
+
+
+def view_array(header: Header, buffer: bytearray, offset: int) -> np.ndarray:
+    """The array of a validated data header whose payload sits in `buffer` at `offset` (no copy:
+    the array is a writable view that keeps `buffer` alive; the caller must own `buffer`)."""
+    dtype = _DTYPES[header.dtype]
+    array = np.frombuffer(buffer, dtype, header.nbytes // dtype.itemsize, offset)
+    return array.reshape(header.shape)
 
 
 def check_values(array: np.ndarray) -> np.ndarray:

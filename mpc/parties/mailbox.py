@@ -66,6 +66,11 @@ class Mailbox:
     def failure(self) -> Exception | None:
         return self._failure
 
+    def take(self, sender: int, tag: Tag) -> np.ndarray | None:
+        """Remove and return the message (sender, tag) if it is here, else None (no wait)."""
+        with self._cond:
+            return self._messages.pop((sender, tag), None)
+
     def get(self, sender: int, tag: Tag, timeout: float, sender_name: str = "") -> np.ndarray:
         """Wait up to `timeout` seconds for the message (sender, tag) and remove it."""
         key = (sender, tag)

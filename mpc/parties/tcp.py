@@ -20,10 +20,13 @@ Security model (encrypt=True, the default):
 * Records are AES-256-GCM with one key per direction and a 96-bit nonce equal to a per-direction
   record counter that the receiver expects to increase by exactly one, so a replayed, reordered,
   dropped or modified record fails authentication. The associated data binds sender rank,
-  receiver rank and session id. Header and payload are separate records (large payloads are split
-  into 1 MiB records); lengths on the wire are either authenticated by the header or checked by
-  decryption. Any failure fails the mailbox with `IntegrityError` naming the peer and closes that
-  connection: the run cannot continue, but no forged data is ever delivered.
+  receiver rank and session id. A frame's first record holds its header and, up to 64 KiB, its
+  payload (one record per small message); larger payloads follow as records of at most 1 MiB.
+  The only unauthenticated bytes are the first record's length prefix, which is bounded before
+  anything is allocated and then checked by decryption; every other length follows from the
+  authenticated header. Any failure fails the mailbox with `IntegrityError` naming the peer and
+  closes that connection: the run cannot continue, but no forged data is ever delivered. (This
+  is wire protocol version 2; the handshake refuses peers that speak another version.)
 * What is not hidden: who talks to whom, when, and message sizes. Nothing protects availability: a
   network attacker can always cut connections (which surfaces as `PeerFailedError`).
 
@@ -31,18 +34,24 @@ With encrypt=False the same framing is sent in the clear without any authenticat
 path can read and change shares. It must be asked for by name and emits
 `PlaintextTransportWarning`.
 
-No bytes from a peer are ever unpickled: headers are msgpack with a validated schema and payloads
-are raw bytes of allow-listed numeric dtypes (`mpc.parties.framing`).
+No bytes from a peer are ever unpickled: data headers are fixed binary structs and control
+headers msgpack, both with a validated schema, and payloads are raw bytes of allow-listed numeric
+dtypes (`mpc.parties.framing`).
 
-Threads and latency: `send` writes from the caller's thread (one `sendmsg` per small frame, under a
-per-connection lock). Each connection has a daemon receiver thread, but a thread hand-off per
-message costs more than the message itself, so while the program thread waits in `recv(frm, ...)`
-it reads `frm`'s socket itself (frames are parsed by a resumable state machine, so either thread
-can stop at a deadline and the other continue). The receiver thread drains the socket whenever the
-program thread has not read it for a while (every 1-20 ms), so that early messages reach the
-mailbox, a peer's large send never blocks on a full socket buffer while this party is busy
-sending too, and aborts and lost connections are noticed during long waits on other peers. Any
-mailbox failure wakes a waiting `recv` through a socketpair. POSIX only (poll, MSG_DONTWAIT).
+Threads and latency: the program thread does the I/O of a round itself, because a thread
+hand-off per message costs more than the message. `exchange` (one round; `send` and `recv` are
+its one-message cases) starts every outgoing frame with non-blocking writes, then polls all
+connections: it writes what a full socket did not take when there is room again (so large sends
+to several peers proceed together) and reads and parses every frame that arrives (frames are
+parsed by a resumable state machine, so reading can stop whenever the socket is empty and resume
+later, in either thread). A frame once started is always finished, or its connection given up,
+so a failure never leaves half a frame on the wire. Each connection also has a daemon receiver
+thread that drains it whenever the program thread has not read it for a while (every 1-20 ms),
+so that early messages reach the mailbox, a peer's large send never blocks while this party
+computes, and aborts and lost connections are noticed during long waits. Any mailbox failure,
+and anything the receiver thread delivers, wakes a polling program thread through a socketpair.
+Every receive has a deadline, and a send gives up on a peer that reads nothing for 300 s. POSIX
+only (poll, MSG_DONTWAIT).
 """
 
 from __future__ import annotations
@@ -54,7 +63,7 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 import msgpack
@@ -81,8 +90,8 @@ from mpc.parties.mailbox import Mailbox, Tag
 from mpc.parties.transport import Transport
 
 PROTOCOL: Final = "mpc-tcp"
-VERSION: Final = 1
-_LABEL: Final = b"mpc-tcp/1"
+VERSION: Final = 2
+_LABEL: Final = b"mpc-tcp/2"
 
 #: Plaintext bytes per payload record (larger payloads are split into several records).
 RECORD_CHUNK: Final = 1 << 20
@@ -105,6 +114,11 @@ _DRAIN_MAX: Final = 0.02
 _CONTROL_WAIT: Final = 1.0
 _SEND_FLAGS: Final = getattr(socket, "MSG_NOSIGNAL", 0)
 _DONTWAIT: Final = getattr(socket, "MSG_DONTWAIT", 0)
+_NOWAIT_FLAGS: Final = _SEND_FLAGS | _DONTWAIT
+#: How long a send may wait for a peer that does not read (seconds); receives have their own.
+_SEND_TIMEOUT: Final = 300.0
+_READ_EVENTS: Final = select.POLLIN | select.POLLHUP | select.POLLERR | select.POLLNVAL
+_WRITE_EVENTS: Final = select.POLLOUT | select.POLLHUP | select.POLLERR | select.POLLNVAL
 
 
 class _WakingMailbox(Mailbox):
@@ -150,10 +164,12 @@ class _Reader:
     """Buffered reads from one socket.
 
     `read` blocks (socket timeout applies; used by the handshake). `fill`, `take` and
-    `read_some_into` are the data-path API: they never block past a deadline, and partial data
-    stays buffered (or its count is returned) so that a frame can be resumed later, possibly by
-    another thread. Small frames come out of one `recv_into` call; large payloads are received
-    straight into their destination.
+    `read_some_into` are the data-path API: they never block, and partial data stays buffered
+    (or its count is returned) so that a frame can be resumed later, possibly by another thread.
+    Small frames come out of one `recv_into` call; large payloads are received straight into
+    their destination. `readable` is cleared when a receive finds the socket drained, so that
+    parsing what is buffered costs no failing system call; whoever learns (from poll) that data
+    arrived sets it again.
     """
 
     def __init__(self, sock: socket.socket, size: int = _READ_BUFFER) -> None:
@@ -161,16 +177,8 @@ class _Reader:
         self._view = memoryview(bytearray(size))
         self._start = 0
         self._end = 0
-        self._poll: select.poll | None = None
-        self._wake: socket.socket | None = None
+        self.readable = True
         self.received = 0  # bytes received through the data-path API
-
-    def attach(self, wake: socket.socket) -> None:
-        """Prepare deadline waits: poll the socket and the transport's wake-up socket."""
-        self._poll = select.poll()
-        self._poll.register(self._sock.fileno(), select.POLLIN)
-        self._poll.register(wake.fileno(), select.POLLIN)
-        self._wake = wake
 
     @property
     def buffered(self) -> int:
@@ -195,45 +203,29 @@ class _Reader:
                 self._end += got
         return self.take(n)
 
-    def _wait(self, deadline: float) -> bool:
-        """Wait until the socket is readable; False on deadline or a wake-up signal."""
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or self._poll is None:
-            return False
-        events = self._poll.poll(remaining * 1000.0)
-        if self._wake is not None and any(fd == self._wake.fileno() for fd, _ in events):
-            _drain_wake(self._wake)
-            return False
-        return bool(events)
+    def _recv(self, dst: memoryview) -> int:
+        """Receive some bytes into `dst` without blocking: > 0, or 0 if none are there."""
+        if not self.readable:
+            return 0
+        try:
+            got = self._sock.recv_into(dst, 0, _DONTWAIT)
+        except BlockingIOError:
+            self.readable = False
+            return 0
+        if got == 0:
+            raise EOFError("connection closed by the peer")
+        if got < len(dst):
+            self.readable = False  # drained for now; poll says when more arrives
+        self.received += got
+        return got
 
-    def _recv(self, dst: memoryview, deadline: float) -> int:
-        """Receive some bytes into `dst`: > 0, or 0 at the deadline or on a wake-up signal.
-
-        A caller that may wait polls first (cheaper than a failed non-blocking receive); one
-        that may not (deadline in the past) tries a non-blocking receive.
-        """
-        may_wait = deadline > time.monotonic()
-        while True:
-            if may_wait and not self._wait(deadline):
-                return 0
-            try:
-                got = self._sock.recv_into(dst, 0, _DONTWAIT)
-            except BlockingIOError:
-                if not may_wait:
-                    return 0
-                continue
-            if got == 0:
-                raise EOFError("connection closed by the peer")
-            self.received += got
-            return got
-
-    def fill(self, n: int, deadline: float) -> bool:
-        """Make `n` bytes (n <= buffer size) available to `take`; False if the deadline came."""
+    def fill(self, n: int) -> bool:
+        """Make `n` bytes (n <= buffer size) available to `take`; False if they are not there."""
         if self._end - self._start >= n:
             return True
         self._make_room(n)
         while self._end - self._start < n:
-            got = self._recv(self._view[self._end :], deadline)
+            got = self._recv(self._view[self._end :])
             if got == 0:
                 return False
             self._end += got
@@ -245,14 +237,14 @@ class _Reader:
         self._start += n
         return view
 
-    def read_some_into(self, dst: memoryview, deadline: float) -> int:
-        """Put up to len(dst) bytes into `dst`; return how many (0 only if the deadline came)."""
+    def read_some_into(self, dst: memoryview) -> int:
+        """Put up to len(dst) bytes into `dst`; return how many (0 if none are there)."""
         take = min(dst.nbytes, self._end - self._start)
         if take:
             dst[:take] = self._view[self._start : self._start + take]
             self._start += take
             return take
-        return self._recv(dst, deadline)
+        return self._recv(dst)
 
 
 def _drain_wake(wake: socket.socket) -> None:
@@ -267,8 +259,9 @@ Frame = tuple[Header, np.ndarray | None]
 
 
 class _Link:
-    """One authenticated connection to one peer: socket, keys, counters and the state of the
-    frame being received (so that reading can stop at a deadline and resume in another thread).
+    """One authenticated connection to one peer: socket, keys, counters, the frame being sent
+    and the frame being received (so that either can stop when the socket is not ready and
+    resume later; a received frame possibly in another thread).
     """
 
     def __init__(
@@ -282,7 +275,10 @@ class _Link:
         self.peer = peer
         self.name = name
         self.sock = sock
+        self.fd = sock.fileno()
         self.reader = reader
+        #: Held from the start to the end of writing one frame (by the program thread across
+        #: waits, or by `send_control`).
         self.send_lock = threading.Lock()
         #: Held by whichever thread reads from the socket (program thread or receiver thread).
         self.read_lock = threading.Lock()
@@ -302,10 +298,16 @@ class _Link:
         self.claimed = 0  # of those, taken by `recv`
         self.last_read = 0.0  # when the program thread last read the socket (monotonic)
         self.thread: threading.Thread | None = None
+        self._first_limit = framing.MAX_FIRST_RECORD + (GCM_TAG if keys is not None else 0)
+        # state of the frame being sent: buffers still to write, then (encrypted mode) the
+        # part of a large payload still to encrypt
+        self._out: list[Buffer] = []
+        self._rest: memoryview | None = None
+        self._rest_offset = 0
         self._send_scratch: memoryview | None = None
         self._recv_scratch: memoryview | None = None
         # state of the frame being received
-        self._header_len: int | None = None
+        self._record_len: int | None = None
         self._header: Header | None = None
         self._array: np.ndarray | None = None
         self._dst: memoryview | None = None
@@ -319,36 +321,87 @@ class _Link:
         self.send_counter += 1
         return nonce
 
-    def send_frame(self, header: bytes, payload: memoryview | bytes = b"") -> int:
-        """Write one frame; return the bytes put on the wire. Caller holds `send_lock`."""
-        aead = self.send_key
-        total = len(payload)
-        if aead is None:
+    def _seal(self, plain: Buffer) -> bytearray:
+        """Length prefix and AEAD record of `plain`, in one buffer."""
+        assert self.send_key is not None
+        size = len(plain) + GCM_TAG
+        record = bytearray(framing.LENGTH_PREFIX_BYTES + size)
+        record[: framing.LENGTH_PREFIX_BYTES] = framing.length_prefix(size)
+        self.send_key.encrypt_into(
+            self._next_send_nonce(),
+            plain,
+            self.send_ad,
+            memoryview(record)[framing.LENGTH_PREFIX_BYTES :],
+        )
+        return record
+
+    def begin(self, header: bytes, payload: memoryview) -> int:
+        """Start writing a data frame (caller holds send_lock and no frame is in flight);
+        return the bytes it puts on the wire. `flush` writes it."""
+        total = payload.nbytes
+        inline = total <= framing.INLINE_MAX
+        if self.send_key is None:
+            self._out = framing.frame_buffers(header, payload)
             wire = framing.LENGTH_PREFIX_BYTES + len(header) + total
-            _sendmsg_all(self.sock, framing.frame_buffers(header, payload), wire)
         else:
-            ad = self.send_ad
-            head_ct = aead.encrypt(self._next_send_nonce(), header, ad)
-            buffers: list[Buffer] = [framing.length_prefix(len(head_ct)), head_ct]
-            wire = framing.LENGTH_PREFIX_BYTES + len(head_ct)
-            if total <= _SMALL_PAYLOAD:
-                if total:
-                    body_ct = aead.encrypt(self._next_send_nonce(), payload, ad)
-                    buffers.append(body_ct)
-                    wire += len(body_ct)
-                _sendmsg_all(self.sock, buffers, wire)
-            else:
+            first = self._seal(header + payload if inline and total else header)
+            self._out = [first]
+            wire = len(first)
+            if not inline:
+                self._rest, self._rest_offset = payload, 0
+                wire += total + GCM_TAG * -(-total // RECORD_CHUNK)
+        self.bytes_sent += wire
+        return wire
+
+    def flush(self) -> bool:
+        """Write as much of the frame in flight as the socket takes without blocking; True
+        once all of it is written. Raises OSError if the connection is lost."""
+        out = self._out
+        while True:
+            if not out:
+                rest = self._rest
+                if rest is None:
+                    return True
+                assert self.send_key is not None
                 if self._send_scratch is None:
                     self._send_scratch = memoryview(bytearray(RECORD_CHUNK + GCM_TAG))
-                src = memoryview(payload)
-                for offset in range(0, total, RECORD_CHUNK):
-                    size = min(RECORD_CHUNK, total - offset)
-                    out = self._send_scratch[: size + GCM_TAG]
-                    aead.encrypt_into(self._next_send_nonce(), src[offset : offset + size], ad, out)
-                    buffers.append(out)
-                    _sendmsg_all(self.sock, buffers, sum(len(b) for b in buffers))
-                    buffers = []
-                    wire += size + GCM_TAG
+                offset = self._rest_offset
+                size = min(RECORD_CHUNK, rest.nbytes - offset)
+                record = self._send_scratch[: size + GCM_TAG]
+                self.send_key.encrypt_into(
+                    self._next_send_nonce(), rest[offset : offset + size], self.send_ad, record
+                )
+                self._rest_offset = offset = offset + size
+                if offset == rest.nbytes:
+                    self._rest = None
+                out = self._out = [record]
+            try:
+                sent = self.sock.sendmsg(out, (), _NOWAIT_FLAGS)
+            except BlockingIOError:
+                return False
+            while sent:
+                size = len(out[0])
+                if sent >= size:
+                    sent -= size
+                    del out[0]
+                else:
+                    out[0] = memoryview(out[0])[sent:]
+                    sent = 0
+            if out:
+                return False  # the socket buffer is full
+
+    def abandon(self) -> None:
+        """Forget a frame that cannot be finished (the link is then unusable for sending)."""
+        self._out = []
+        self._rest = None
+        self.broken = True
+
+    def send_frame(self, header: bytes) -> int:
+        """Write one control frame (blocking); return its wire bytes. Caller holds send_lock."""
+        sealed: list[Buffer] = [self._seal(header)] if self.send_key is not None else []
+        buffers = sealed or framing.frame_buffers(header)
+        wire = sum(len(b) for b in buffers)
+        _sendmsg_all(self.sock, buffers, wire)
         self.bytes_sent += wire
         return wire
 
@@ -366,43 +419,65 @@ class _Link:
 
     # ---- receiving (caller holds read_lock) -----------------------------------------------
 
-    def _open(self, record: memoryview) -> bytes:
+    def _open_into(self, record: memoryview, out: Buffer) -> None:
         assert self.recv_key is not None
         nonce = _nonce(self.recv_counter)
         self.recv_counter += 1
         try:
-            return self.recv_key.decrypt(nonce, record, self.recv_ad)
+            self.recv_key.decrypt_into(nonce, record, self.recv_ad, out)
         except InvalidTag:
             raise IntegrityError("record failed authentication") from None
 
-    def pump(self, deadline: float) -> Frame | None:
-        """Read until one frame is complete and return it, or return None at `deadline` (or on
-        a wake-up signal) keeping the partial frame for the next call. Caller holds read_lock.
+    def pump(self) -> Frame | None:
+        """Parse one complete frame out of what has arrived and return it, or return None when
+        more bytes are needed (never blocks), keeping the partial frame for the next call.
+        Caller holds read_lock.
 
         Raises IntegrityError on a rejected record or header, EOFError/OSError on a lost
         connection.
         """
         reader = self.reader
         if self._header is None:
-            if self._header_len is None:
-                if not reader.fill(4, deadline):
+            if self._record_len is None:
+                if not reader.fill(framing.LENGTH_PREFIX_BYTES):
                     return None
-                limit = framing.MAX_HEADER_BYTES
-                if self.recv_key is not None:
-                    limit += GCM_TAG
-                self._header_len = framing.parse_length(reader.take(4), limit)
-                if self.recv_key is not None and self._header_len < GCM_TAG:
+                self._record_len = framing.parse_length(
+                    reader.take(framing.LENGTH_PREFIX_BYTES), self._first_limit
+                )
+                if self.recv_key is not None and self._record_len <= GCM_TAG:
                     raise IntegrityError("record shorter than its authentication tag")
-            if not reader.fill(self._header_len, deadline):
+            if not reader.fill(self._record_len):
                 return None
-            raw = reader.take(self._header_len)
-            self._header_len = None
-            header = framing.parse_header(raw if self.recv_key is None else self._open(raw))
-            if header.kind != framing.KIND_DATA:
-                return header, None
+            raw = reader.take(self._record_len)
+            self._record_len = None
+            plain: Buffer
+            if self.recv_key is not None:
+                plain = bytearray(len(raw) - GCM_TAG)
+                self._open_into(raw, plain)
+            else:
+                plain = raw
+            if plain[0] != framing.DATA_MARKER:
+                return framing.parse_header(plain), None
+            header, size = framing.parse_data_header(plain)
+            total = header.nbytes
+            extra = len(plain) - size
+            if total <= framing.INLINE_MAX:
+                if extra != total:
+                    raise IntegrityError(
+                        f"frame carries {extra} payload bytes, its header says {total}"
+                    )
+                if type(plain) is bytearray and total:
+                    array = framing.view_array(header, plain, size)  # owns the fresh buffer
+                else:
+                    array = framing.allocate(header)
+                    if total:
+                        framing.byte_view(array)[:] = plain[size:]
+                return header, framing.check_values(array)
+            if extra:
+                raise IntegrityError(
+                    f"frame of a {total}-byte payload carries {extra} bytes in its header record"
+                )
             fresh = framing.allocate(header)
-            if header.nbytes == 0:
-                return header, fresh
             self._header, self._array, self._dst = header, fresh, framing.byte_view(fresh)
             self._offset = self._record_pos = 0
         header, pending, dst = self._header, self._array, self._dst
@@ -411,7 +486,7 @@ class _Link:
         aead = self.recv_key
         if aead is None:
             while self._offset < total:
-                got = reader.read_some_into(dst[self._offset :], deadline)
+                got = reader.read_some_into(dst[self._offset :])
                 if got == 0:
                     return None
                 self._offset += got
@@ -420,7 +495,7 @@ class _Link:
                 size = min(RECORD_CHUNK, total - self._offset)
                 record_len = size + GCM_TAG
                 if record_len < _DIRECT_READ:
-                    if not reader.fill(record_len, deadline):
+                    if not reader.fill(record_len):
                         return None
                     record = reader.take(record_len)
                 else:
@@ -428,19 +503,12 @@ class _Link:
                         self._recv_scratch = memoryview(bytearray(RECORD_CHUNK + GCM_TAG))
                     record = self._recv_scratch[:record_len]
                     while self._record_pos < record_len:
-                        got = reader.read_some_into(record[self._record_pos :], deadline)
+                        got = reader.read_some_into(record[self._record_pos :])
                         if got == 0:
                             return None
                         self._record_pos += got
                     self._record_pos = 0
-                nonce = _nonce(self.recv_counter)
-                self.recv_counter += 1
-                try:
-                    aead.decrypt_into(
-                        nonce, record, self.recv_ad, dst[self._offset : self._offset + size]
-                    )
-                except InvalidTag:
-                    raise IntegrityError("record failed authentication") from None
+                self._open_into(record, dst[self._offset : self._offset + size])
                 self._offset += size
         self._header = self._array = self._dst = None
         return header, framing.check_values(pending)
@@ -450,6 +518,37 @@ class _Link:
         self.broken = True
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Poller:
+    """The poll set of one program thread: every readable link, links with a frame in flight
+    (for writing) and the wake-up socket."""
+
+    def __init__(self, links: list[_Link], wake: socket.socket) -> None:
+        self.poll = select.poll()
+        self.wake = wake
+        self.wake_fd = wake.fileno()
+        self.poll.register(self.wake_fd, select.POLLIN)
+        self.links: dict[int, _Link] = {}
+        self.masks: dict[int, int] = {}
+        for link in links:
+            self.links[link.fd] = link
+            self.update(link, False)
+
+    def update(self, link: _Link, writing: bool) -> None:
+        mask = (0 if link.reader_done else select.POLLIN) | (select.POLLOUT if writing else 0)
+        old = self.masks.get(link.fd, 0)
+        if mask == old:
+            return
+        if not mask:
+            self.poll.unregister(link.fd)
+            del self.masks[link.fd]
+        elif old:
+            self.poll.modify(link.fd, mask)
+            self.masks[link.fd] = mask
+        else:
+            self.poll.register(link.fd, mask)
+            self.masks[link.fd] = mask
 
 
 class _Refused(Exception):
@@ -527,6 +626,7 @@ class TcpTransport(Transport):
         # wakes a program thread waiting on a socket; created by listen()/connect()
         self._wake_recv: socket.socket | None = None
         self._wake_send: socket.socket | None = None
+        self._local = threading.local()  # per program thread: its _Poller
         self.mailbox = _WakingMailbox(self.name, self._signal)
 
     def _check_keys(self, key: PartyKey | None, peer_keys: dict[str, bytes] | None) -> None:
@@ -765,8 +865,6 @@ class TcpTransport(Transport):
                     self._anonymous_errors.append(f"second connection claiming {link.name!r}")
                 return
             self._links[link.peer] = link
-            assert self._wake_recv is not None
-            link.reader.attach(self._wake_recv)
             link.thread = threading.Thread(
                 target=self._receive_loop,
                 args=(link,),
@@ -1022,78 +1120,222 @@ class TcpTransport(Transport):
         return link
 
     def send(self, to: int, tag: Tag, array: np.ndarray) -> int:
+        """Send `array` to party `to`; return the bytes put on the wire.
+
+        While the socket is full, this thread reads incoming frames (so two parties that send
+        large arrays to each other never wait for each other). Gives up after _SEND_TIMEOUT s
+        if the peer does not read.
+        """
         link = self._link(to)
         header, payload = framing.encode_data(tag, array)
-        with link.send_lock:
-            if link.broken or self._closed:
-                raise CommunicationError(
-                    f"party {self.name!r}: connection to party {link.name!r} is closed"
-                )
-            try:
-                return link.send_frame(header, payload)
-            except OSError as e:
-                link.broken = True
-                raise CommunicationError(
-                    f"party {self.name!r}: sending to party {link.name!r} failed: {e}"
-                ) from e
+        _, sent = self._transfer(
+            tag, [(link, header, payload)], [], time.monotonic() + _SEND_TIMEOUT, _SEND_TIMEOUT
+        )
+        return sent
 
     def recv(self, frm: int, tag: Tag, timeout: float) -> np.ndarray:
         """Receive the array that party `frm` sent with `tag`, waiting at most `timeout` s.
 
-        While it waits, the calling thread reads `frm`'s connection itself (saving a thread
-        hand-off per message); the connection's receiver thread drains it at other times.
+        While it waits, the calling thread reads the connections itself (saving a thread
+        hand-off per message); the receiver threads drain them at other times.
         """
         link = self._link(frm)
-        deadline = time.monotonic() + timeout
-        # `seen` is link.delivered at the last mailbox check; -1 forces a first check.
-        seen = -1 if link.delivered > link.claimed else link.delivered
-        while True:
-            if self._closed:
-                raise CommunicationError(f"party {self.name!r}: transport is closed")
-            if link.delivered != seen or link.reader_done or self.mailbox.failure is not None:
-                seen = link.delivered
-                try:
-                    array = self.mailbox.get(frm, tag, 0.0, sender_name=link.name)
-                except ReceiveTimeoutError:
-                    pass
-                else:
-                    link.claimed += 1
-                    return array
-                if link.reader_done:
-                    raise PeerFailedError(
-                        f"party {self.name!r}: party {link.name!r} closed its connection "
-                        f"before sending the message with tag {tag}"
-                    )
-            now = time.monotonic()
-            if now >= deadline:
-                raise ReceiveTimeoutError(
-                    f"{self.name}: no message from {link.name!r} for tag {tag} within "
-                    f"{timeout:g} s; the peer is slow, stuck or gone (raise the receive timeout "
-                    "if it is slow)"
-                )
-            if not link.read_lock.acquire(timeout=min(deadline - now, _RECV_SLICE)):
-                continue  # the receiver thread is reading; it updates link.delivered
-            try:
-                if link.delivered != seen:
-                    continue
-                until = min(deadline, time.monotonic() + _RECV_SLICE)
-                while True:
-                    frame = self._pump(link, until)
-                    if frame is None:
-                        break
-                    self._dispatch(link, frame)
-                    if frame[0].kind != framing.KIND_DATA or frame[0].tag == tag:
-                        break
-            finally:
-                link.last_read = time.monotonic()
-                link.read_lock.release()
+        if link.delivered != link.claimed:
+            array = self.mailbox.take(frm, tag)
+            if array is not None:
+                link.claimed += 1
+                return array
+        got, _ = self._transfer(tag, [], [link], time.monotonic() + timeout, timeout)
+        return got[frm]
 
-    def _pump(self, link: _Link, deadline: float) -> Frame | None:
+    def exchange(
+        self, tag: Tag, outgoing: Mapping[int, np.ndarray], expect: Iterable[int], timeout: float
+    ) -> tuple[dict[int, np.ndarray], int]:
+        """One round: send every outgoing array and receive from every rank in `expect`, all
+        with `tag`, in one loop that writes to and reads from all peers as their sockets allow
+        (large sends to several peers proceed together, interleaved with receives)."""
+        deadline = time.monotonic() + timeout
+        sends = []
+        for to, array in outgoing.items():
+            header, payload = framing.encode_data(tag, array)
+            sends.append((self._link(to), header, payload))
+        return self._transfer(tag, sends, [self._link(frm) for frm in expect], deadline, timeout)
+
+    def _poller(self) -> _Poller:
+        poller: _Poller | None = getattr(self._local, "poller", None)
+        if poller is None:
+            with self._cond:
+                wake = self._wake_recv
+                links = list(self._links.values())
+            if wake is None or self._closed:
+                raise CommunicationError(f"party {self.name!r}: transport is closed")
+            poller = self._local.poller = _Poller(links, wake)
+        return poller
+
+    def _transfer(
+        self,
+        tag: Tag,
+        sends: list[tuple[_Link, bytes, memoryview]],
+        wanted: list[_Link],
+        deadline: float,
+        timeout: float,
+    ) -> tuple[dict[int, np.ndarray], int]:
+        """Write `sends` and receive `tag` from every link in `wanted` before `deadline`.
+
+        Frames go out without blocking; whatever a socket does not take at once is written when
+        poll says it has room, while every readable connection is read. A frame once started is
+        always finished (or its connection given up), so that a failure never leaves half a
+        frame on the wire. Returns the received arrays by rank and the bytes sent.
+        """
+        results: dict[int, np.ndarray] = {}
+        flying: list[_Link] = []
+        sent = 0
+        mailbox = self.mailbox
+        poller: _Poller | None = None
+        try:
+            for link, header, payload in sends:
+                if not link.send_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                    raise CommunicationError(
+                        f"party {self.name!r}: connection to party {link.name!r} stayed busy"
+                    )
+                try:
+                    if link.broken or self._closed:
+                        raise CommunicationError(
+                            f"party {self.name!r}: connection to party {link.name!r} is closed"
+                        )
+                    sent += link.begin(header, payload)
+                    done = link.flush()
+                except OSError as e:
+                    link.abandon()
+                    link.send_lock.release()
+                    raise CommunicationError(
+                        f"party {self.name!r}: sending to party {link.name!r} failed: {e}"
+                    ) from e
+                except BaseException:
+                    link.send_lock.release()
+                    raise
+                if done:
+                    link.send_lock.release()
+                if not done:
+                    flying.append(link)
+                    if poller is None:
+                        poller = self._poller()
+                    poller.update(link, True)
+            missing = wanted
+            while True:
+                if missing:
+                    still = []
+                    for link in missing:
+                        if link.delivered != link.claimed:
+                            array = mailbox.take(link.peer, tag)
+                            if array is not None:
+                                link.claimed += 1
+                                results[link.peer] = array
+                                continue
+                        still.append(link)
+                    missing = still
+                if not missing and not flying:
+                    return results, sent
+                if self._closed:
+                    raise CommunicationError(f"party {self.name!r}: transport is closed")
+                if missing:
+                    failure = mailbox.failure
+                    if failure is not None:
+                        raise failure
+                    for link in missing:
+                        if link.reader_done:
+                            raise PeerFailedError(
+                                f"party {self.name!r}: party {link.name!r} closed its connection "
+                                f"before sending the message with tag {tag}"
+                            )
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    if missing:
+                        raise ReceiveTimeoutError(
+                            f"{self.name}: no message from {missing[0].name!r} for tag {tag} "
+                            f"within {timeout:g} s; the peer is slow, stuck or gone (raise the "
+                            "receive timeout if it is slow)"
+                        )
+                    raise CommunicationError(
+                        f"party {self.name!r}: could not send to party {flying[0].name!r} "
+                        f"within {timeout:g} s; it does not read (stuck or gone)"
+                    )
+                if poller is None:
+                    poller = self._poller()
+                events = poller.poll.poll(min(remaining, _RECV_SLICE) * 1000.0)
+                for fd, event in events:
+                    link_or_none = poller.links.get(fd)
+                    if link_or_none is None:
+                        _drain_wake(poller.wake)
+                        continue
+                    link = link_or_none
+                    if link in flying and event & _WRITE_EVENTS:
+                        try:
+                            done = link.flush()
+                        except OSError as e:
+                            link.abandon()
+                            done = True
+                            flying.remove(link)
+                            link.send_lock.release()
+                            raise CommunicationError(
+                                f"party {self.name!r}: sending to party {link.name!r} failed: {e}"
+                            ) from e
+                        if done:
+                            flying.remove(link)
+                            link.send_lock.release()
+                            poller.update(link, False)
+                    if event & _READ_EVENTS and not link.reader_done:
+                        self._read(link)
+                        if link.reader_done:
+                            poller.update(link, link in flying)
+        finally:
+            if flying:
+                self._settle(flying, poller)
+
+    def _read(self, link: _Link) -> None:
+        """Read and dispatch every complete frame that has arrived on `link`."""
+        if not link.read_lock.acquire(timeout=_RECV_SLICE):
+            return  # the receiver thread is reading it; it signals what it delivers
+        try:
+            link.reader.readable = True
+            while True:
+                frame = self._pump(link)
+                if frame is None:
+                    break
+                self._dispatch(link, frame)
+        finally:
+            link.last_read = time.monotonic()
+            link.read_lock.release()
+
+    def _settle(self, flying: list[_Link], poller: _Poller | None) -> None:
+        """After a failure: finish the frames in flight within _CONTROL_WAIT (so that the
+        connections stay usable for later runs) or give their connections up."""
+        deadline = time.monotonic() + _CONTROL_WAIT
+        for link in flying:
+            try:
+                while not link.flush():
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError
+                    waiter = select.poll()
+                    waiter.register(link.fd, select.POLLOUT)
+                    waiter.poll(remaining * 1000.0)
+            except (OSError, ValueError):
+                link.abandon()
+                link.shutdown()
+            finally:
+                link.send_lock.release()
+                if poller is not None:
+                    with contextlib.suppress(Exception):
+                        poller.update(link, False)
+        flying.clear()
+
+    def _pump(self, link: _Link) -> Frame | None:
         """One frame from `link` (caller holds its read_lock), or None; failures are reported."""
         if link.reader_done:
             return None
         try:
-            return link.pump(deadline)
+            return link.pump()
         except IntegrityError as e:
             link.reader_done = True
             self._fail(
@@ -1130,12 +1372,13 @@ class TcpTransport(Transport):
         else:
             link.bye_received = True
             link.reader_done = True
+            self._signal()
 
     def _fail(self, error: Exception) -> None:
         self.mailbox.fail(error)  # wakes a waiting program thread (see _WakingMailbox)
 
     def _signal(self) -> None:
-        """Wake a program thread that waits on a socket so that it re-checks the mailbox."""
+        """Wake a program thread that waits in poll so that it re-checks the mailbox."""
         wake = self._wake_send
         if wake is not None:
             with contextlib.suppress(OSError):
@@ -1168,14 +1411,18 @@ class TcpTransport(Transport):
                 interval = _DRAIN_MAX
                 continue
             before = link.reader.received
+            delivered = link.delivered
             try:
+                link.reader.readable = True
                 while True:
-                    frame = self._pump(link, 0.0)
+                    frame = self._pump(link)
                     if frame is None:
                         break
                     self._dispatch(link, frame)
             finally:
                 link.read_lock.release()
+            if link.delivered != delivered or link.reader_done:
+                self._signal()  # a program thread may be polling for exactly this message
             # Poll quickly while data flows (e.g. a large message), back off when idle.
             busy = link.reader.received != before
             interval = _DRAIN_MIN if busy else min(2 * interval, _DRAIN_MAX)

@@ -10,6 +10,7 @@ none of them ever unpickles bytes from a peer.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
@@ -42,6 +43,19 @@ class Transport(ABC):
     def recv(self, frm: int, tag: Tag, timeout: float) -> np.ndarray:
         """Receive the array that party `frm` sent with `tag`, waiting at most `timeout` s."""
         return self.mailbox.get(frm, tag, timeout, sender_name=self.names[frm])
+
+    def exchange(
+        self, tag: Tag, outgoing: Mapping[int, np.ndarray], expect: Iterable[int], timeout: float
+    ) -> tuple[dict[int, np.ndarray], int]:
+        """One round: send `outgoing[to]` to every `to`, then receive from every rank in
+        `expect`, all with `tag`; return the received arrays by rank and the bytes sent.
+
+        Each receive waits at most `timeout` s. Transports may overlap the sends and receives.
+        """
+        sent = 0
+        for to, array in outgoing.items():
+            sent += self.send(to, tag, array)
+        return {frm: self.recv(frm, tag, timeout) for frm in expect}, sent
 
     @abstractmethod
     def abort(self, reason: str, run: int | None = None) -> None:
