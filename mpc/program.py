@@ -68,6 +68,12 @@ class PartyContext:
         alg = self.protocol.algebra
         if frac:
             ints = self.fixed_point.encode(value)
+            base = self.fixed_point.frac_bits
+            if frac != base:  # a wider intermediate scale: the constant shifted exactly
+                if frac < base:
+                    raise ValueError(f"cannot encode at {frac} fractional bits (< {base})")
+                scaled = alg.mul(alg.from_signed(ints), _power_of_two(self.protocol, frac - base))
+                return contiguous(scaled)
         else:
             arr = np.asarray(value)
             if arr.dtype.kind not in "iub":
@@ -83,8 +89,10 @@ class PartyContext:
 
     def _decode(self, elements: np.ndarray, frac: int) -> np.ndarray:
         ints = self.protocol.algebra.to_signed(elements)
-        if frac:
+        if frac == self.fixed_point.frac_bits:
             return self.fixed_point.decode(ints)
+        if frac:
+            return np.asarray(ints, dtype=np.float64) / float(1 << frac)
         return ints
 
     # ---- input and output ---------------------------------------------------------------------
@@ -143,7 +151,9 @@ class PartyContext:
         frac = max(v.frac for v in values)
         proto = self.protocol
         shares = [
-            v.share if v.frac == frac else proto.mul_public(v.share, _power_of_two(proto, frac))
+            v.share
+            if v.frac == frac
+            else proto.mul_public(v.share, _power_of_two(proto, frac - v.frac))
             for v in values
         ]
         try:
@@ -367,6 +377,17 @@ class Secret:
         the additive protocol (see `mpc.protocols.comparison`)."""
         with self.ctx.channel.operation("compare"):
             return self._like(self.ctx.protocol.less_than_zero(self.share), 0)
+
+    def ltz_times(self, other: Secret) -> tuple[Secret, Secret]:
+        """(b, b * other) with b = self.ltz(): the product of the bit with a shared value of the
+        same shape, exact (no truncation) and, with the additive protocol, in the rounds of
+        the comparison alone (five)."""
+        other = self._other(other)
+        if other.shape != self.shape:
+            raise ShapeMismatchError(f"ltz_times: shapes {self.shape} and {other.shape} differ")
+        with self.ctx.channel.operation("compare"):
+            bit, product = self.ctx.protocol.less_than_zero_times(self.share, other.share)
+            return self._like(bit, 0), other._like(product)
 
     def __lt__(self, other: Any) -> Secret:
         diff: Secret = self - other

@@ -188,3 +188,21 @@ def test_dealer_comparison_mask_is_consistent() -> None:
     assert 0.45 < np.unpackbits(xor("mask_bits").view(np.uint8)).mean() < 0.55
     assert 0.4 < ring_sum("dabit").mean() < 0.6
     assert dealer.bytes_sent / size < 10 * 8
+
+
+def test_ltz_times_gives_the_bit_and_its_product_in_five_rounds() -> None:
+    x = np.linspace(-3, 3, 61)
+    y = np.linspace(10, -20, 61)
+
+    def program(ctx: PartyContext) -> tuple[np.ndarray | None, np.ndarray | None]:
+        sx = ctx.input("alice", x if ctx.me == "alice" else None)
+        sy = ctx.input("bob", y if ctx.me == "bob" else None)
+        bit, product = sx.ltz_times(sy)
+        return ctx.reveal(bit), ctx.reveal(product)
+
+    outcome = local_parties("additive", 3).run(program)["carol"]
+    bit, product = outcome.output
+    np.testing.assert_array_equal(bit, (x < 0).astype(np.int64))
+    # The product of a 0/1 integer with a fixed-point value is exact: y as encoded, or 0.
+    np.testing.assert_array_equal(product, np.where(x < 0, np.round(y * 2**16) / 2**16, 0.0))
+    assert outcome.stats.by_kind["compare"].rounds == 5

@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 import pytest
-from helpers import NAMES, local_parties
+from helpers import NAMES, local_parties, run
 
 from mpc.dealers.seeded import InsecureLocalDealer
 from mpc.encoding import FixedPoint
@@ -58,3 +58,20 @@ def test_one_dealer_object_shared_by_two_executors_never_repeats_items() -> None
     first = LocalParties(config, dealer).run(first_triple_share)["bob"].output
     second = LocalParties(config, dealer).run(first_triple_share)["bob"].output
     assert not np.array_equal(first, second)
+
+
+def test_constants_and_concat_at_a_wider_fixed_point_scale() -> None:
+    """Intermediates at more fractional bits than the session's (e.g. an untruncated product)
+    take constants and join other values at their own scale (both used to assume 16 bits)."""
+    from mpc.program import Secret
+
+    def program(ctx: PartyContext) -> tuple[np.ndarray | None, np.ndarray | None]:
+        x = ctx.input("alice", np.array([1.25, -2.0]) if ctx.me == "alice" else None)
+        wide = Secret(ctx, ctx.protocol.mul_public(x.share, np.array(1 << 18, np.uint64)), 34)
+        shifted = wide + 0.5
+        joined = ctx.concat([shifted, x])
+        return ctx.reveal(shifted), ctx.reveal(joined)
+
+    shifted, joined = run("additive", 3, program)["alice"]
+    np.testing.assert_array_equal(shifted, [1.75, -1.5])
+    np.testing.assert_array_equal(joined, [1.75, -1.5, 1.25, -2.0])

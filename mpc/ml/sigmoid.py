@@ -6,12 +6,12 @@ over a fixed-point `Secret` (the same shape in, fixed point out), their plaintex
 error), and the fixed-point helpers they share.
 
   name              rounds  ltz/element  max |error| vs expit: bound, and measured (secure)
-  piecewise            7        2        0.0561 for every z;   0.05605 on 8001 points of [-40, 40]
+  piecewise            6        2        0.0561 for every z;   0.05605 on 8001 points of [-40, 40]
   poly                 8        0        0.1035 on [-12, 12];  0.10320 on 20001 points
                                          (diverges outside)
-  accurate            31        1        7e-4 for |z| <= 112;  4.3e-4 to 4.5e-4 on 20001 points
+  accurate            30        1        7e-4 for |z| <= 112;  4.3e-4 to 4.5e-4 on 20001 points
                                          (wrong beyond)
-  accurate-clamped    31        3        7e-4 for every z;     2.9e-4 on 6001 points of [-200, 200]
+  accurate-clamped    30        3        7e-4 for every z;     2.9e-4 on 6001 points of [-200, 200]
 
   piecewise:  clip(0.5 + 0.17707 z, 0, 1)
   poly:       0.5 + t (1.773046 - 3.133729 t^2 + 1.960132 t^4), t = z / 12
@@ -49,6 +49,8 @@ FloatArray = npt.NDArray[np.float64]
 #: reached where the line meets 0 and 1 (|z| = 2.82). The familiar slope 1/4 (the tangent at 0)
 #: has error 0.119, SPU's 1/8 has error 0.095.
 PIECEWISE_SLOPE = 0.17707
+#: The slope is encoded with 16 + 2 fractional bits (a < 1/4 keeps 16 significant bits).
+PIECEWISE_EXTRA_BITS = 2
 PIECEWISE_MAX_ERROR = 0.0561
 
 #: `poly`: least-squares fit (uniform grid, 2 * 10^5 points) of expit(z) - 0.5 by b1 t + b3 t^3 +
@@ -160,23 +162,29 @@ def _flat(z: Secret) -> tuple[Secret, tuple[int, ...]]:
 
 # ---- the approximations -------------------------------------------------------------------------
 def sigmoid_piecewise(z: Secret) -> Secret:
-    """clip(0.5 + a z, 0, 1) with a = 0.17707: max error 0.0561 for every real z (7 rounds).
+    """clip(0.5 + a z, 0, 1) with a = 0.17707: max error 0.0561 for every real z (6 rounds).
 
     Piecewise-linear ("hard") sigmoid as in SecureML (Mohassel & Zhang, IEEE S&P 2017, sect. 4.1,
     which uses slope 1 on [-1/2, 1/2]); the slope here minimises the max error (PIECEWISE_SLOPE).
-    u = 0.5 + a z (1 round); both clip comparisons in one `ltz` call on [u, 1 - u] (5 rounds):
-    b0 = [u < 0], b1 = [u > 1]; then result = u - b0 u + b1 (1 - u), one product of the 0/1
-    integers with [u, 1 - u] (integer times fixed point needs no truncation, 1 round).
+    u = 0.5 + a z is computed without truncation, at scale 2^(34) (z at 2^16 times a encoded
+    with 18 bits, local), so its sign is exact for every z in range; both clip comparisons run
+    in one `ltz_times` on [u, 1 - u], which also gives the products b0 u and b1 (1 - u) of the
+    0/1 results (5 rounds); result = u - b0 u + b1 (1 - u), truncated to 16 bits (1 round,
+    failure probability at most 2^-30 per element: the result is at most 2^34).
     """
     flat, shape = _flat(z)
     ctx = flat.ctx
     n = flat.size
+    proto = ctx.protocol
+    f = ctx.fixed_point.frac_bits
+    slope_bits = f + PIECEWISE_EXTRA_BITS
+    slope = proto.algebra.from_signed(np.asarray(round(PIECEWISE_SLOPE * 2**slope_bits)))
     with ctx.channel.operation("sigmoid"):
-        u = scale(flat, PIECEWISE_SLOPE) + 0.5
+        u = Secret(ctx, proto.mul_public(flat.share, slope), f + slope_bits) + 0.5
         both = ctx.concat([u, 1.0 - u])
-        bits = both.ltz()
-        picked = bits * both  # int * fixed: exact, no truncation
-        out = u - picked[:n] + picked[n:]
+        _, picked = both.ltz_times(both)  # [u < 0] u and [u > 1] (1 - u)
+        wide = u - picked[:n] + picked[n:]
+        out = Secret(ctx, _truncate(ctx, wide.share, slope_bits), f)
     return out.reshape(*shape)
 
 
@@ -234,10 +242,10 @@ def _reciprocal_1_2(e: Secret) -> Secret:
 
 
 def sigmoid_accurate(z: Secret, clamp: float | None = None) -> Secret:
-    """1 / (1 + exp(-|z|)), mirrored for z < 0: max error 7e-4 for |z| <= 112 (31 rounds).
+    """1 / (1 + exp(-|z|)), mirrored for z < 0: max error 7e-4 for |z| <= 112 (30 rounds).
 
     Following CrypTen's "reciprocal" sigmoid (Knott et al., NeurIPS 2021, sect. 4.1): the sign
-    s = ltz(z) (5 rounds); |z| = (1 - 2s) z (1 round, no truncation); u = |z| / 64 (1 round);
+    s and s z from one `ltz_times` (5 rounds); |z| = z - 2 s z (local); u = |z| / 64 (1 round);
     e = exp(-|z|) = (1 - u + u^2/2)^64 (`_exp_neg`, 14 rounds); y = 1 / (1 + e) by Newton
     (`_reciprocal_1_2`, 9 rounds); result y + s (1 - 2y) (1 round). Error: 5.6e-5 from the Taylor
     part, the rest from fixed point (+-1 ulp per truncation, doubled by each squaring near e = 1).
@@ -246,24 +254,30 @@ def sigmoid_accurate(z: Secret, clamp: float | None = None) -> Secret:
     past it (|z| > 128), where its 64th power leaves the fixed-point range: the result is wrong.
     With `clamp=B` (B <= 112), |z| is
     clamped to B first, which makes the result correct for every z: the comparisons [z < 0],
-    [z > B] and [z < -B] run in one `ltz` call on 3 times as many elements (same rounds).
+    [z > B] and [z < -B] run in one `ltz_times` call on 3 times as many elements (same rounds).
     """
     flat, shape = _flat(z)
     ctx = flat.ctx
     n = flat.size
     with ctx.channel.operation("sigmoid"):
         if clamp is None:
-            sign = flat.ltz()
-            flip = 1 - 2 * sign
-            magnitude = flip * flat  # int * fixed: exact
+            sign, signed = flat.ltz_times(flat)  # s and s z (exact)
+            magnitude = flat - 2 * signed  # (1 - 2s) z
         else:
             if not 0.0 < clamp <= ACCURATE_RANGE:
                 raise ValueError(f"clamp must be in (0, {ACCURATE_RANGE:g}], got {clamp}")
-            bits = ctx.concat([flat, clamp - flat, flat + clamp]).ltz()
+            tests = ctx.concat([flat, clamp - flat, flat + clamp])
+            bits, times_z = tests.ltz_times(ctx.concat([flat, flat, flat]))
             sign, above, below = bits[:n], bits[n : 2 * n], bits[2 * n :]
-            # (1 - 2s)(1 - t1 - t2) = 1 - 2s - t1 + t2, because t2 = 1 implies s = 1.
-            flip = 1 - 2 * sign - above + below
-            magnitude = flip * flat + (above + below) * float(clamp)
+            # (1 - 2s)(1 - t1 - t2) z + (t1 + t2) B = z - 2 s z - t1 z + t2 z + (t1 + t2) B,
+            # because t2 = 1 implies s = 1.
+            magnitude = (
+                flat
+                - 2 * times_z[:n]
+                - times_z[n : 2 * n]
+                + times_z[2 * n :]
+                + (above + below) * float(clamp)
+            )
         u = truncate(magnitude, EXP_SQUARINGS)
         e = _exp_neg(u)
         y = _reciprocal_1_2(e)

@@ -18,7 +18,7 @@ import numpy as np
 from mpc.algebra import RING64, Algebra
 from mpc.protocols.base import Need, SecurityModel, SharingScheme
 from mpc.protocols.beaver import BeaverMultiplication
-from mpc.protocols.comparison import less_than_zero
+from mpc.protocols.comparison import less_than_zero, less_than_zero_times
 from mpc.rng import Prg
 
 
@@ -84,6 +84,10 @@ class AdditiveBeaver(BeaverMultiplication):
     def less_than_zero(self, x: np.ndarray) -> np.ndarray:
         """Exact sign bit; see `mpc.protocols.comparison`. Five rounds."""
         return less_than_zero(self, x)
+
+    def less_than_zero_times(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The sign bit and its product with y, in the same five rounds."""
+        return less_than_zero_times(self, x, y)
 
     @classmethod
     def make_scheme(cls, n: int, t: int) -> SharingScheme:

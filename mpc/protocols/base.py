@@ -325,6 +325,12 @@ class Protocol(ABC):
             "comparisons (or an approximation that needs none)"
         )
 
+    def less_than_zero_times(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Shares of b = [x < 0] and of the exact product b * y (y shared, x's shape). This
+        default multiplies after the comparison (one more round); protocols may fuse them."""
+        bit = self.less_than_zero(x)
+        return bit, self.mul(bit, y)
+
     def truncate(self, x: np.ndarray, bits: int) -> np.ndarray:
         """Probabilistic truncation by `bits` with a dealer pair (r, r >> bits). One round.
 

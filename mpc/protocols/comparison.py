@@ -1,8 +1,9 @@
 """Exact comparison with zero for additive sharing over Z_2^64: the sign bit of a shared value.
 
-Responsibility: `less_than_zero(protocol, x)` from the protocol's share API and a dealer's
-`ComparisonMask`, plus what a dealer needs to make that mask (`mask_shapes`,
-`mask_monomials`).
+Responsibility: `less_than_zero(protocol, x)` and `less_than_zero_times(protocol, x, y)`
+(the bit and its product with a shared y, in the same rounds) from the protocol's share API,
+a dealer's `ComparisonMask` (and one Beaver triple for the product), plus what a dealer needs
+to make that mask (`mask_shapes`, `mask_monomials`).
 
 Protocol (bit decomposition of a dealer mask: Damgård, Fitzi, Kiltz, Nielsen & Toft, TCC 2006,
 with the carry formulation of Nishide & Ohta, PKC 2007; the boolean part on XOR shares as in
@@ -38,7 +39,7 @@ from mpc.algebra import RING64
 from mpc.bitpack import WORD_BITS, pack_planes, words_for
 from mpc.errors import UnsupportedOperationError
 from mpc.protocols.base import ComparisonMask, Need, Protocol, Shape
-from mpc.protocols.gmw import ALL_ONES, and_products, bits_to_ring, xor_public
+from mpc.protocols.gmw import ALL_ONES, and_products, open_with_dabit, xor_public
 
 _LOW = WORD_BITS - 1  # positions 0..62 form c' and r'
 _FAN_IN = 4
@@ -117,6 +118,28 @@ def mask_monomials(and_masks: np.ndarray) -> np.ndarray:
 
 def less_than_zero(protocol: Protocol, x: np.ndarray) -> np.ndarray:
     """Shares of [x < 0] (x read as a signed 64-bit integer), as 0/1 ring elements."""
+    bit, _ = _sign_bit(protocol, x, None)
+    return bit
+
+
+def less_than_zero_times(
+    protocol: Protocol, x: np.ndarray, y: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Shares of b = [x < 0] and of b * y (y shared, x's shape) in the rounds of b alone.
+
+    With the daBit s of step 5, b * y = v y + (1 - 2v) (s y) for the public v = b ^ s; the
+    Beaver product s y is opened together with c in round 1, so the product costs no round.
+    """
+    if y.shape != x.shape:
+        raise ValueError(f"x of shape {x.shape} with a multiplicand of shape {y.shape}")
+    bit, product = _sign_bit(protocol, x, y)
+    assert product is not None
+    return bit, product
+
+
+def _sign_bit(
+    protocol: Protocol, x: np.ndarray, times: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray | None]:
     alg = protocol.algebra
     if alg is not RING64:
         raise UnsupportedOperationError("this comparison needs sharing over the ring Z_2^64")
@@ -124,9 +147,19 @@ def less_than_zero(protocol: Protocol, x: np.ndarray) -> np.ndarray:
     flat = x.reshape(-1)
     size = flat.size
     if size == 0:
-        return np.zeros(shape, dtype=np.uint64)
+        empty = np.zeros(shape, dtype=np.uint64)
+        return empty, None if times is None else empty
     mask: ComparisonMask = protocol._need(Need.COMPARISON_MASKS).comparison_mask((size,), WORD_BITS)
-    c = protocol.open_all(alg.add(flat, mask.mask))
+    if times is None:
+        c = protocol.open_all(alg.add(flat, mask.mask))
+    else:  # Beaver: s * y from a triple (a, b, t), e = s - a and d = y - b opened with c
+        y = times.reshape(-1)
+        a, b, t = protocol._need(Need.TRIPLES).triple((size,))
+        c, e, d = protocol.open_many(
+            [alg.add(flat, mask.mask), alg.sub(mask.dabit, a), alg.sub(y, b)]
+        )
+        s_times_y = alg.add(t, alg.add(alg.mul(e, b), alg.mul(d, a)))
+        s_times_y = protocol.add_public(s_times_y, alg.mul(e, d))
     c_planes = pack_planes(c)  # (64, W)
     words = c_planes.shape[1]
 
@@ -157,4 +190,10 @@ def less_than_zero(protocol: Protocol, x: np.ndarray) -> np.ndarray:
         lt = t[3] ^ p1 ^ p2 ^ p3
         eq = p4
     msb = xor_public(protocol, lt[0] ^ mask.mask_bits[_LOW], c_planes[_LOW])
-    return bits_to_ring(protocol, msb, mask.dabit_bits, mask.dabit, size).reshape(shape)
+    v = open_with_dabit(protocol, msb, mask.dabit_bits, size)
+    flip = alg.sub(np.ones((), dtype=np.uint64), alg.add(v, v))  # 1 - 2v
+    bit = protocol.add_public(protocol.mul_public(mask.dabit, flip), v)
+    if times is None:
+        return bit.reshape(shape), None
+    product = alg.add(protocol.mul_public(y, v), protocol.mul_public(s_times_y, flip))
+    return bit.reshape(shape), product.reshape(shape)

@@ -150,11 +150,10 @@ def and_products(
     return np.bitwise_xor.reduceat(terms, plan.segments, axis=0)
 
 
-def bits_to_ring(
-    protocol: Protocol, bits: np.ndarray, dabit_bits: np.ndarray, dabit: np.ndarray, count: int
+def open_with_dabit(
+    protocol: Protocol, bits: np.ndarray, dabit_bits: np.ndarray, count: int
 ) -> np.ndarray:
-    """Ring shares (0/1) of the first `count` bits of an XOR-shared plane (W words). One round."""
-    alg = protocol.algebra
-    v = unpack_plane(open_xor(protocol, bits ^ dabit_bits), count)
-    flip = alg.sub(np.ones((), dtype=np.uint64), alg.add(v, v))  # 1 - 2v
-    return protocol.add_public(protocol.mul_public(dabit, flip), v)
+    """v = x ^ s for the first `count` bits x of an XOR-shared plane (W words) and a dealer
+    daBit s, opened to every party as 0/1 values. One round. Then [x] = v + [s] - 2 v [s] in
+    the ring, with [s] the daBit's ring shares (linear: v is public)."""
+    return unpack_plane(open_xor(protocol, bits ^ dabit_bits), count)
