@@ -1285,15 +1285,17 @@ class TcpTransport(Transport):
                             link.send_lock.release()
                             poller.update(link, False)
                     if event & _READ_EVENTS and not link.reader_done:
-                        self._read(link)
+                        self._read(link, tag)
                         if link.reader_done:
                             poller.update(link, link in flying)
         finally:
             if flying:
                 self._settle(flying, poller)
 
-    def _read(self, link: _Link) -> None:
-        """Read and dispatch every complete frame that has arrived on `link`."""
+    def _read(self, link: _Link, tag: Tag) -> None:
+        """Read and dispatch the frames that have arrived on `link`, up to one with `tag` (the
+        rest waits in the socket: a large next message is not allocated while this round's
+        arrays are still being used)."""
         if not link.read_lock.acquire(timeout=_RECV_SLICE):
             return  # the receiver thread is reading it; it signals what it delivers
         try:
@@ -1303,6 +1305,8 @@ class TcpTransport(Transport):
                 if frame is None:
                     break
                 self._dispatch(link, frame)
+                if frame[0].tag == tag and frame[0].kind == framing.KIND_DATA:
+                    break
         finally:
             link.last_read = time.monotonic()
             link.read_lock.release()
