@@ -672,6 +672,31 @@ def test_truncated_or_oversized_encrypted_record_is_rejected() -> None:
         relay.cut()
 
 
+def test_frames_read_together_are_all_delivered_without_waiting_for_the_drain() -> None:
+    """Two frames that arrive in one segment: the second is already out of the socket (poll does
+    not report it) when the first is received; the next receive must find it at once instead of
+    waiting for the receiver thread (which backs off for up to 20 ms)."""
+    (a, b), relay = relayed_pair(encrypt=False)
+    try:
+        rounds = 30
+        start = time.monotonic()
+        for i in range(rounds):
+            wire = b"".join(
+                bytes(buf)
+                for r in (0, 1)
+                for buf in framing.frame_buffers(
+                    *framing.encode_data((i, r), np.array([i, r], dtype=np.int64))
+                )
+            )
+            relay.inject(wire)
+            for r in (0, 1):
+                np.testing.assert_array_equal(a.recv(1, (i, r), TIMEOUT), [i, r])
+        assert (time.monotonic() - start) / rounds < 0.01
+    finally:
+        close_all([a, b])
+        relay.cut()
+
+
 @pytest.mark.parametrize("encrypt", [True, False])
 def test_exchange_sends_and_receives_one_round(encrypt: bool) -> None:
     transports = make_transports(3, encrypt=encrypt)

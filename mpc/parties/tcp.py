@@ -1242,12 +1242,21 @@ class TcpTransport(Transport):
                     failure = mailbox.failure
                     if failure is not None:
                         raise failure
+                    progress = False
                     for link in missing:
                         if link.reader_done:
                             raise PeerFailedError(
                                 f"party {self.name!r}: party {link.name!r} closed its connection "
                                 f"before sending the message with tag {tag}"
                             )
+                        if link.reader.buffered:
+                            # Bytes already taken from the socket (poll cannot report them) may
+                            # hold the frame this round waits for.
+                            delivered = link.delivered
+                            self._read(link, tag)
+                            progress = progress or link.delivered != delivered
+                    if progress:
+                        continue
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     if missing:
