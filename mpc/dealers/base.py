@@ -75,6 +75,7 @@ class DealerClient:
         self._cache: dict[Stream, deque[list[np.ndarray]]] = {}
         self._ahead: dict[Stream, tuple[int, int, Callable[[], Items]]] = {}
         self._plans: dict[Stream, tuple[bool, ...]] = {}
+        self._streams: dict[tuple[str, tuple[Shape, ...], int], Stream] = {}
         self.items_used = 0
         self.correction_fetches = 0
         self.epoch = 0
@@ -178,14 +179,24 @@ class DealerClient:
             self._ahead[stream] = (start, batch, self._fetch(stream, start, batch))
 
     # ---- CorrelatedRandomness ---------------------------------------------------------------
+    def _stream(self, kind: str, shapes: tuple[Shape, ...], bits: int = 0) -> Stream:
+        """The one Stream object of this run for (kind, shapes, bits): dictionary lookups by an
+        identical object skip the field-by-field comparison."""
+        key = (kind, shapes, bits)
+        stream = self._streams.get(key)
+        if stream is None or stream.epoch != self.epoch:
+            stream = Stream(kind, shapes, bits, self.epoch)
+            self._streams[key] = stream
+        return stream
+
     def triple(self, shape: Shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        a, b, c = self._take(Stream("triple", (shape,), 0, self.epoch))
+        a, b, c = self._take(self._stream("triple", (shape,)))
         return a, b, c
 
     def matrix_triple(
         self, shape_x: Shape, shape_y: Shape
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        a, b, c = self._take(Stream("matrix", (shape_x, shape_y), 0, self.epoch))
+        a, b, c = self._take(self._stream("matrix", (shape_x, shape_y)))
         return a, b, c
 
     def matrix_mask(self, shape: Shape) -> tuple[np.ndarray, int]:
@@ -202,9 +213,9 @@ class DealerClient:
         return b, c
 
     def truncation_pair(self, shape: Shape, bits: int) -> tuple[np.ndarray, np.ndarray]:
-        r, r_shifted = self._take(Stream("trunc", (shape,), bits, self.epoch))
+        r, r_shifted = self._take(self._stream("trunc", (shape,), bits))
         return r, r_shifted
 
     def comparison_mask(self, shape: Shape, bits: int) -> ComparisonMask:
-        stream = Stream("compare", (shape,), bits, self.epoch)
+        stream = self._stream("compare", (shape,), bits)
         return ComparisonMask(**dict(zip(stream.components, self._take(stream), strict=True)))

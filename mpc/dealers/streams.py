@@ -78,6 +78,12 @@ class Stream:
             raise ValueError(f"unknown stream kind {self.kind!r}; use one of {sorted(_COMPONENTS)}")
         if (self.kind == "masked_matrix") != (self.parent >= 0):
             raise ValueError("a parent mask item is given for, and only for, masked_matrix")
+        # Streams key every dealer table on the path of each small operation: hash once.
+        key = (self.kind, self.shapes, self.bits, self.epoch, self.parent)
+        object.__setattr__(self, "_hash", hash(key))
+
+    def __hash__(self) -> int:
+        return self._hash  # type: ignore[attr-defined,no-any-return]
 
     @property
     def need(self) -> Need:
