@@ -585,9 +585,7 @@ def test_dp_model_release_scenario_spends_and_refuses(
     assert scenario.run([*LOCAL, "--parties", "9"]) == 2
 
 
-def test_dp_joint_statistics_scenario(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_dp_joint_statistics_scenario(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     scenario = load_scenario("dp_joint_statistics")
     args = [*LOCAL, "--ledger", str(tmp_path), "--budget-epsilon", "1.5"]
     assert scenario.run(args) == 0
