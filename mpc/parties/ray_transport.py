@@ -4,9 +4,9 @@ Responsibility: the simple alternative to direct TCP: `send` calls the peer acto
 method (fire and forget) with the binary frame header and the raw array bytes.
 Security model: messages travel through Ray's object transfer, which is neither encrypted nor
 authenticated unless the Ray cluster itself is set up with TLS. Arrays are sent as raw bytes
-with the binary header of `mpc.parties.framing` and rebuilt with `mpc.parties.framing` (no array is pickled by us), but Ray
-frames its own calls with pickle, so use this transport only inside a cluster whose nodes trust
-each other. The default data plane is `mpc.parties.tcp`.
+with the binary frame header and rebuilt with `mpc.parties.framing` (no array is pickled by
+us), but Ray frames its own calls with pickle, so use this transport only inside a cluster
+whose nodes trust each other. The default data plane is `mpc.parties.tcp`.
 """
 
 from __future__ import annotations
