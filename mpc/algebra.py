@@ -349,7 +349,9 @@ class Ring64(Algebra):
             return np.array(flat, dtype=np.uint64).reshape(arr.shape)
         if arr.dtype.kind == "u":
             return arr.astype(np.uint64)
-        return arr.astype(np.int64).astype(np.uint64)  # two's complement = 2^64 - |v|
+        if arr.dtype != np.int64:
+            arr = arr.astype(np.int64)
+        return arr.astype(np.uint64)  # two's complement = 2^64 - |v| (one copy)
 
     def to_signed(self, a: U64Array) -> I64Array:
         """Two's-complement lift; returns an int64 *view* of ``a`` (no copy)."""

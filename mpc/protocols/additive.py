@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from mpc.algebra import RING64, Algebra
+from mpc.algebra import RING64, Algebra, Ring64
 from mpc.protocols.base import Need, SecurityModel, SharingScheme
 from mpc.protocols.beaver import BeaverMultiplication
 from mpc.protocols.comparison import less_than_zero, less_than_zero_times
@@ -43,9 +43,14 @@ class AdditiveScheme(SharingScheme):
                 f"additive reconstruction needs all {self.n} shares, got {len(shares)}"
             )
         values = list(shares.values())
-        total = values[0]
-        for s in values[1:]:
-            total = self.algebra.add(total, s)
+        if len(values) == 1:
+            return np.array(values[0], copy=True)
+        total = self.algebra.add(values[0], values[1])
+        for s in values[2:]:
+            if isinstance(self.algebra, Ring64) and total.shape == s.shape:
+                np.add(total, s, out=total)  # total is ours: add in place, no new array
+            else:
+                total = self.algebra.add(total, s)
         return total
 
     def add_public(self, share: np.ndarray, constant: np.ndarray, rank: int) -> np.ndarray:

@@ -355,5 +355,6 @@ class Protocol(ABC):
         c = self.open(self.algebra.sub(x, r), holders if len(holders) < self.n else None)
         if c is None:
             return r_shifted
-        c_shifted = self.algebra.from_signed(self.algebra.to_signed(c) >> bits)
+        signed = self.algebra.to_signed(c)  # c is ours (just reconstructed): shift in place
+        c_shifted = self.algebra.from_signed(np.right_shift(signed, bits, out=signed))
         return self.add_public(r_shifted, c_shifted)
