@@ -1301,6 +1301,18 @@ class TcpTransport(Transport):
             if flying:
                 self._settle(flying, poller)
 
+    def _dispatch_readable(self, link: _Link, tag: Tag | None) -> None:
+        """Dispatch the frames buffered or readable now on `link`; with a `tag`, stop after the
+        data frame that carries it."""
+        link.reader.readable = True
+        while True:
+            frame = self._pump(link)
+            if frame is None:
+                return
+            self._dispatch(link, frame)
+            if tag is not None and frame[0].tag == tag and frame[0].kind == framing.KIND_DATA:
+                return
+
     def _read(self, link: _Link, tag: Tag) -> None:
         """Read and dispatch the frames that have arrived on `link`, up to one with `tag` (the
         rest waits in the socket: a large next message is not allocated while this round's
@@ -1308,14 +1320,7 @@ class TcpTransport(Transport):
         if not link.read_lock.acquire(timeout=_RECV_SLICE):
             return  # the receiver thread is reading it; it signals what it delivers
         try:
-            link.reader.readable = True
-            while True:
-                frame = self._pump(link)
-                if frame is None:
-                    break
-                self._dispatch(link, frame)
-                if frame[0].tag == tag and frame[0].kind == framing.KIND_DATA:
-                    break
+            self._dispatch_readable(link, tag)
         finally:
             link.last_read = time.monotonic()
             link.read_lock.release()
@@ -1426,12 +1431,7 @@ class TcpTransport(Transport):
             before = link.reader.received
             delivered = link.delivered
             try:
-                link.reader.readable = True
-                while True:
-                    frame = self._pump(link)
-                    if frame is None:
-                        break
-                    self._dispatch(link, frame)
+                self._dispatch_readable(link, None)
             finally:
                 link.read_lock.release()
             if link.delivered != delivered or link.reader_done:
