@@ -89,11 +89,11 @@ class PartyContext:
 
     def _decode(self, elements: np.ndarray, frac: int) -> np.ndarray:
         ints = self.protocol.algebra.to_signed(elements)
+        if not frac:
+            return ints
         if frac == self.fixed_point.frac_bits:
             return self.fixed_point.decode(ints)
-        if frac:
-            return np.asarray(ints, dtype=np.float64) / float(1 << frac)
-        return ints
+        return np.asarray(ints, dtype=np.float64) / float(1 << frac)
 
     # ---- input and output ---------------------------------------------------------------------
     def input(

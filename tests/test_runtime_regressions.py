@@ -75,3 +75,39 @@ def test_constants_and_concat_at_a_wider_fixed_point_scale() -> None:
     shifted, joined = run("additive", 3, program)["alice"]
     np.testing.assert_array_equal(shifted, [1.75, -1.5])
     np.testing.assert_array_equal(joined, [1.75, -1.5, 1.25, -2.0])
+
+
+def test_products_of_scalars_and_integer_sessions() -> None:
+    """0-d secrets multiply (the in-place ring product once turned them into numpy scalars),
+    and with 0 fractional bits revealed integers stay integers."""
+
+    def program(ctx: PartyContext) -> np.ndarray | None:
+        a = ctx.input("alice", np.float64(1.5) if ctx.me == "alice" else None)
+        b = ctx.input("bob", np.float64(-2.25) if ctx.me == "bob" else None)
+        return ctx.reveal(a * b)
+
+    for n in (2, 3):
+        got = run("additive", n, program)["alice"]
+        assert got.shape == () and abs(got + 3.375) <= 2**-16  # one truncation: 1 ulp
+
+    def integers(ctx: PartyContext) -> np.ndarray | None:
+        x = ctx.input("alice", np.array([3, -4]) if ctx.me == "alice" else None, kind="int")
+        return ctx.reveal(x * x)
+
+    parties = local_parties("additive", 3, fixed_point=FixedPoint(frac_bits=0, int_bits=30))
+    got = parties.run(integers)["bob"].output
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, [9, 16])
+
+
+def test_streams_pickle_by_their_fields() -> None:
+    """A Stream caches its hash; a pickled one must not carry another process's hash."""
+    import pickle
+
+    from mpc.dealers.streams import Stream
+
+    stream = Stream("triple", ((3,),), 0, 5)
+    copy = pickle.loads(pickle.dumps(stream))
+    object.__setattr__(stream, "_hash", 12345)  # as if hashed in another process
+    assert pickle.loads(pickle.dumps(stream)) == copy
+    assert hash(pickle.loads(pickle.dumps(stream))) == hash(copy) != 12345

@@ -50,6 +50,8 @@ class SeededDealer(Dealer):
         self._own_prg = Prg(new_seed())  # the dealer's own randomness (noise)
         self._pending: dict[tuple[Stream, int], dict[int, list[np.ndarray]]] = {}
         self._noise: dict[NoiseKey, tuple[str, dict[int, np.ndarray]]] = {}
+        #: The A of "mask" items of the current run, for the "masked_matrix" items using it.
+        self._masks: dict[tuple[Stream, int], np.ndarray] = {}
         self._lock = threading.Lock()
         self._latest_epoch = 0
         self.items_generated = 0
@@ -75,11 +77,16 @@ class SeededDealer(Dealer):
                 self._pending = {
                     k: v for k, v in self._pending.items() if k[0].epoch >= stream.epoch
                 }
+                self._masks = {k: v for k, v in self._masks.items() if k[0].epoch >= stream.epoch}
+                for expander in self._expanders:
+                    expander.keep_epoch(stream.epoch)
             for counter in range(start, start + count):
                 key = (stream, counter)
                 pending = self._pending.get(key)
                 if pending is None:
-                    shares = generate_corrections(self.scheme, self._expanders, stream, counter)
+                    shares = generate_corrections(
+                        self.scheme, self._expanders, stream, counter, self._masks
+                    )
                     self.items_generated += 1
                     pending = {r: s for r, s in enumerate(shares) if s}
                     self._pending[key] = pending

@@ -1,7 +1,8 @@
 """Streams of correlated randomness and their seed-compressed generation.
 
 Responsibility: the pure definition of what a dealer hands out (Beaver triples, matrix triples,
-truncation pairs), shared by the dealer that generates it and the party that expands its part.
+truncation pairs, comparison masks, matrix masks and their products), shared by the dealer that
+generates it and the party that expands its part.
 
 Seed compression (as in SPDZ's and ABY's dealer optimisations; see Damgård et al., "Practical
 covertly secure MPC for dishonest majority", ESORICS 2013): the dealer gives party i a PRG seed
@@ -84,6 +85,10 @@ class Stream:
 
     def __hash__(self) -> int:
         return self._hash  # type: ignore[attr-defined,no-any-return]
+
+    def __reduce__(self) -> tuple[type[Stream], tuple[str, tuple[Shape, ...], int, int, int]]:
+        # Rebuild from the fields: a pickled cached hash would be another process's.
+        return (Stream, (self.kind, self.shapes, self.bits, self.epoch, self.parent))
 
     @property
     def need(self) -> Need:
@@ -257,11 +262,13 @@ def generate_corrections(
     expanders: list[SeededExpander],
     stream: Stream,
     counter: int,
+    masks: dict[tuple[Stream, int], np.ndarray] | None = None,
 ) -> list[list[np.ndarray]]:
     """Dealer side: for item `counter` of `stream`, the correction shares of every rank.
 
     Returns one list per rank, with the shares of the components that rank does not derive
-    from its own seed, in component order.
+    from its own seed, in component order. `masks` caches the matrix A of "mask" items for
+    the "masked_matrix" items that multiply it (the caller drops old runs' entries).
     """
     algebra = scheme.algebra
     if stream.kind == "compare" and algebra.modulus != 1 << 64:
@@ -270,11 +277,17 @@ def generate_corrections(
     secrets: dict[str, np.ndarray] = {}
     if stream.kind == "masked_matrix":  # the parent's A, as every party expands its share
         parent = stream.mask_stream()
-        shares_a = [
-            expanders[r].item(parent, stream.parent)["a"]
-            for r in range(scheme.seeded_prefix(False))
-        ]
-        secrets["parent_a"] = scheme.complete(shares_a, None)[0]
+        key = (parent, stream.parent)
+        a = None if masks is None else masks.get(key)
+        if a is None:
+            shares_a = [
+                expanders[r].item(parent, stream.parent)["a"]
+                for r in range(scheme.seeded_prefix(False))
+            ]
+            a = scheme.complete(shares_a, None)[0]
+            if masks is not None:
+                masks[key] = a
+        secrets["parent_a"] = a
     prefixes = {c: seeded_prefix(scheme, c) for c in stream.components}
     items = [expanders[r].item(stream, counter) for r in range(max(prefixes.values()))]
     for component in stream.components:

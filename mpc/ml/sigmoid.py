@@ -166,11 +166,12 @@ def sigmoid_piecewise(z: Secret) -> Secret:
 
     Piecewise-linear ("hard") sigmoid as in SecureML (Mohassel & Zhang, IEEE S&P 2017, sect. 4.1,
     which uses slope 1 on [-1/2, 1/2]); the slope here minimises the max error (PIECEWISE_SLOPE).
-    u = 0.5 + a z is computed without truncation, at scale 2^(34) (z at 2^16 times a encoded
-    with 18 bits, local), so its sign is exact for every z in range; both clip comparisons run
-    in one `ltz_times` on [u, 1 - u], which also gives the products b0 u and b1 (1 - u) of the
-    0/1 results (5 rounds); result = u - b0 u + b1 (1 - u), truncated to 16 bits (1 round,
-    failure probability at most 2^-30 per element: the result is at most 2^34).
+    u = 0.5 + a z is computed without truncation, at scale 2^(2f + 2) for f fractional bits
+    (z at 2^f times a encoded with f + 2 bits, local), so its sign is exact while
+    |u| 2^(2f + 2) < 2^63 (f = 16: |z| < 2^26, beyond the default input range 2^24); both clip
+    comparisons run in one `ltz_times` on [u, 1 - u], which also gives the products b0 u and
+    b1 (1 - u) of the 0/1 results (5 rounds); result = u - b0 u + b1 (1 - u), truncated to f
+    bits (1 round, failure probability at most 2^(2f + 2 - 64) per element: 2^-30 for f = 16).
     """
     flat, shape = _flat(z)
     ctx = flat.ctx

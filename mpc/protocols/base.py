@@ -146,7 +146,8 @@ class SharingScheme(ABC):
 
     @abstractmethod
     def reconstruct(self, shares: Mapping[int, np.ndarray]) -> np.ndarray:
-        """Recover the secret from the shares of the given ranks."""
+        """Recover the secret from the shares of the given ranks, as a new array (callers may
+        modify it in place)."""
 
     @abstractmethod
     def add_public(self, share: np.ndarray, constant: np.ndarray, rank: int) -> np.ndarray:

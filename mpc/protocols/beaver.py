@@ -49,15 +49,15 @@ class BeaverMultiplication(Protocol):
         np.subtract(x.reshape(-1), a.reshape(-1), out=opening[:n])
         np.subtract(y.reshape(-1), b.reshape(-1), out=opening[n:])
         opened = self.open_all(opening)
-        e, d = opened[:n].reshape(x.shape), opened[n:].reshape(x.shape)
-        z: np.ndarray = np.multiply(e, b)
-        scratch = np.multiply(d, a)
+        e, d = opened[:n], opened[n:]  # flat, so that 0-d operands stay arrays
+        z: np.ndarray = np.multiply(e, b.reshape(-1))
+        scratch = np.multiply(d, a.reshape(-1))
         np.add(z, scratch, out=z)
-        np.add(z, c, out=z)
-        if self.rank in self.scheme.constant_holders():
+        np.add(z, c.reshape(-1), out=z)
+        if self.rank in self.scheme.constant_holders():  # the public e*d, added once
             np.multiply(e, d, out=scratch)
-            return self.add_public(z, scratch)
-        return z
+            return self.add_public(z.reshape(x.shape), scratch.reshape(x.shape))
+        return z.reshape(x.shape)
 
     def matmul(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         alg = self.algebra

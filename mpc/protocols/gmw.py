@@ -1,4 +1,4 @@
-"""XOR-shared bit vectors: opening, AND gates from dealer triples, conversion to the ring.
+"""XOR-shared bit vectors: opening, multi-input AND gates from dealer mask products, daBits.
 
 Responsibility: the boolean sub-protocol that comparisons run on. A shared bit vector is held
 as bit planes packed 64 elements per uint64 word (`mpc.bitpack`): x = x_0 ^ ... ^ x_{n-1}. XOR
