@@ -14,8 +14,8 @@ Protocols:
     Wood, "MArBled circuits", INDOCRYPT 2019), open v = x ^ s (uniform, one round), then
     [x] = v + [s] - 2 v [s], linear in [s] because v is public.
 Security model: semi-honest, n-1 of n corrupt, as the additive protocol; the dealer knows every
-triple and daBit and must not reuse them. Every opened value is masked by a fresh uniform
-dealer bit, so it is independent of the inputs.
+mask, mask product and daBit and must not reuse them. Every opened value is masked by a fresh
+uniform dealer bit, so it is independent of the inputs.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from mpc.errors import IntegrityError
 from mpc.protocols.base import Protocol
 
 ALL_ONES = np.array(0xFFFF_FFFF_FFFF_FFFF, dtype=np.uint64)
+ALL_ONES.flags.writeable = False
 
 
 def open_xor(protocol: Protocol, share: np.ndarray) -> np.ndarray:
