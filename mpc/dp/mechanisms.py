@@ -233,8 +233,32 @@ def analytic_gaussian_sigma(epsilon: float, delta: float, sensitivity: float = 1
 # ---- continuous mechanisms ----------------------------------------------------------------------
 
 
+class _FloatNoise:
+    """`randomise` for mechanisms whose noise is a float array of the value's shape."""
+
+    def cost(self, label: str = "") -> Release:
+        raise NotImplementedError
+
+    def noise(self, prg: Prg, shape: Shape = (), tag: Tag | None = None) -> FloatArray:
+        raise NotImplementedError
+
+    def randomise(
+        self,
+        prg: Prg,
+        value: Any,
+        *,
+        accountant: Accountant | None = None,
+        label: str = "",
+        tag: Tag | None = None,
+    ) -> FloatArray:
+        """``value + noise``; spends ``cost(label)`` at ``accountant`` first (if given)."""
+        arr = np.asarray(value, dtype=np.float64)
+        _spend(accountant, self.cost(label))
+        return np.asarray(arr + self.noise(prg, arr.shape, tag), dtype=np.float64)
+
+
 @dataclass(frozen=True, kw_only=True)
-class LaplaceMechanism:
+class LaplaceMechanism(_FloatNoise):
     """Continuous Laplace noise of scale ``sensitivity/epsilon`` (L1 sensitivity); ε-DP.
 
     Floating-point noise (see the module docstring); prefer :class:`DiscreteLaplaceMechanism`.
@@ -267,23 +291,9 @@ class LaplaceMechanism:
     def noise(self, prg: Prg, shape: Shape = (), tag: Tag | None = None) -> FloatArray:
         return laplace(prg, self.scale, shape, tag)
 
-    def randomise(
-        self,
-        prg: Prg,
-        value: Any,
-        *,
-        accountant: Accountant | None = None,
-        label: str = "",
-        tag: Tag | None = None,
-    ) -> FloatArray:
-        """``value + noise``; spends ``cost(label)`` at ``accountant`` first (if given)."""
-        arr = np.asarray(value, dtype=np.float64)
-        _spend(accountant, self.cost(label))
-        return np.asarray(arr + self.noise(prg, arr.shape, tag), dtype=np.float64)
-
 
 @dataclass(frozen=True, kw_only=True)
-class GaussianMechanism:
+class GaussianMechanism(_FloatNoise):
     """Continuous Gaussian noise, σ by the analytic calibration of Balle & Wang (ICML 2018);
     (ε, δ)-DP for L2 sensitivity Δ; also ``Δ²/(2σ²)``-zCDP.  The (ε, δ) variant of the CMS11
     vector output perturbation when applied to a model vector.  Floating-point noise."""
@@ -320,20 +330,6 @@ class GaussianMechanism:
 
     def noise(self, prg: Prg, shape: Shape = (), tag: Tag | None = None) -> FloatArray:
         return np.asarray(self.sigma * standard_normal(prg, shape, tag), dtype=np.float64)
-
-    def randomise(
-        self,
-        prg: Prg,
-        value: Any,
-        *,
-        accountant: Accountant | None = None,
-        label: str = "",
-        tag: Tag | None = None,
-    ) -> FloatArray:
-        """``value + noise``; spends ``cost(label)`` at ``accountant`` first (if given)."""
-        arr = np.asarray(value, dtype=np.float64)
-        _spend(accountant, self.cost(label))
-        return np.asarray(arr + self.noise(prg, arr.shape, tag), dtype=np.float64)
 
 
 # ---- discrete mechanisms ------------------------------------------------------------------------
