@@ -29,13 +29,11 @@ Writes benchmarks/results/dp_audit.json and dp_audit.png; prints tables.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -45,19 +43,11 @@ from mpc.dp.audit import AuditPoint, audit_model_release, secure_check, secure_r
 from mpc.dp.release import max_learning_rate, prepare_rows
 from mpc.ml import LogisticRegression, Standardizer, train_plain
 from mpc.ml.data import breast_cancer_split
+from mpc.scenario import load_script
 
 HERE = Path(__file__).resolve().parent
 SCENARIO = HERE.parent / "scenarios" / "dp_model_release.py"
 DEFAULT_EPSILONS = ("0.1", "0.5", "1", "2", "5", "10", "inf")
-
-
-def _scenario() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("scenario_dp_model_release", SCENARIO)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(spec.name, module)
-    spec.loader.exec_module(module)
-    return module
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -152,7 +142,7 @@ def plot(points: Sequence[AuditPoint], extra: dict[str, Any], path: str) -> None
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    scenario = _scenario()
+    scenario = load_script(SCENARIO)
     epsilons = [math.inf if e == "inf" else float(e) for e in args.epsilons]
     columns = scenario.FEATURE_SETS[args.features]
     center, scale = scenario.public_scaling(columns)

@@ -1,15 +1,41 @@
 """Shared command-line options of scenario scripts, so `mpc run` and `python scenario.py` agree.
 
 Responsibility: parse the session options every scenario accepts (parties, protocol, transport,
-runtime, dealer, timeout) into keyword arguments for `mpc.Session`.
+runtime, dealer, timeout) into keyword arguments for `mpc.Session`; import one scenario script
+from another (or from tests and benchmarks) by path (`load_script`).
 Security model: options only; `--allow-insecure` must be given explicitly for in-process dealers.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import sys
 from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
 from typing import Any
+
+
+def load_script(path: Path | str) -> ModuleType:
+    """Import a scenario script by path (scenarios are scripts, not a package).
+
+    The module is registered in `sys.modules` as ``mpc_scenario_<stem>`` and marked to be
+    pickled by value: Ray party workers cannot import a script, so a function of it handed to
+    a program (e.g. a CSV loader) travels with its code.
+    """
+    from ray import cloudpickle
+
+    path = Path(path).resolve()
+    name = f"mpc_scenario_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load the scenario script {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    cloudpickle.register_pickle_by_value(module)  # type: ignore[no-untyped-call]
+    return module
 
 
 def add_session_options(parser: argparse.ArgumentParser, default_parties: int = 3) -> None:

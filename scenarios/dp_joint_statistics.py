@@ -35,14 +35,12 @@ Run:  mpc run scenarios/dp_joint_statistics.py   (or: python scenarios/dp_joint_
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -56,7 +54,7 @@ from mpc.dp import (
 from mpc.dp.release import format_ledger_status
 from mpc.errors import PartyFailedError
 from mpc.program import PartyContext
-from mpc.scenario import add_session_options, session_kwargs
+from mpc.scenario import add_session_options, load_script, session_kwargs
 from mpc.session import Session
 
 HOSPITALS = ["north", "south", "east", "west", "central"]
@@ -66,17 +64,6 @@ AGE_RANGE = (20, 90)
 CHOLESTEROL_RANGE = (100, 400)
 BINS = ("below 200", "200-239", "240 or more")
 EDGES = (200, 240)
-
-
-def _joint_statistics() -> ModuleType:
-    """The non-private scenario (its data generator and CSV loader)."""
-    path = Path(__file__).resolve().parent / "joint_statistics.py"
-    spec = importlib.util.spec_from_file_location("scenario_joint_statistics", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(spec.name, module)
-    spec.loader.exec_module(module)
-    return module
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -195,7 +182,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         print(f"--parties must be between 2 and {len(HOSPITALS)}", file=sys.stderr)
         return 2
     names = HOSPITALS[: args.parties]
-    base = _joint_statistics()
+    base = load_script(Path(__file__).resolve().parent / "joint_statistics.py")
     paths = base.make_data(names)
     ledger = Path(args.ledger)
     private: dict[str, dict[str, Any]] = {

@@ -15,27 +15,15 @@ Run:  mpc run scenarios/enclave_dealer.py --allow-simulated-enclave
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from mpc.errors import MpcError
-from mpc.scenario import add_session_options, session_kwargs
+from mpc.scenario import add_session_options, load_script, session_kwargs
 from mpc.session import Session
 from mpc.tee import dealer_config, measurement_hex
-
-
-def _joint_statistics() -> Any:
-    path = Path(__file__).resolve().parent / "joint_statistics.py"
-    spec = importlib.util.spec_from_file_location("mpc_scenario_joint_statistics", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def run(argv: Sequence[str] | None = None) -> int:
@@ -49,7 +37,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         help="accept SIMULATED/DEBUG quotes (the only backend that exists today)",
     )
     args = parser.parse_args(argv)
-    js = _joint_statistics()
+    js = load_script(Path(__file__).resolve().parent / "joint_statistics.py")
     names = js.HOSPITALS[: args.parties]
     paths = js.make_data(names)
     private = {n: {"csv": str(p)} for n, p in paths.items()}

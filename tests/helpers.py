@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
@@ -14,6 +12,7 @@ from mpc.encoding import FixedPoint
 from mpc.parties.local import LocalParties
 from mpc.parties.party import SessionConfig
 from mpc.protocols.registry import available_protocols, get_protocol
+from mpc.scenario import load_script
 
 NAMES = ["alice", "bob", "carol", "dave", "erin"]
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
@@ -22,14 +21,8 @@ LOCAL = ["--runtime", "local", "--allow-insecure"]
 
 
 def load_scenario(name: str) -> ModuleType:
-    """Import scenarios/<name>.py (scenarios are scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(f"scenario_{name}", SCENARIOS / f"{name}.py")
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load scenario {name!r}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    """Import scenarios/<name>.py."""
+    return load_script(SCENARIOS / f"{name}.py")
 
 
 def protocol_cases(sizes: tuple[int, ...] = (2, 3, 5)) -> list[tuple[str, int]]:
