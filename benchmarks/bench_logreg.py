@@ -150,10 +150,6 @@ def _plain_seconds(x: np.ndarray, y: np.ndarray, config: LogisticRegression, met
     return best
 
 
-def _diff(a: LinearModel, b: LinearModel) -> float:
-    return float(np.abs(np.r_[a.coef - b.coef, a.intercept - b.intercept]).max())
-
-
 def _load() -> float:
     try:
         return os.getloadavg()[0]
@@ -209,8 +205,8 @@ def cancer_rows(
             "accuracy_secure": secure.accuracy(test, y_test),
             "accuracy_plain_same_recipe": plain.accuracy(test, y_test),
             "accuracy_plain_exact_sigmoid": exact.accuracy(test, y_test),
-            "max_abs_w_diff_same_recipe": _diff(secure, plain),
-            "max_abs_w_diff_exact_sigmoid": _diff(secure, exact),
+            "max_abs_w_diff_same_recipe": secure.max_difference(plain),
+            "max_abs_w_diff_exact_sigmoid": secure.max_difference(exact),
             "rounds_per_party": rounds,
             "bytes_per_party": sent,
             "load_1min": _load(),
@@ -257,7 +253,7 @@ def scaling_rows(
                 "plain_seconds": _plain_seconds(prepared, y, config, reference),
                 "accuracy_secure_train": secure.accuracy(prepared, y),
                 "accuracy_plain_train": plain.accuracy(prepared, y),
-                "max_abs_w_diff_same_recipe": _diff(secure, plain),
+                "max_abs_w_diff_same_recipe": secure.max_difference(plain),
                 "rounds_per_party": rounds,
                 "bytes_per_party": sent,
                 "load_1min": _load(),

@@ -51,6 +51,15 @@ def add_session_options(parser: argparse.ArgumentParser, default_parties: int = 
     parser.add_argument("--config", default=None, help="deployment config (TOML)")
 
 
+def party_names(args: argparse.Namespace, names: Sequence[str]) -> list[str] | None:
+    """The first `--parties` of `names`; None (after saying why on stderr) if the count is not
+    between 2 and len(names)."""
+    if not 2 <= args.parties <= len(names):
+        print(f"--parties must be between 2 and {len(names)}", file=sys.stderr)
+        return None
+    return list(names[: args.parties])
+
+
 def session_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     dealer = args.dealer
     if dealer is None:

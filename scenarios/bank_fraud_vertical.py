@@ -46,7 +46,7 @@ from mpc.ml import (
 )
 from mpc.ml.sigmoid import SIGMOIDS
 from mpc.program import PartyContext
-from mpc.scenario import add_session_options, session_kwargs
+from mpc.scenario import add_session_options, party_names, session_kwargs
 from mpc.session import Session
 
 PARTIES = ["bank", "retailer", "regulator", "auditor", "ombudsman"]
@@ -149,13 +149,12 @@ def run(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--learning-rate", type=float, default=1.0)
     parser.add_argument("--rows", type=int, default=6000, help="customers (train + test)")
     args = parser.parse_args(argv)
-    if not 2 <= args.parties <= len(PARTIES):
-        print(f"--parties must be between 2 and {len(PARTIES)}", file=sys.stderr)
+    names = party_names(args, PARTIES)
+    if names is None:
         return 2
     if args.rows < 40:
         print("--rows must be at least 40", file=sys.stderr)
         return 2
-    names = PARTIES[: args.parties]
     config = LogisticRegression(
         learning_rate=args.learning_rate, epochs=args.epochs, sigmoid=args.sigmoid
     )
@@ -192,7 +191,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     bank_only = train_plain(x_train[:, :bank_cols], y_train, config, sigmoid_method=method)
     bank_only_acc = bank_only.accuracy(x_test[:, :bank_cols], y_test)
     sk_acc = _sklearn_accuracy(x_train, y_train, x_test, y_test)
-    diff = float(np.abs(np.r_[secure.coef - plain.coef, secure.intercept - plain.intercept]).max())
+    diff = secure.max_difference(plain)
     fit_seconds = max(result.outputs[n]["fit_seconds"] for n in names)
     bank_cols = len(BANK_COLUMNS)
     rows = [

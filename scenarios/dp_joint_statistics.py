@@ -54,7 +54,7 @@ from mpc.dp import (
 from mpc.dp.release import format_ledger_status
 from mpc.errors import PartyFailedError
 from mpc.program import PartyContext
-from mpc.scenario import add_session_options, load_script, session_kwargs
+from mpc.scenario import add_session_options, load_script, party_names, session_kwargs
 from mpc.session import Session
 
 HOSPITALS = ["north", "south", "east", "west", "central"]
@@ -178,10 +178,9 @@ def exact(paths: dict[str, Path], load: Any) -> dict[str, Any]:
 
 def run(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if not 2 <= args.parties <= len(HOSPITALS):
-        print(f"--parties must be between 2 and {len(HOSPITALS)}", file=sys.stderr)
+    names = party_names(args, HOSPITALS)
+    if names is None:
         return 2
-    names = HOSPITALS[: args.parties]
     base = load_script(Path(__file__).resolve().parent / "joint_statistics.py")
     paths = base.make_data(names)
     ledger = Path(args.ledger)

@@ -62,7 +62,7 @@ from mpc.errors import PartyFailedError
 from mpc.ml import LinearModel, LogisticRegression, Standardizer, train_plain
 from mpc.ml.data import deal_breast_cancer_rows
 from mpc.program import PartyContext, Secret
-from mpc.scenario import add_session_options, session_kwargs
+from mpc.scenario import add_session_options, party_names, session_kwargs
 from mpc.session import Session
 
 HOSPITALS = ["north", "south", "east", "west", "central"]
@@ -200,10 +200,9 @@ def choose_noise(args: argparse.Namespace, kwargs: dict[str, Any]) -> str:
 
 def run(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if not 2 <= args.parties <= len(HOSPITALS):
-        print(f"--parties must be between 2 and {len(HOSPITALS)}", file=sys.stderr)
+    names = party_names(args, HOSPITALS)
+    if names is None:
         return 2
-    names = HOSPITALS[: args.parties]
     kwargs = session_kwargs(args)
     noise = choose_noise(args, kwargs)
     columns = FEATURE_SETS[args.features]

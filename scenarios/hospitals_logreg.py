@@ -45,7 +45,7 @@ from mpc.ml import (
 from mpc.ml.data import deal_breast_cancer_rows
 from mpc.ml.sigmoid import SIGMOIDS
 from mpc.program import PartyContext
-from mpc.scenario import add_session_options, session_kwargs
+from mpc.scenario import add_session_options, party_names, session_kwargs
 from mpc.session import Session
 from mpc.stats import PartyStats
 
@@ -116,16 +116,11 @@ def sklearn_accuracy(
     return float(model.score(x_test, y_test))
 
 
-def max_weight_difference(a: LinearModel, b: LinearModel) -> float:
-    return float(np.abs(np.r_[a.coef - b.coef, a.intercept - b.intercept]).max())
-
-
 def run(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if not 2 <= args.parties <= len(HOSPITALS):
-        print(f"--parties must be between 2 and {len(HOSPITALS)}", file=sys.stderr)
+    names = party_names(args, HOSPITALS)
+    if names is None:
         return 2
-    names = HOSPITALS[: args.parties]
     config = LogisticRegression(
         learning_rate=args.learning_rate,
         epochs=args.epochs,
@@ -166,8 +161,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     same_acc = plain_same.accuracy(test, y_test)
     exact_acc = plain_exact.accuracy(test, y_test)
     sk_acc = sklearn_accuracy(train, y_train, test, y_test)
-    diff_same = max_weight_difference(secure, plain_same)
-    diff_exact = max_weight_difference(secure, plain_exact)
+    diff_same = secure.max_difference(plain_same)
+    diff_exact = secure.max_difference(plain_exact)
     agree = all(outputs[n]["accuracy"] == first["accuracy"] for n in names)
     fit_seconds = max(outputs[n]["fit_seconds"] for n in names)
     print(f"\n{'test accuracy':<44} {'':>8}")

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from mpc.program import PartyContext, Secret
-from mpc.scenario import parse, session_kwargs
+from mpc.scenario import parse, party_names, session_kwargs
 from mpc.session import Session
 
 HOSPITALS = ["north", "south", "east", "west", "central"]
@@ -119,10 +119,9 @@ def plaintext(paths: dict[str, Path]) -> dict[str, float]:
 
 def run(argv: Sequence[str] | None = None) -> int:
     args = parse(argv, "Joint statistics of three hospitals' patients")
-    if not 2 <= args.parties <= len(HOSPITALS):
-        print(f"--parties must be between 2 and {len(HOSPITALS)}", file=sys.stderr)
+    names = party_names(args, HOSPITALS)
+    if names is None:
         return 2
-    names = HOSPITALS[: args.parties]
     paths = make_data(names)
     private: dict[str, dict[str, Any]] = {n: {"csv": str(p)} for n, p in paths.items()}
     print(f"parties: {', '.join(names)} | protocol {args.protocol} | starting ...", flush=True)

@@ -91,6 +91,7 @@ def test_breast_cancer_matches_plaintext(parties: Any, cancer: Any, method: str)
         reference = train_plain(train, y_train, config, sigmoid_method=method)
     diff = np.abs(np.r_[secure.coef - reference.coef, secure.intercept - reference.intercept])
     assert diff.max() <= WEIGHT_BOUND, diff.max()
+    assert secure.max_difference(reference) == diff.max()
     accuracy = secure.accuracy(test, y_test)
     assert abs(accuracy - reference.accuracy(test, y_test)) <= 0.005
     if method == "accurate":

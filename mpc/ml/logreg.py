@@ -109,6 +109,11 @@ class LinearModel:
         labels = check_labels(y)
         return float(np.mean(self.predict(x) == labels))
 
+    def max_difference(self, other: LinearModel) -> float:
+        """max |w - w'| over the coefficients and the intercept."""
+        deltas = np.r_[self.coef - other.coef, self.intercept - other.intercept]
+        return float(np.abs(deltas).max())
+
     def in_original_units(self, standardizer: Standardizer) -> LinearModel:
         """The model for raw features: coef / std, intercept - sum(coef * mean / std)."""
         coef = self.coef / standardizer.std
