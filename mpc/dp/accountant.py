@@ -49,6 +49,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from mpc.dp.bisection import bisect
 from mpc.errors import MpcError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -225,13 +226,12 @@ def zcdp_delta(rho: float, epsilon: float) -> float:
         raise ValueError(f"epsilon must be >= 0, got {epsilon}")
     # The optimal alpha solves (2a - 1) rho - eps + log(1 - 1/a) = 0; the left side increases
     # in a, so bisect on it (as in the paper's reference code).  Any alpha > 1 is valid.
-    lo, hi = 1.0 + 1e-9, max(2.0, (epsilon + 1.0) / (2.0 * rho) + 2.0)
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if (2.0 * mid - 1.0) * rho - epsilon + math.log1p(-1.0 / mid) < 0:
-            lo = mid
-        else:
-            hi = mid
+    lo, hi = bisect(
+        lambda a: (2.0 * a - 1.0) * rho - epsilon + math.log1p(-1.0 / a) < 0,
+        1.0 + 1e-9,
+        max(2.0, (epsilon + 1.0) / (2.0 * rho) + 2.0),
+        200,
+    )
     best = min(_log_delta_at(rho, epsilon, a) for a in (lo, hi))
     if epsilon > rho:
         best = min(best, -((epsilon - rho) ** 2) / (4.0 * rho))
@@ -245,13 +245,7 @@ def zcdp_epsilon(rho: float, delta: float) -> float:
     if not 0.0 < delta < 1.0:
         raise ValueError(f"converting zCDP to (epsilon, delta)-DP needs 0 < delta < 1, got {delta}")
     hi = rho + 2.0 * math.sqrt(rho * math.log(1.0 / delta))  # BS16 Prop 1.3: always valid
-    lo = 0.0
-    for _ in range(100):
-        mid = 0.5 * (lo + hi)
-        if zcdp_delta(rho, mid) <= delta:
-            hi = mid
-        else:
-            lo = mid
+    _, hi = bisect(lambda eps: zcdp_delta(rho, eps) > delta, 0.0, hi, 100)
     return hi
 
 
@@ -266,12 +260,7 @@ def zcdp_rho(epsilon: float, delta: float) -> float:
     lo, hi = 0.0, eps + 1.0
     while zcdp_delta(hi, eps) <= d:  # pragma: no cover - eps + 1 is always too much
         hi *= 2.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if zcdp_delta(mid, eps) <= d:
-            lo = mid
-        else:
-            hi = mid
+    lo, _ = bisect(lambda rho: zcdp_delta(rho, eps) <= d, lo, hi, 200)
     return lo
 
 

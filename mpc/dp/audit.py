@@ -63,6 +63,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from mpc.dp.bisection import bisect
 from mpc.dp.mechanisms import DiscreteGaussianMechanism, VectorLaplaceMechanism
 from mpc.dp.release import ModelPrivacy, model_release_plan, release_model
 from mpc.encoding import FixedPoint
@@ -127,13 +128,7 @@ def _wilson_upper(successes: int, trials: int, alpha: float) -> float:
 
 
 def _normal_quantile(q: float) -> float:
-    lo, hi = -12.0, 12.0
-    for _ in range(80):
-        mid = 0.5 * (lo + hi)
-        if 0.5 * math.erfc(-mid / math.sqrt(2.0)) < q:
-            lo = mid
-        else:
-            hi = mid
+    _, hi = bisect(lambda x: 0.5 * math.erfc(-x / math.sqrt(2.0)) < q, -12.0, 12.0, 80)
     return hi
 
 
@@ -143,13 +138,7 @@ def clopper_pearson_upper(successes: int, trials: int, alpha: float) -> float:
     _check_counts(successes, trials)
     if successes == trials:
         return 1.0
-    lo, hi = successes / trials, 1.0
-    for _ in range(80):
-        mid = 0.5 * (lo + hi)
-        if _tail_le(successes, trials, mid) > alpha:
-            lo = mid
-        else:
-            hi = mid
+    _, hi = bisect(lambda p: _tail_le(successes, trials, p) > alpha, successes / trials, 1.0, 80)
     return hi
 
 

@@ -86,6 +86,7 @@ from mpc.dp.accountant import (
     check_epsilon,
     zcdp_rho,
 )
+from mpc.dp.bisection import bisect
 from mpc.dp.samplers import (
     MAX_INTEGER_SCALE,
     discrete_gaussian,
@@ -219,14 +220,7 @@ def analytic_gaussian_sigma(epsilon: float, delta: float, sensitivity: float = 1
         hi *= 2.0
     while gaussian_delta(eps, lo, delta_sens) <= d and lo > 1e-300:
         lo /= 2.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if gaussian_delta(eps, mid, delta_sens) <= d:
-            hi = mid
-        else:
-            lo = mid
-        if hi - lo <= 1e-13 * hi:
-            break
+    _, hi = bisect(lambda s: gaussian_delta(eps, s, delta_sens) > d, lo, hi, 200, rel_tol=1e-13)
     return hi
 
 
