@@ -72,6 +72,7 @@ from mpc.dp.accountant import (
     PrivacyBudget,
     Release,
 )
+from mpc.private_files import write_private_file
 
 __all__ = ["Ledger", "LedgerTransaction"]
 
@@ -233,19 +234,7 @@ class Ledger:
 
     @staticmethod
     def _write_key_file(path: Path, data: dict[str, Any]) -> None:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(_canonical(data) + b"\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        _fsync_dir(path.parent)
+        write_private_file(path, _canonical(data) + b"\n")
 
     @classmethod
     def _create(cls, base: Path, dataset: str, budget: PrivacyBudget) -> _State:
@@ -419,16 +408,3 @@ class Ledger:
         # Round-trip through JSON so the in-memory record equals what a reload will see.
         stored = Release.from_json(json.loads(_canonical(release.to_json())))
         return _State(state.budget, (*state.releases, stored), mac, state.count + 1)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - some platforms cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)

@@ -14,11 +14,9 @@ are caught by the key exchange itself, which refuses an all-zero shared secret.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import stat
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from mpc.errors import ConfigurationError
+from mpc.private_files import write_private_file
 
 PUBLIC_KEY_BYTES = 32
 
@@ -88,19 +87,7 @@ class PartyKey:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        directory = target.parent if str(target.parent) else Path(".")
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=directory)
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(pem)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        write_private_file(target, pem)
         pub = _pub_path(target)
         pub.write_text(self.public_hex + "\n", encoding="ascii")
         return pub
