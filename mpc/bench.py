@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from mpc.algebra import RING64
 from mpc.dealers.seeded import InsecureLocalDealer
 from mpc.dealers.streams import Stream
 from mpc.encoding import FixedPoint
@@ -49,6 +50,7 @@ from mpc.parties.party import SessionConfig
 from mpc.parties.tuning import tune_allocator
 from mpc.program import PartyContext
 from mpc.protocols.base import Need, Protocol
+from mpc.protocols.beaver import BeaverMultiplication
 from mpc.protocols.registry import available_protocols, get_protocol
 from mpc.rng import Prg
 from mpc.stats import PartyStats
@@ -192,12 +194,12 @@ def _mul_program(
     y = ctx.input(ctx.parties[1], y_value)
     z = x
     for _ in range(warmup):
-        z = x * y
+        z = (x * y).settle()
     times = []
     for _ in range(repeats):
         _sync(ctx)
         start = time.perf_counter()
-        z = x * y
+        z = (x * y).settle()  # a complete fixed-point product: truncated, not deferred
         times.append(time.perf_counter() - start)
     product = ctx.reveal(z, to=ctx.parties[0]) if reveal else None
     return {"times": times, "product": product}
@@ -207,7 +209,11 @@ _CHAIN_START = 0.75
 
 
 def _chain_program(ctx: PartyContext, chain: int, warmup: int, repeats: int) -> dict[str, Any]:
-    """Time chains of `chain` dependent length-1 products z = z * y (per product, per repeat)."""
+    """Time chains of `chain` dependent length-1 products z = z * y (per product, per repeat).
+
+    Each product's truncation is done by the next product (in its round, where the protocol
+    fuses them; else in a round of its own), so the time per product includes one truncation.
+    """
     x = ctx.input(ctx.parties[0], np.array([_CHAIN_START]) if ctx.rank == 0 else None)
     y = ctx.input(ctx.parties[1], np.array([1.0]) if ctx.rank == 1 else None)
     z = x
@@ -230,25 +236,32 @@ def _slowest_party(outputs: Mapping[str, Any]) -> list[float]:
 
 
 def _per_mul(stats: Mapping[str, PartyStats]) -> tuple[float, float]:
-    """Rounds and bytes sent per multiplication (the maximum over parties)."""
+    """Rounds and bytes sent per multiplication, its truncation included (whether done in
+    its own round, "truncate", or in the next product's); the maximum over parties."""
     rounds = bytes_sent = 0.0
     for party_stats in stats.values():
         op = party_stats.by_kind.get("mul")
         if op is None or not op.calls:
             continue
-        rounds = max(rounds, op.rounds / op.calls)
-        bytes_sent = max(bytes_sent, op.bytes_sent / op.calls)
+        truncate = party_stats.by_kind.get("truncate")
+        extra_rounds = truncate.rounds if truncate else 0
+        extra_bytes = truncate.bytes_sent if truncate else 0
+        rounds = max(rounds, (op.rounds + extra_rounds) / op.calls)
+        bytes_sent = max(bytes_sent, (op.bytes_sent + extra_bytes) / op.calls)
     return rounds, bytes_sent
 
 
-def _mul_streams(cls: type[Protocol], size: int) -> list[Stream]:
-    """The dealer streams one fixed-point product of `size` elements draws from."""
+def _mul_streams(cls: type[Protocol], size: int, chained: bool = False) -> list[Stream]:
+    """The dealer streams fixed-point products of `size` elements draw from: one product
+    truncated at once, or (`chained`) a chain z = z * y, whose products after the first absorb
+    the truncation of z where the protocol fuses them (`Secret._deferred_product`)."""
     needs = cls.needs | cls.optional_needs  # e.g. shamir needs truncation pairs only here
     streams = []
     if Need.TRIPLES in needs:
         streams.append(Stream("triple", ((size,),)))
     if Need.TRUNCATION_PAIRS in needs:
-        streams.append(Stream("trunc", ((size,),), FRAC_BITS))
+        fused = chained and issubclass(cls, BeaverMultiplication) and cls.algebra is RING64
+        streams.append(Stream("trunc_triple" if fused else "trunc", ((size,),), FRAC_BITS))
     return streams
 
 
@@ -484,7 +497,7 @@ def _ray_latency_row(
 ) -> Row:
     warmup = 10
     cls = get_protocol(protocol)
-    for stream in _mul_streams(cls, 1):
+    for stream in _mul_streams(cls, 1, chained=True):
         session.prefetch(stream.kind, list(stream.shapes), warmup + chain * repeats, stream.bits)
     result = session.run(_chain_program, chain, warmup, repeats)
     z = result.outputs[session.parties[0]]["product"]

@@ -4,7 +4,9 @@ Responsibility: `PartyContext` (`ctx`) and `Secret`, a shared value with numpy-l
 The same program function runs at every party; operations on `Secret`s call the session's
 protocol, which talks to the other parties directly. Fixed-point bookkeeping happens here:
 every `Secret` knows its number of fractional bits (0 for integers), products of two fixed-point
-values are truncated once, public operands are encoded with the same scale.
+values are truncated once (with the additive protocol at their next use, where a next product
+absorbs the truncation's round: `Secret._deferred_product`), public operands are encoded with
+the same scale.
 Security model: a `Secret` holds this party's share only. `ctx.private` is this party's own data
 and exists only at this party. Only `ctx.reveal` turns a secret into a plaintext, and only at the
 parties it names. A program must not return `Secret` objects (the runtime refuses: that would
@@ -132,8 +134,10 @@ class PartyContext:
             names = [to] if isinstance(to, str) else list(to)
             targets = [self.rank_of(name) for name in names]
         with self.channel.operation("reveal"):
-            opened = self.protocol.open(x.share, targets)
-        return None if opened is None else self._decode(opened, x.frac)
+            # a product whose truncation is pending is opened untruncated, at its wider scale
+            share, frac = (x._share, x._frac) if x._pending else (x.share, x.frac)
+            opened = self.protocol.open(share, targets)
+        return None if opened is None else self._decode(opened, frac)
 
     def constant(self, value: Any, kind: InputKind = "fixed") -> Secret:
         """A public value as a (trivially) shared one, to mix with secrets."""
@@ -175,29 +179,59 @@ class PartyContext:
 class Secret:
     """This party's share of a secret array, with its fixed-point scale (frac bits)."""
 
-    __slots__ = ("ctx", "frac", "share")
+    __slots__ = ("_frac", "_pending", "_share", "ctx")
     __array_priority__ = 1000  # numpy defers to our reflected operators
 
-    def __init__(self, ctx: PartyContext, share: np.ndarray, frac: int) -> None:
+    def __init__(self, ctx: PartyContext, share: np.ndarray, frac: int, pending: int = 0) -> None:
         self.ctx = ctx
-        self.share = share
-        self.frac = frac
+        self._share = share
+        self._frac = frac  # the scale of _share
+        self._pending = pending  # bits still to truncate (see `share`)
+
+    @property
+    def share(self) -> np.ndarray:
+        """This party's share at scale `frac`. A product whose truncation is still pending (the
+        additive protocol defers it to the product's next use, see `__mul__`) is truncated now:
+        one round, at every party, because every party runs the same program."""
+        if self._pending:
+            with self.ctx.channel.operation("truncate", own_stats=True):
+                share = self.ctx.protocol.truncate(self._share, self._pending)
+            self._settled(share)
+        return self._share
+
+    def settle(self) -> Secret:
+        """Do a deferred truncation now (one round if one is pending, see `_deferred_product`)
+        and return self: to time a complete fixed-point product, or to choose where its round
+        happens. Never needed for correctness."""
+        self.share  # noqa: B018 - the property truncates
+        return self
+
+    @property
+    def frac(self) -> int:
+        """Fractional bits of the value (0 for integers)."""
+        return self._frac - self._pending
+
+    def _settled(self, share: np.ndarray) -> None:
+        """Take the truncated share of a pending value (the value itself does not change)."""
+        self._share = share
+        self._frac -= self._pending
+        self._pending = 0
 
     # ---- shape ------------------------------------------------------------------------------
     @property
     def shape(self) -> tuple[int, ...]:
-        return tuple(self.share.shape)
+        return tuple(self._share.shape)
 
     @property
     def size(self) -> int:
-        return int(self.share.size)
+        return int(self._share.size)
 
     @property
     def ndim(self) -> int:
-        return int(self.share.ndim)
+        return int(self._share.ndim)
 
     def __len__(self) -> int:
-        return len(self.share)
+        return len(self._share)
 
     def __reduce__(self) -> Any:
         raise TypeError(
@@ -318,7 +352,10 @@ class Secret:
     def __mul__(self, other: Any) -> Secret:
         proto = self.ctx.protocol
         if isinstance(other, Secret):
-            x, y = self.share, self._other(other).share
+            product = self._deferred_product(self._other(other))
+            if product is not None:
+                return product
+            x, y = self.share, other.share
             if x.shape != y.shape:
                 try:
                     x, y = (contiguous(a) for a in np.broadcast_arrays(x, y))
@@ -333,6 +370,37 @@ class Secret:
             return self._rescale(proto.mul_public(self.share, c), self.frac + cfrac)
 
     __rmul__ = __mul__
+
+    def _deferred_product(self, other: Secret) -> Secret | None:
+        """self * other with its truncation deferred to the product's next use, or None where
+        the protocol cannot fuse truncations into products (then `__mul__` truncates at once).
+
+        A fixed-point product x * y is at scale 2f and needs one truncation. Its next use
+        truncates it: if that use is another product (with the additive protocol), the opening
+        of the truncation doubles as that product's Beaver opening (`mul_settling`), so a chain
+        of products takes one round per product instead of two; any other use truncates it
+        first (`share`, one round, as before); `ctx.reveal` opens it untruncated. Each
+        operand's own pending truncation is settled by this product, once, for all later uses.
+        """
+        proto = self.ctx.protocol
+        target = self.ctx.fixed_point.frac_bits
+        total = self.frac + other.frac
+        if total <= target or self.shape != other.shape or not proto.settles_in_products():
+            return None
+        left, right = (other, self) if other._pending and not self._pending else (self, other)
+        if left is right or (right._pending and right._pending != left._pending):
+            right.settle()  # a square, or different pending scales
+        with self.ctx.channel.operation("mul"):
+            if left._pending:
+                z, x, y = proto.mul_settling(
+                    left._share, left._pending, right._share, right._pending
+                )
+                if right._pending:
+                    right._settled(y)
+                left._settled(x)
+            else:
+                z = proto.mul(left._share, right._share)
+        return Secret(self.ctx, z, total, total - target)
 
     def __truediv__(self, other: Any) -> Secret:
         if isinstance(other, Secret):

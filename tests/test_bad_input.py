@@ -252,38 +252,40 @@ def test_shamir_session_without_dealer_reports_truncation_pairs() -> None:
 
 # ---- cost counters --------------------------------------------------------------------------
 def test_fixed_point_mul_counters() -> None:
-    """additive, n=3: a fixed-point product is a Beaver opening plus a truncation opening.
+    """additive, n=3: a fixed-point product is a Beaver opening; its truncation is deferred.
 
     Beaver: e = x - a and d = y - b are opened together (one round, one message of 2k elements
-    to every peer). Truncation (dealer pair): c = z - r is opened to party 0 only, the one party
-    that adds public constants in additive sharing (one round, k elements from every other
-    party to party 0). The in-memory transport counts raw array bytes.
+    to every peer). The truncation waits for the product's next use: here an addition, which
+    truncates first (dealer pair: c = z - r is opened to party 0 only, the one party that adds
+    public constants in additive sharing; one round, k elements from every other party to party
+    0), counted as "truncate". The in-memory transport counts raw array bytes.
     """
     k = 7
     n = len(PARTIES)
     element = np.dtype(np.uint64).itemsize
     peers = n - 1
     beaver_arrays, truncation_arrays = 2, 1
-    expected_rounds = 1 + 1
     beaver_bytes = peers * beaver_arrays * element * k
-    expected_bytes = {
-        party: beaver_bytes + (0 if rank == 0 else truncation_arrays * element * k)
+    truncation_bytes = {
+        party: 0 if rank == 0 else truncation_arrays * element * k
         for rank, party in enumerate(PARTIES)
     }
 
     def program(ctx: PartyContext) -> Any:
         x = ctx.input("alice", np.linspace(-1, 1, k) if ctx.me == "alice" else None)
         y = ctx.input("bob", np.linspace(2, 3, k) if ctx.me == "bob" else None)
-        return ctx.reveal(x * y)
+        return ctx.reveal(x * y + 0.5)
 
     with session(protocol="additive") as s:
         result = s.run(program)
     np.testing.assert_allclose(
-        result["carol"], np.linspace(-1, 1, k) * np.linspace(2, 3, k), atol=2.0**-14
+        result["carol"], np.linspace(-1, 1, k) * np.linspace(2, 3, k) + 0.5, atol=2.0**-14
     )
     for party in PARTIES:
         mul = result.stats[party].by_kind["mul"]
-        assert mul.calls == 1
-        assert mul.rounds == expected_rounds
-        assert mul.bytes_sent == expected_bytes[party]
-    assert expected_bytes["carol"] == (2 * 2 * 8 * k) + (8 * k)  # the figure from the protocol doc
+        assert (mul.calls, mul.rounds, mul.bytes_sent) == (1, 1, beaver_bytes)
+        truncate = result.stats[party].by_kind["truncate"]
+        assert (truncate.calls, truncate.rounds) == (1, 1)
+        assert truncate.bytes_sent == truncation_bytes[party]
+        assert result.stats[party].by_kind["linear"].rounds == 0
+    assert beaver_bytes + truncation_bytes["carol"] == (2 * 2 * 8 * k) + (8 * k)  # protocol doc

@@ -216,6 +216,10 @@ class DealerClient:
         r, r_shifted = self._take(self._stream("trunc", (shape,), bits))
         return r, r_shifted
 
+    def truncating_triple(self, shape: Shape, bits: int, both: bool) -> tuple[np.ndarray, ...]:
+        kind = "trunc_triple2" if both else "trunc_triple"
+        return tuple(self._take(self._stream(kind, (shape,), bits)))
+
     def comparison_mask(self, shape: Shape, bits: int) -> ComparisonMask:
         stream = self._stream("compare", (shape,), bits)
         return ComparisonMask(**dict(zip(stream.components, self._take(stream), strict=True)))

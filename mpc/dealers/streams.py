@@ -12,8 +12,11 @@ dealer, which knows all seeds, computes the shares of the remaining ranks (for a
 one share of c for one party) and sends only those. Dealer traffic is then one share per triple
 for additive sharing.
 
-Kinds: "triple", "matrix" (Beaver triples), "trunc" (truncation pairs), "compare" (bits of a
-comparison mask, tree masks and their products, daBits; see `mpc.protocols.comparison`), and
+Kinds: "triple", "matrix" (Beaver triples), "trunc" (truncation pairs), "trunc_triple" and
+"trunc_triple2" (a truncation pair (r, r') whose r' is also the Beaver mask of a product's left
+operand, (r, b, r', c = r' * b), or of both operands, (r, s, r', s', c = r' * s')), "compare"
+(bits of a comparison mask, tree masks and their products, daBits; see
+`mpc.protocols.comparison`), and
 the pair "mask" / "masked_matrix" for a matrix opened once and multiplied many times: a "mask"
 item is a random A; each "masked_matrix" item is (B, C = A @ B) (or A^T @ B) for the A of one
 mask item, named by its counter (`Stream.parent`). The dealer recomputes that A from the seeds
@@ -39,6 +42,10 @@ _COMPONENTS: dict[str, tuple[str, ...]] = {
     "triple": ("a", "b", "c"),
     "matrix": ("a", "b", "c"),
     "trunc": ("r", "r_shifted"),
+    # a product whose left (or both) operands still await truncation: the truncation masks are
+    # the Beaver masks of the truncated operands (see `BeaverMultiplication.mul_settling`)
+    "trunc_triple": ("r", "b", "r_shifted", "c"),
+    "trunc_triple2": ("r", "s", "r_shifted", "s_shifted", "c"),
     "mask": ("a",),
     "masked_matrix": ("b", "c"),
     # XOR-shared (boolean) components first, then the ring components derived from them.
@@ -48,11 +55,13 @@ _NEED_OF_KIND = {
     "triple": Need.TRIPLES,
     "matrix": Need.MATRIX_TRIPLES,
     "trunc": Need.TRUNCATION_PAIRS,
+    "trunc_triple": Need.TRUNCATION_PAIRS,
+    "trunc_triple2": Need.TRUNCATION_PAIRS,
     "mask": Need.MATRIX_TRIPLES,
     "masked_matrix": Need.MATRIX_TRIPLES,
     "compare": Need.COMPARISON_MASKS,
 }
-_DERIVED = {"c", "r_shifted", "and_monomials", "mask", "dabit"}
+_DERIVED = {"c", "r_shifted", "s_shifted", "and_monomials", "mask", "dabit"}
 #: Components that are XOR shares of packed bit planes (all others are shares in the algebra).
 _XOR = {"mask_bits", "and_masks", "and_monomials", "dabit_bits"}
 
@@ -153,7 +162,8 @@ def derive_secret(
     component: str,
     secrets: dict[str, np.ndarray],
 ) -> np.ndarray:
-    """The value of a derived component: c = a*b, C = A@B, r' = floor(r_s / 2^bits), or for a
+    """The value of a derived component: c = a*b, C = A@B, r' = floor(r_s / 2^bits) (and s'),
+    c = r' * b or r' * s' for the truncating triples, or for a
     comparison mask the products of the tree masks and the ring values of the mask and daBit
     bits."""
     if stream.kind == "compare":
@@ -171,8 +181,12 @@ def derive_secret(
     if component == "c" and stream.kind == "masked_matrix":
         a = secrets["parent_a"]
         return algebra.matmul(a.T if stream.bits else a, secrets["b"])
-    if component == "r_shifted":
-        return algebra.from_signed(algebra.to_signed(secrets["r"]) >> stream.bits)
+    if component == "c" and stream.kind == "trunc_triple":
+        return algebra.mul(secrets["r_shifted"], secrets["b"])
+    if component == "c" and stream.kind == "trunc_triple2":
+        return algebra.mul(secrets["r_shifted"], secrets["s_shifted"])
+    if component in ("r_shifted", "s_shifted"):
+        return algebra.from_signed(algebra.to_signed(secrets[component[0]]) >> stream.bits)
     raise ValueError(f"component {component!r} of {stream.kind!r} is not derived")
 
 

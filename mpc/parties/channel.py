@@ -53,8 +53,25 @@ class PartyChannel:
         return f"{self._kind} #{self._op}" if self._numbered else f"{self._kind} (local)"
 
     @contextmanager
-    def operation(self, kind: str) -> Iterator[None]:
-        """Scope one (possibly nested) operation; the outermost one is counted under `kind`."""
+    def operation(self, kind: str, own_stats: bool = False) -> Iterator[None]:
+        """Scope one (possibly nested) operation; the outermost one is counted under `kind`.
+
+        With `own_stats`, a nested operation counts its rounds, bytes and time under its own
+        `kind` (e.g. a deferred truncation that some other operation triggers); the message
+        tags are the same either way.
+        """
+        if self._depth and own_stats and kind != self._kind:
+            outer = self._kind
+            self._kind = kind
+            stats = self.stats.kind(kind)
+            start = time.perf_counter()
+            try:
+                yield
+            finally:
+                self._kind = outer
+                stats.calls += 1
+                stats.seconds += time.perf_counter() - start
+            return
         if self._depth:
             self._depth += 1
             try:

@@ -29,20 +29,36 @@ class Mailbox:
         self._failure: Exception | None = None
         self._run: int | None = None
         self._early: dict[int, Exception] = {}
+        self._waiting = 0  # threads blocked in `get` (only they need a notify)
 
     def put(self, sender: int, tag: Tag, array: np.ndarray) -> None:
         key = (sender, tag)
         with self._cond:
-            if key in self._seen:
-                self._failure = self._failure or IntegrityError(
-                    f"{self._owner}: duplicate message from party {sender} with tag {tag} "
-                    "(replayed or re-sent); run aborted"
-                )
+            if self._first(key):
+                self._messages[key] = array
+            if self._waiting:
                 self._cond.notify_all()
-                return
-            self._seen.add(key)
-            self._messages[key] = array
-            self._cond.notify_all()
+
+    def record(self, sender: int, tag: Tag) -> bool:
+        """Note that the message (sender, tag) went straight to its receiver without being
+        stored (a transport that reads for a waiting receive); False, and the mailbox failed,
+        if it is a duplicate."""
+        with self._cond:
+            first = self._first((sender, tag))
+            if not first and self._waiting:
+                self._cond.notify_all()
+            return first
+
+    def _first(self, key: tuple[int, Tag]) -> bool:
+        """Record `key` as seen (caller holds the lock); False and fail if it was seen."""
+        if key in self._seen:
+            self._failure = self._failure or IntegrityError(
+                f"{self._owner}: duplicate message from party {key[0]} with tag {key[1]} "
+                "(replayed or re-sent); run aborted"
+            )
+            return False
+        self._seen.add(key)
+        return True
 
     def fail(self, error: Exception, run: int | None = None) -> None:
         """Make every current and future receive raise `error` (first failure wins).
@@ -89,7 +105,11 @@ class Mailbox:
                         f"{self._owner}: no message from {who} for tag {tag} within {timeout:g} s; "
                         "the peer is slow, stuck or gone (raise the receive timeout if it is slow)"
                     )
-                self._cond.wait(remaining)
+                self._waiting += 1
+                try:
+                    self._cond.wait(remaining)
+                finally:
+                    self._waiting -= 1
 
     def begin_run(self, run: int) -> None:
         """Start run `run` (run ids only grow): apply a failure already reported for it, and

@@ -1194,7 +1194,9 @@ class TcpTransport(Transport):
         poller: _Poller | None = None
         try:
             for link, header, payload in sends:
-                if not link.send_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                if not link.send_lock.acquire(False) and not link.send_lock.acquire(
+                    timeout=max(0.0, deadline - time.monotonic())
+                ):
                     raise CommunicationError(
                         f"party {self.name!r}: connection to party {link.name!r} stayed busy"
                     )
@@ -1226,6 +1228,8 @@ class TcpTransport(Transport):
                 if missing:
                     still = []
                     for link in missing:
+                        if link.peer in results:  # read for this round (see `_read`)
+                            continue
                         if link.delivered != link.claimed:
                             array = mailbox.take(link.peer, tag)
                             if array is not None:
@@ -1253,7 +1257,9 @@ class TcpTransport(Transport):
                             # Bytes already taken from the socket (poll cannot report them) may
                             # hold the frame this round waits for.
                             delivered = link.delivered
-                            self._read(link, tag)
+                            array = self._read(link, tag, True)
+                            if array is not None:
+                                results[link.peer] = array
                             progress = progress or link.delivered != delivered
                     if progress:
                         continue
@@ -1294,33 +1300,48 @@ class TcpTransport(Transport):
                             link.send_lock.release()
                             poller.update(link, False)
                     if event & _READ_EVENTS and not link.reader_done:
-                        self._read(link, tag)
+                        array = self._read(link, tag, link in missing)
+                        if array is not None:
+                            results[link.peer] = array
                         if link.reader_done:
                             poller.update(link, link in flying)
         finally:
             if flying:
                 self._settle(flying, poller)
 
-    def _dispatch_readable(self, link: _Link, tag: Tag | None) -> None:
+    def _dispatch_readable(
+        self, link: _Link, tag: Tag | None, direct: bool = False
+    ) -> np.ndarray | None:
         """Dispatch the frames buffered or readable now on `link`; with a `tag`, stop after the
-        data frame that carries it."""
+        data frame that carries it, and if `direct`, return that frame's array instead of putting
+        it into the mailbox (the caller waits for exactly it: this saves a store and a take)."""
         link.reader.readable = True
         while True:
             frame = self._pump(link)
             if frame is None:
-                return
+                return None
+            header = frame[0]
+            if tag is not None and header.tag == tag and header.kind == framing.KIND_DATA:
+                if direct:
+                    if self.mailbox.record(link.peer, tag):
+                        link.delivered += 1
+                        link.claimed += 1
+                        return frame[1]
+                    self._signal()  # a duplicate: the mailbox has failed
+                    return None
+                self._dispatch(link, frame)
+                return None
             self._dispatch(link, frame)
-            if tag is not None and frame[0].tag == tag and frame[0].kind == framing.KIND_DATA:
-                return
 
-    def _read(self, link: _Link, tag: Tag) -> None:
+    def _read(self, link: _Link, tag: Tag, direct: bool) -> np.ndarray | None:
         """Read and dispatch the frames that have arrived on `link`, up to one with `tag` (the
         rest waits in the socket: a large next message is not allocated while this round's
-        arrays are still being used)."""
-        if not link.read_lock.acquire(timeout=_RECV_SLICE):
-            return  # the receiver thread is reading it; it signals what it delivers
+        arrays are still being used); that one is returned if `direct` (see
+        `_dispatch_readable`)."""
+        if not link.read_lock.acquire(False) and not link.read_lock.acquire(timeout=_RECV_SLICE):
+            return None  # the receiver thread is reading it; it signals what it delivers
         try:
-            self._dispatch_readable(link, tag)
+            return self._dispatch_readable(link, tag, direct)
         finally:
             link.last_read = time.monotonic()
             link.read_lock.release()

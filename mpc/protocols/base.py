@@ -105,6 +105,12 @@ class CorrelatedRandomness(TypingProtocol):
 
     def truncation_pair(self, shape: Shape, bits: int) -> tuple[np.ndarray, np.ndarray]: ...
 
+    def truncating_triple(self, shape: Shape, bits: int, both: bool) -> tuple[np.ndarray, ...]:
+        """Shares of a truncation pair (r, r' = r_s >> bits) whose r' is the Beaver mask of a
+        product's left operand: (r, b, r', r' * b); or, if `both`, of two pairs that mask both
+        operands: (r, s, r', s', r' * s')."""
+        ...
+
     def comparison_mask(self, shape: Shape, bits: int) -> ComparisonMask:
         """The dealer material for one comparison of `shape` elements over `bits`-bit words."""
         ...
@@ -305,6 +311,18 @@ class Protocol(ABC):
     @abstractmethod
     def matmul(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Matrix product of two shared matrices."""
+
+    def settles_in_products(self) -> bool:
+        """True if `mul_settling` can absorb a pending truncation into a product's round."""
+        return False
+
+    def mul_settling(
+        self, x: np.ndarray, x_bits: int, y: np.ndarray, y_bits: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For x awaiting truncation by `x_bits` (> 0) and y by `y_bits` (0 or `x_bits`):
+        shares of trunc(x) * trunc(y), trunc(x) and trunc(y), in the rounds of one product
+        (only where `settles_in_products`)."""
+        raise UnsupportedOperationError(f"protocol {self.name!r} does not fuse truncations")
 
     def mask_operand(self, x: np.ndarray) -> MaskedOperand:
         """Prepare a shared matrix for several `matmul_masked` products (no rounds). This default

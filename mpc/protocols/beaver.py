@@ -44,20 +44,74 @@ class BeaverMultiplication(Protocol):
         """`mul` in Z_2^64 with numpy's wrap-around, written into buffers this party owns: e and
         d straight into one message, z accumulated in place (no concatenation copy, three
         fewer arrays of the operands' size)."""
+        e, d = self._open_masked(x, a, y, b)
+        return self._combine_ring(e, d, a, b, c, x.shape)
+
+    def _open_masked(
+        self, x: np.ndarray, a: np.ndarray, y: np.ndarray, b: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Open x - a and y - b in one message (ring); flat, so that 0-d operands stay arrays."""
         n = x.size
         opening = np.empty(2 * n, dtype=np.uint64)
         np.subtract(x.reshape(-1), a.reshape(-1), out=opening[:n])
         np.subtract(y.reshape(-1), b.reshape(-1), out=opening[n:])
         opened = self.open_all(opening)
-        e, d = opened[:n], opened[n:]  # flat, so that 0-d operands stay arrays
+        return opened[:n], opened[n:]
+
+    def _combine_ring(
+        self,
+        e: np.ndarray,
+        d: np.ndarray,
+        a: np.ndarray,
+        b: np.ndarray,
+        c: np.ndarray,
+        shape: tuple[int, ...],
+    ) -> np.ndarray:
+        """[z] = [c] + e*[b] + d*[a] + e*d for flat public e, d; z accumulated in place."""
         z: np.ndarray = np.multiply(e, b.reshape(-1))
         scratch = np.multiply(d, a.reshape(-1))
         np.add(z, scratch, out=z)
         np.add(z, c.reshape(-1), out=z)
         if self.rank in self.scheme.constant_holders():  # the public e*d, added once
             np.multiply(e, d, out=scratch)
-            return self.add_public(z.reshape(x.shape), scratch.reshape(x.shape))
-        return z.reshape(x.shape)
+            return self.add_public(z.reshape(shape), scratch.reshape(shape))
+        return z.reshape(shape)
+
+    def settles_in_products(self) -> bool:
+        return isinstance(self.algebra, Ring64) and self.dealer is not None and (
+            Need.TRUNCATION_PAIRS in self.dealer.provides
+        )
+
+    def mul_settling(
+        self, x: np.ndarray, x_bits: int, y: np.ndarray, y_bits: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Truncate x (and y) in the round of their product (ring only). One round.
+
+        The dealer item is a truncation pair (r, r' = r_s >> bits) whose r' is also the Beaver
+        mask of the truncated x: the round opens c = x - r (with y - b, or y - s for a second
+        pair); then trunc(x) = r' + (c_s >> bits) as in `truncate`, and e = trunc(x) - r' =
+        c_s >> bits is public without another opening, so z = c' + e*b + d*r' + e*d with
+        c' = r' * b from the dealer. Every opened value is masked by fresh dealer randomness
+        (c is uniform, as in `truncate`, and e is a function of it); error and failure bounds
+        are those of `truncate`.
+        """
+        if x_bits <= 0 or y_bits not in (0, x_bits) or x.shape != y.shape:
+            raise ValueError(f"mul_settling: bits {x_bits}, {y_bits}, shapes {x.shape}, {y.shape}")
+        shape = tuple(x.shape)
+        dealer = self._need(Need.TRUNCATION_PAIRS)
+        if y_bits:
+            r, s, r_shifted, s_shifted, c = dealer.truncating_triple(shape, x_bits, True)
+            e, d = self._open_masked(x, r, y, s)
+            _shift_signed(d, y_bits)
+            y_settled = self.add_public(s_shifted, d.reshape(shape))
+            b = s_shifted
+        else:
+            r, b, r_shifted, c = dealer.truncating_triple(shape, x_bits, False)
+            e, d = self._open_masked(x, r, y, b)
+            y_settled = y
+        _shift_signed(e, x_bits)
+        x_settled = self.add_public(r_shifted, e.reshape(shape))
+        return self._combine_ring(e, d, r_shifted, b, c, shape), x_settled, y_settled
 
     def matmul(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         alg = self.algebra
@@ -90,3 +144,9 @@ class BeaverMultiplication(Protocol):
         e, a = (x.opened.T, x.mask.T) if transposed else (x.opened, x.mask)
         z = alg.add(c, alg.add(alg.matmul(e, b), alg.matmul(a, d)))
         return self.add_public(z, alg.matmul(e, d))
+
+
+def _shift_signed(c: np.ndarray, bits: int) -> None:
+    """c := c_s >> bits in place (c a uint64 array this party owns, c_s its signed lift)."""
+    signed = c.view(np.int64)
+    np.right_shift(signed, bits, out=signed)
