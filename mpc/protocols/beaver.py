@@ -78,8 +78,10 @@ class BeaverMultiplication(Protocol):
         return z.reshape(shape)
 
     def settles_in_products(self) -> bool:
-        return isinstance(self.algebra, Ring64) and self.dealer is not None and (
-            Need.TRUNCATION_PAIRS in self.dealer.provides
+        return (
+            isinstance(self.algebra, Ring64)
+            and self.dealer is not None
+            and (Need.TRUNCATION_PAIRS in self.dealer.provides)
         )
 
     def mul_settling(
