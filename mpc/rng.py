@@ -168,15 +168,17 @@ class Prg:
             encode_tag(tag), key=self._seed, digest_size=_SUBKEY_BYTES, person=person
         ).digest()
 
-    def _stream(self, tag: Tag, n: int) -> bytearray:
+    def _stream(self, tag: Tag, n: int) -> npt.NDArray[np.uint8]:
         """Return the first ``n`` bytes of the stream for a resolved tag.
 
         The result buffer has ``block_size - 1`` spare bytes at the end (as
-        ``update_into`` requires); callers must only look at ``[:n]``.
+        ``update_into`` requires); callers must only look at ``[:n]``. It is allocated
+        uninitialised (every byte of ``[:n]`` is then written): zero-filling first would
+        cost a pass over the memory.
         """
         enc = Cipher(algorithms.AES(self._subkey(tag)), modes.CTR(_NONCE)).encryptor()
-        buf = bytearray(n + 15)
-        view = memoryview(buf)
+        buf = np.empty(n + 15, dtype=np.uint8)
+        view = buf.data
         zeros = memoryview(bytes(min(n, _ZERO_CHUNK)))
         pos = 0
         while pos < n:
@@ -200,7 +202,7 @@ class Prg:
         """``n`` pseudo-random bytes from the stream named ``tag``."""
         if n < 0:
             raise ValueError(f"n must be non-negative, got {n}")
-        return bytes(memoryview(self._stream(self._resolve(tag), n))[:n])
+        return self._stream(self._resolve(tag), n)[:n].tobytes()
 
     def ring(self, shape: Shape, tag: Tag | None = None) -> npt.NDArray[np.uint64]:
         """Uniform uint64 array (elements of Z_2^64), C-contiguous and writeable."""

@@ -21,6 +21,7 @@ from mpc.deploy import DeploymentConfig
 from mpc.errors import ConfigurationError, MpcError, PartyFailedError
 from mpc.parties.actors import DealerActor, PartyActor
 from mpc.parties.party import Program, SessionConfig, root_cause
+from mpc.parties.tuning import ALLOCATOR_ENV
 from mpc.stats import PartyStats
 
 SETUP_TIMEOUT = 120.0
@@ -88,7 +89,12 @@ class RayParties:
         party_cls = ray.remote(PartyActor)
         for rank, name in enumerate(self.config.parties):
             spec = specs[rank]
-            options: dict[str, Any] = {"num_cpus": 0, "max_concurrency": 16, "name": None}
+            options: dict[str, Any] = {
+                "num_cpus": 0,
+                "max_concurrency": 16,
+                "name": None,
+                "runtime_env": {"env_vars": ALLOCATOR_ENV},
+            }
             if spec is not None and spec.resource:
                 options["resources"] = {spec.resource: 0.001}
             self.actors.append(
@@ -102,7 +108,11 @@ class RayParties:
                 )
             )
         if self.with_dealer:
-            dealer_options: dict[str, Any] = {"num_cpus": 0, "max_concurrency": 8}
+            dealer_options: dict[str, Any] = {
+                "num_cpus": 0,
+                "max_concurrency": 8,
+                "runtime_env": {"env_vars": ALLOCATOR_ENV},
+            }
             if self.deployment is not None and self.deployment.dealer_resource:
                 dealer_options["resources"] = {self.deployment.dealer_resource: 0.001}
             self.dealer = (
