@@ -163,3 +163,23 @@ def test_conformance_n2(doc_namespace: dict[str, Any], check: Callable[..., None
 def test_conformance_suite_was_found() -> None:
     names = {f.__name__ for f in CONFORMANCE}
     assert {"test_round_trip", "test_mul_int_and_fixed", "test_matmul"} <= names
+
+
+def test_own_truncation_is_never_replaced_by_the_fused_dealer_one(
+    doc_namespace: dict[str, Any],
+) -> None:
+    """A protocol with its own `truncate` (here a local one) keeps it: products are truncated at
+    once, never deferred into a dealer-pair truncation fused with the next product."""
+
+    def program(ctx: PartyContext) -> tuple[bool, bool]:
+        sx = ctx.input("alice", np.array([0.5]) if ctx.me == "alice" else None)
+        return ctx.protocol.settles_in_products(), (sx * sx)._pending != 0
+
+    with Session(
+        ["alice", "bob"],
+        protocol=NAME,
+        runtime="local",
+        dealer="local-insecure",
+        allow_insecure=True,
+    ) as session:
+        assert session.run(program)["alice"] == (False, False)

@@ -78,10 +78,13 @@ class BeaverMultiplication(Protocol):
         return z.reshape(shape)
 
     def settles_in_products(self) -> bool:
+        # Fusing replaces `truncate` by its dealer-pair version: only where that is the one in
+        # use (a protocol with its own truncation, e.g. a local one, keeps it).
         return (
-            isinstance(self.algebra, Ring64)
+            type(self).truncate is Protocol.truncate
+            and isinstance(self.algebra, Ring64)
             and self.dealer is not None
-            and (Need.TRUNCATION_PAIRS in self.dealer.provides)
+            and Need.TRUNCATION_PAIRS in self.dealer.provides
         )
 
     def mul_settling(
