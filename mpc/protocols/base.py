@@ -253,7 +253,8 @@ class Protocol(ABC):
         return self.channel.exchange({}, (owner,))[owner]
 
     def open(self, share: np.ndarray, to: Collection[int] | None = None) -> np.ndarray | None:
-        """Reveal the secret to the parties `to` (to all when None). One round.
+        """Reveal the secret to the parties `to` (to all when None). One round (two for a large
+        opening to all, see `_open_split`).
 
         Returns the secret at the receiving parties and None elsewhere.
         """
@@ -295,7 +296,7 @@ class Protocol(ABC):
         return opened.reshape(share.shape)
 
     def open_all(self, share: np.ndarray) -> np.ndarray:
-        """Reveal the secret to every party. One round."""
+        """Reveal the secret to every party (see `open`)."""
         opened = self.open(share)
         if opened is None:  # pragma: no cover - every party receives
             raise RuntimeError("open to all parties returned nothing")

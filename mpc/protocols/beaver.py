@@ -12,6 +12,11 @@ many products once, sect. 4.2 "masking the data once"):
   4. a matrix X used in many products (`mask_operand`) is opened once as E = X - A, with its
      first product; every product X @ y (or X^T @ y) takes a fresh (B, C = A @ B) for that A,
      and the later ones open only y - B.
+  5. a product x * y whose x still awaits its fixed-point truncation (`mul_settling`, ring
+     only) takes a truncation pair (r, r' = r >> f) whose r' is also the Beaver mask of the
+     truncated x, (r, b, r', r' * b), and opens x - r with y - b: the truncation rides in the
+     product's round (the masked evaluation of ABY2.0, Patra et al., USENIX Security 2021,
+     applied to the truncation pair of Mohassel & Rindal, ABY3, CCS 2018).
 Security model: semi-honest; e and d are uniformly masked by a and b, so the opened values are
 independent of x and y as long as the dealer is trusted and never reuses a triple. A mask A is
 opened against one matrix only; every product with it uses a fresh B. Traffic of a
