@@ -111,3 +111,15 @@ def test_streams_pickle_by_their_fields() -> None:
     object.__setattr__(stream, "_hash", 12345)  # as if hashed in another process
     assert pickle.loads(pickle.dumps(stream)) == copy
     assert hash(pickle.loads(pickle.dumps(stream))) == hash(copy) != 12345
+
+
+def test_a_malformed_stream_is_refused_where_it_is_named() -> None:
+    """A wrong prefetch argument fails at once with a message, not later inside an actor."""
+    from mpc.dealers.streams import Stream
+
+    with pytest.raises(ValueError, match="bits must be an int"):
+        Stream("triple", ((3,),), None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="shapes must be tuples"):
+        Stream("triple", ([3],))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown stream kind"):
+        Stream("triples", ((3,),))

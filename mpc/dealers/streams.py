@@ -86,6 +86,14 @@ class Stream:
     def __post_init__(self) -> None:
         if self.kind not in _COMPONENTS:
             raise ValueError(f"unknown stream kind {self.kind!r}; use one of {sorted(_COMPONENTS)}")
+        for name in ("bits", "epoch", "parent"):
+            if type(getattr(self, name)) is not int:
+                raise ValueError(f"stream {name} must be an int, got {getattr(self, name)!r}")
+        if not all(
+            isinstance(shape, tuple) and all(type(d) is int and d >= 0 for d in shape)
+            for shape in self.shapes
+        ):
+            raise ValueError(f"stream shapes must be tuples of ints >= 0, got {self.shapes!r}")
         if (self.kind == "masked_matrix") != (self.parent >= 0):
             raise ValueError("a parent mask item is given for, and only for, masked_matrix")
         # Streams key every dealer table on the path of each small operation: hash once.
