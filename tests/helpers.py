@@ -7,10 +7,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
+
 from mpc.dealers.seeded import InsecureLocalDealer
 from mpc.encoding import FixedPoint
 from mpc.parties.local import LocalParties
 from mpc.parties.party import SessionConfig
+from mpc.parties.transport import Transport
 from mpc.protocols.registry import available_protocols, get_protocol
 from mpc.scenario import load_script
 
@@ -61,3 +64,26 @@ def run(protocol: str, n: int, program: Any, *args: Any, **kw: Any) -> dict[str,
     """Run a program once in-process; return each party's output."""
     parties = local_parties(protocol, n)
     return {name: out.output for name, out in parties.run(program, *args, **kw).items()}
+
+
+def record_traffic(
+    transport: Transport,
+) -> tuple[dict[object, np.ndarray], dict[object, list[np.ndarray]]]:
+    """Record what one party sends (by tag) and receives (by tag, one array per sender) from now
+    on, by wrapping its transport's `send` and `recv`; returns the two (live) dictionaries."""
+    sent: dict[object, np.ndarray] = {}
+    received: dict[object, list[np.ndarray]] = {}
+    original_send, original_recv = transport.send, transport.recv
+
+    def recording_send(to: int, tag: Any, array: np.ndarray) -> int:
+        sent[tag] = np.array(array)
+        return original_send(to, tag, array)
+
+    def recording_recv(frm: int, tag: Any, timeout: float) -> np.ndarray:
+        array = original_recv(frm, tag, timeout)
+        received.setdefault(tag, []).append(np.array(array))
+        return array
+
+    transport.send = recording_send  # type: ignore[method-assign]
+    transport.recv = recording_recv  # type: ignore[method-assign]
+    return sent, received

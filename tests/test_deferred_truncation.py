@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import local_parties
+from helpers import local_parties, record_traffic
 from scipy import stats
 
 from mpc.dealers.seeded import InsecureLocalDealer, local_noise_client
@@ -140,21 +140,7 @@ def _fused_view(value: float, size: int) -> np.ndarray:
     (his part plus the two he receives), for inputs all equal to `value`."""
     parties = local_parties("additive", 3)
     bob = parties.runners[1]
-    sent: dict[object, np.ndarray] = {}
-    received: dict[object, list[np.ndarray]] = {}
-    original_send, original_recv = bob.transport.send, bob.transport.recv
-
-    def recording_send(to: int, tag: object, array: np.ndarray) -> int:
-        sent[tag] = np.array(array)
-        return original_send(to, tag, array)
-
-    def recording_recv(frm: int, tag: object, timeout: float) -> np.ndarray:
-        array = original_recv(frm, tag, timeout)
-        received.setdefault(tag, []).append(np.array(array))
-        return array
-
-    bob.transport.send = recording_send  # type: ignore[method-assign]
-    bob.transport.recv = recording_recv  # type: ignore[method-assign]
+    sent, received = record_traffic(bob.transport)
 
     def program(ctx: PartyContext) -> None:
         data = np.full(size, value)

@@ -118,14 +118,7 @@ def test_secure_product_matches_numpy(doc_namespace: dict[str, Any]) -> None:
         sy = ctx.input("bob", key="y")
         return ctx.reveal(sx * sy)
 
-    with Session(
-        ["alice", "bob"],
-        protocol=NAME,
-        runtime="local",
-        dealer="local-insecure",
-        allow_insecure=True,
-        private={"alice": {"x": x}, "bob": {"y": y}},
-    ) as session:
+    with _session(private={"alice": {"x": x}, "bob": {"y": y}}) as session:
         result = session.run(program)
     got = result["alice"]
     bound = (np.abs(x) + np.abs(y)) * 2.0**-17 + 2.0**-34 + ULP
@@ -175,11 +168,17 @@ def test_own_truncation_is_never_replaced_by_the_fused_dealer_one(
         sx = ctx.input("alice", np.array([0.5]) if ctx.me == "alice" else None)
         return ctx.protocol.settles_in_products(), (sx * sx)._pending != 0
 
-    with Session(
+    with _session() as session:
+        assert session.run(program)["alice"] == (False, False)
+
+
+def _session(**options: Any) -> Session:
+    """The doc's protocol between alice and bob in this process (insecure dealer: tests only)."""
+    return Session(
         ["alice", "bob"],
         protocol=NAME,
         runtime="local",
         dealer="local-insecure",
         allow_insecure=True,
-    ) as session:
-        assert session.run(program)["alice"] == (False, False)
+        **options,
+    )
