@@ -235,15 +235,16 @@ def _slowest_party(outputs: Mapping[str, Any]) -> list[float]:
     return [max(ts) for ts in zip(*per_party, strict=True)]
 
 
-def _per_mul(stats: Mapping[str, PartyStats]) -> tuple[float, float]:
-    """Rounds and bytes sent per multiplication, its truncation included (whether done in
-    its own round, "truncate", or in the next product's); the maximum over parties."""
+def _per_mul(stats: Mapping[str, PartyStats], settled: bool = True) -> tuple[float, float]:
+    """Rounds and bytes sent per multiplication, its truncation included: done in its own
+    round ("truncate", when `settled`), or in the next product's (a chain); the maximum over
+    parties."""
     rounds = bytes_sent = 0.0
     for party_stats in stats.values():
         op = party_stats.by_kind.get("mul")
         if op is None or not op.calls:
             continue
-        truncate = party_stats.by_kind.get("truncate")
+        truncate = party_stats.by_kind.get("truncate") if settled else None
         extra_rounds = truncate.rounds if truncate else 0
         extra_bytes = truncate.bytes_sent if truncate else 0
         rounds = max(rounds, (op.rounds + extra_rounds) / op.calls)
@@ -505,7 +506,7 @@ def _ray_latency_row(
     if not 0.0 <= drift <= (warmup + chain * repeats) * ULP:  # each product: 0 or -1 ulp
         raise BenchmarkError(f"the chained product drifted by {drift!r} (expected <= 1 ulp each)")
     per_mul = min(_slowest_party(result.outputs))
-    rounds, bytes_sent = _per_mul(result.stats)
+    rounds, bytes_sent = _per_mul(result.stats, settled=False)  # the reveal's truncation aside
     return {
         "bench": "ray",
         "kind": "latency",

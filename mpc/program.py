@@ -134,10 +134,10 @@ class PartyContext:
             names = [to] if isinstance(to, str) else list(to)
             targets = [self.rank_of(name) for name in names]
         with self.channel.operation("reveal"):
-            # a product whose truncation is pending is opened untruncated, at its wider scale
-            share, frac = (x._share, x._frac) if x._pending else (x.share, x.frac)
-            opened = self.protocol.open(share, targets)
-        return None if opened is None else self._decode(opened, frac)
+            # x.share truncates a product whose truncation is pending (opening it untruncated
+            # would show the low bits that the truncation drops)
+            opened = self.protocol.open(x.share, targets)
+        return None if opened is None else self._decode(opened, x.frac)
 
     def constant(self, value: Any, kind: InputKind = "fixed") -> Secret:
         """A public value as a (trivially) shared one, to mix with secrets."""
@@ -191,8 +191,10 @@ class Secret:
     @property
     def share(self) -> np.ndarray:
         """This party's share at scale `frac`. A product whose truncation is still pending (the
-        additive protocol defers it to the product's next use, see `__mul__`) is truncated now:
-        one round, at every party, because every party runs the same program."""
+        additive protocol defers it to the product's next use, see `_deferred_product`) is
+        truncated now: one round. Every party runs the same operations on its Secrets in the
+        same order (SPMD), so every party does this round at the same point; reshaping,
+        indexing, `.T` and negation keep the truncation pending and stay local."""
         if self._pending:
             with self.ctx.channel.operation("truncate", own_stats=True):
                 share = self.ctx.protocol.truncate(self._share, self._pending)
@@ -246,15 +248,20 @@ class Secret:
     def _like(self, share: np.ndarray, frac: int | None = None) -> Secret:
         return Secret(self.ctx, share, self.frac if frac is None else frac)
 
+    def _view(self, share: np.ndarray) -> Secret:
+        """Another view of the same elements (shape operations and negation stay local, also
+        on a product whose truncation is pending, which the view inherits)."""
+        return Secret(self.ctx, share, self._frac, self._pending)
+
     def reshape(self, *shape: int) -> Secret:
-        return self._like(self.share.reshape(*shape))
+        return self._view(self._share.reshape(*shape))
 
     def __getitem__(self, index: Any) -> Secret:
-        return self._like(contiguous(self.share[index]))
+        return self._view(contiguous(self._share[index]))
 
     @property
     def T(self) -> Secret:
-        return self._like(contiguous(self.share.T))
+        return self._view(contiguous(self._share.T))
 
     def sum(self, axis: int | None = None) -> Secret:
         with self.ctx.channel.operation("linear"):
@@ -338,7 +345,7 @@ class Secret:
     __radd__ = __add__
 
     def __neg__(self) -> Secret:
-        return self._like(self.ctx.protocol.neg(self.share))
+        return self._view(self.ctx.protocol.neg(self._share))
 
     def __sub__(self, other: Any) -> Secret:
         result: Secret = self + (-other)
@@ -378,8 +385,8 @@ class Secret:
         A fixed-point product x * y is at scale 2f and needs one truncation. Its next use
         truncates it: if that use is another product (with the additive protocol), the opening
         of the truncation doubles as that product's Beaver opening (`mul_settling`), so a chain
-        of products takes one round per product instead of two; any other use truncates it
-        first (`share`, one round, as before); `ctx.reveal` opens it untruncated. Each
+        of products takes one round per product instead of two; any other use (an addition, a
+        comparison, `ctx.reveal`, ...) truncates it first (`share`, one round, as before). Each
         operand's own pending truncation is settled by this product, once, for all later uses.
         """
         proto = self.ctx.protocol
@@ -442,7 +449,8 @@ class Secret:
 
     def ltz(self) -> Secret:
         """Shared bits (integers 0/1): 1 where this value is negative. Exact; five rounds with
-        the additive protocol (see `mpc.protocols.comparison`)."""
+        the additive protocol (see `mpc.protocols.comparison`), one more for a product whose
+        truncation is pending."""
         with self.ctx.channel.operation("compare"):
             return self._like(self.ctx.protocol.less_than_zero(self.share), 0)
 

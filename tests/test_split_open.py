@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from helpers import local_parties, protocol_cases
 
-from mpc.errors import IntegrityError, PartyFailedError
+from mpc.errors import CheatingDetectedError, IntegrityError, PartyFailedError
 from mpc.program import PartyContext
 from mpc.protocols.base import Protocol
 
@@ -29,12 +29,36 @@ def _opening(values: np.ndarray):  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize(("protocol", "n"), protocol_cases((3, 5)))
 @pytest.mark.parametrize("size", [1, 2, 7, 1000])
 def test_split_opening_gives_the_value_in_two_rounds(protocol: str, n: int, size: int) -> None:
-    """Every party gets the exact value, also when some slices are empty (size < n)."""
+    """Every party gets the exact value, also when some slices are empty (size < n). Shamir
+    with spare shares keeps the one-round opening, in which every party checks every share."""
     values = np.arange(size, dtype=np.int64) * 7919 - 3 * size
-    outcomes = local_parties(protocol, n).run(_opening(values))
+    parties = local_parties(protocol, n)
+    checks = parties.runners[0]._protocol_cls.make_scheme(n, parties.config.threshold)
+    outcomes = parties.run(_opening(values))
     for outcome in outcomes.values():
         np.testing.assert_array_equal(outcome.output, values)
-        assert outcome.stats.by_kind["reveal"].rounds == 2
+        assert outcome.stats.by_kind["reveal"].rounds == (1 if checks.checks_openings else 2)
+
+
+@pytest.mark.usefixtures("small_split")
+def test_shamir_openings_of_any_size_still_detect_a_wrong_share() -> None:
+    """Erin falsifies what she sends in the last round of an opening: every honest party
+    checks every share (one-round opening), so the run stops instead of returning a wrong
+    value (a split opening would accept the slice she reconstructed without any check)."""
+    values = np.arange(30)
+    rounds = local_parties("shamir", 5).run(_opening(values))["alice"].stats.by_kind["reveal"]
+    parties = local_parties("shamir", 5)
+    erin = parties.runners[4].transport
+    original = erin.send
+
+    def wrong_send(to: int, tag: object, array: np.ndarray) -> int:
+        last = tag[1] == 2 and tag[2] == rounds.rounds - 1  # type: ignore[index]
+        return original(to, tag, array + np.uint64(1) if last else array)
+
+    erin.send = wrong_send  # type: ignore[method-assign]
+    with pytest.raises(PartyFailedError) as info:
+        parties.run(_opening(values))
+    assert isinstance(info.value.__cause__, CheatingDetectedError)
 
 
 @pytest.mark.usefixtures("small_split")

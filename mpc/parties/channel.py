@@ -57,8 +57,8 @@ class PartyChannel:
         """Scope one (possibly nested) operation; the outermost one is counted under `kind`.
 
         With `own_stats`, a nested operation counts its rounds, bytes and time under its own
-        `kind` (e.g. a deferred truncation that some other operation triggers); the message
-        tags are the same either way.
+        `kind` (e.g. a deferred truncation that some other operation triggers; its time is also
+        part of the enclosing operation's); the message tags are the same either way.
         """
         if self._depth and own_stats and kind != self._kind:
             outer = self._kind
@@ -79,8 +79,10 @@ class PartyChannel:
             finally:
                 self._depth -= 1
             return
-        # The op number is taken at the operation's first message, so that local-only
-        # operations (which one party may do and another not) never shift the tags.
+        # The op number is taken at the operation's first message, so that operations that
+        # turn out to be local never shift the tags. (Which operations are local can depend on
+        # the data's state, e.g. a product whose truncation is pending: programs run the same
+        # operations at every party.)
         self._numbered = False
         self._round = 0
         self._kind = kind

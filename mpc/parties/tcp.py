@@ -352,11 +352,9 @@ class _Link:
             self._out = framing.frame_buffers(header, payload)
             wire = framing.LENGTH_PREFIX_BYTES + len(header) + total
         elif inline:  # the common small message: one record, sealed in one call
-            nonce = self.send_counter.to_bytes(12, "big")
-            self.send_counter += 1
-            sealed = self.send_key.encrypt(nonce, header + payload, self.send_ad)
+            sealed = self.send_key.encrypt(self._next_send_nonce(), header + payload, self.send_ad)
             wire = framing.LENGTH_PREFIX_BYTES + len(sealed)
-            self._out = [len(sealed).to_bytes(framing.LENGTH_PREFIX_BYTES, "big"), sealed]
+            self._out = [framing.length_prefix(len(sealed)), sealed]
         else:
             first = self._seal(header)
             self._out = [first]

@@ -1,14 +1,16 @@
 """Process tuning for party processes: keep large freed buffers instead of unmapping them.
 
-Responsibility: `tune_allocator`, called when a party or dealer actor starts (and by
-benchmarks), and `ALLOCATOR_ENV`, the environment the Ray runtime starts those actors with.
+Responsibility: `tune_allocator`, called when a party or dealer actor starts, by the
+in-process runtime (`LocalParties`, in the caller's own process) and by benchmarks, and
+`ALLOCATOR_ENV`, the environment the Ray runtime starts party and dealer actors with.
 glibc returns every freed buffer above 128 KiB to the kernel, so each new multi-megabyte share
 array costs page faults on first touch; raising the mmap and trim thresholds lets the allocator
 reuse them. Measured here: numpy add + multiply of two 1e6 uint64 arrays, 4.1 ms -> 1.8 ms.
 Those thresholds govern glibc's main arena only: a thread that allocates gets an arena of its
 own, which gives freed memory back to the kernel anyway, and a party actor runs programs on a
-pool of threads. One arena for the whole process (``MALLOC_ARENA_MAX=1``, which glibc reads
-when the process starts, hence an environment variable and not a call) removes those faults:
+pool of threads. One arena for the whole process (``MALLOC_ARENA_MAX=1``) removes those faults;
+it must be set when the process starts, before threads have arenas (hence the environment
+variable; `tune_allocator` also sets it, which helps threads started later):
 a 1e6-element product over encrypted TCP went from 1,000-7,000 page faults and 45-65 ms of CPU
 per party to about 0 and 38-43 ms.
 Security model: none; it changes memory reuse only. Reused buffers hold old shares of this same

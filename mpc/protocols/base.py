@@ -155,6 +155,12 @@ class SharingScheme(ABC):
         """Recover the secret from the shares of the given ranks, as a new array (callers may
         modify it in place)."""
 
+    @property
+    def checks_openings(self) -> bool:
+        """True if `reconstruct` verifies redundant shares: every party must then receive every
+        share of an opening (no `Protocol._open_split`)."""
+        return False
+
     @abstractmethod
     def add_public(self, share: np.ndarray, constant: np.ndarray, rank: int) -> np.ndarray:
         """The share of (secret + constant) for party `rank`."""
@@ -192,7 +198,7 @@ class Protocol(ABC):
     algebra: ClassVar[Algebra]
     #: An opening to every party of a share at least this large (bytes), with 3 or more
     #: parties, takes two rounds and 2(n-1)/n shares of traffic instead of one and n-1
-    #: (`_open_split`).
+    #: (`_open_split`), unless the scheme checks openings (Shamir with n > t + 1).
     split_open_bytes: ClassVar[int] = 1 << 20
 
     def __init__(
@@ -258,7 +264,12 @@ class Protocol(ABC):
 
         Returns the secret at the receiving parties and None elsewhere.
         """
-        if to is None and self.n >= 3 and share.nbytes >= self.split_open_bytes:
+        if (
+            to is None
+            and self.n >= 3
+            and share.nbytes >= self.split_open_bytes
+            and not self.scheme.checks_openings
+        ):
             return self._open_split(share)
         receivers = range(self.n) if to is None else sorted(set(to))
         others = [j for j in range(self.n) if j != self.rank]

@@ -83,10 +83,12 @@ class BeaverMultiplication(Protocol):
         return z.reshape(shape)
 
     def settles_in_products(self) -> bool:
-        # Fusing replaces `truncate` by its dealer-pair version: only where that is the one in
-        # use (a protocol with its own truncation, e.g. a local one, keeps it).
+        # Fusing replaces `truncate` and `mul` by the dealer-pair truncation and the Beaver
+        # product: only where those are the ones in use (a protocol with its own truncation,
+        # e.g. a local one, or its own product keeps them).
         return (
             type(self).truncate is Protocol.truncate
+            and type(self).mul is BeaverMultiplication.mul
             and isinstance(self.algebra, Ring64)
             and self.dealer is not None
             and Need.TRUNCATION_PAIRS in self.dealer.provides

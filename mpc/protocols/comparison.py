@@ -18,8 +18,10 @@ ABY, Demmler, Schneider & Zohner, NDSS 2015, and ABY3, Mohassel & Rindal, CCS 20
      (the terms are exclusive, so XOR is OR); each level's products of up to four bits take
      one round (`mpc.protocols.gmw.and_products`), 64 leaves -> 16 -> 4 -> 1;      3 rounds
   5. the XOR with c_63 ^ r_63 is local; the bit goes to the ring with a daBit.          1 round
-Five rounds in all. The bits are packed 64 elements per word: a party sends about 8 + 18 bytes
-per element to each peer (c, then the 147 masked tree inputs of 64 elements), and the dealer
+Five rounds in all (six when c is large enough for a split opening, `Protocol._open_split`:
+2^17 elements or more with 3 or more parties). The bits are packed 64 elements per word: a
+party sends about 8 + 18 bytes per element to each peer (c, then the 147 masked tree inputs of
+64 elements), and the dealer
 sends about 9 words per element (ring shares of r and of the daBit, and its shares of the 462
 rows of mask products of the tree, per 64 elements).
 The result is exact for every x (no failure probability, unlike truncation).

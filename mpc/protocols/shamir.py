@@ -121,6 +121,10 @@ class ShamirScheme(SharingScheme):
                     )
         return self.interpolate(base, [0])[0]
 
+    @property
+    def checks_openings(self) -> bool:
+        return self.verify and self.n > self.t + 1
+
     def add_public(self, share: np.ndarray, constant: np.ndarray, rank: int) -> np.ndarray:
         return self.algebra.add(share, constant)
 
