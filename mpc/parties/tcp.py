@@ -309,7 +309,6 @@ class _Link:
         # state of the frame being sent: buffers still to write, then (encrypted mode) the
         # part of a large payload still to encrypt
         self._out: list[Buffer] = []
-        self._out_bytes = 0  # bytes in _out
         self._rest: memoryview | None = None
         self._rest_offset = 0
         self._send_scratch: memoryview | None = None
@@ -351,16 +350,13 @@ class _Link:
         if self.send_key is None:
             self._out = framing.frame_buffers(header, payload)
             wire = framing.LENGTH_PREFIX_BYTES + len(header) + total
-        elif inline:  # the common small message: one record, sealed in one call
-            sealed = self.send_key.encrypt(self._next_send_nonce(), header + payload, self.send_ad)
-            wire = framing.LENGTH_PREFIX_BYTES + len(sealed)
-            self._out = [framing.length_prefix(len(sealed)), sealed]
         else:
-            first = self._seal(header)
+            first = self._seal(header + payload if inline and total else header)
             self._out = [first]
-            self._rest, self._rest_offset = payload, 0
-            wire = len(first) + total + GCM_TAG * -(-total // RECORD_CHUNK)
-        self._out_bytes = wire if self._rest is None else len(self._out[0])
+            wire = len(first)
+            if not inline:
+                self._rest, self._rest_offset = payload, 0
+                wire += total + GCM_TAG * -(-total // RECORD_CHUNK)
         self.bytes_sent += wire
         return wire
 
@@ -386,16 +382,10 @@ class _Link:
                 if offset == rest.nbytes:
                     self._rest = None
                 out = self._out = [record]
-                self._out_bytes = len(record)
             try:
                 sent = self.sock.sendmsg(out, (), _NOWAIT_FLAGS)
             except BlockingIOError:
                 return False
-            if sent == self._out_bytes:  # all of it (the usual case for a small frame)
-                out.clear()
-                self._out_bytes = 0
-                continue
-            self._out_bytes -= sent
             while sent:
                 size = len(out[0])
                 if sent >= size:
@@ -410,7 +400,6 @@ class _Link:
     def abandon(self) -> None:
         """Forget a frame that cannot be finished (the link is then unusable for sending)."""
         self._out = []
-        self._out_bytes = 0
         self._rest = None
         self.broken = True
 
@@ -1212,9 +1201,7 @@ class TcpTransport(Transport):
         poller: _Poller | None = None
         try:
             for link, header, payload in sends:
-                if not link.send_lock.acquire(False) and not link.send_lock.acquire(
-                    timeout=max(0.0, deadline - time.monotonic())
-                ):
+                if not link.send_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
                     raise CommunicationError(
                         f"party {self.name!r}: connection to party {link.name!r} stayed busy"
                     )
@@ -1363,7 +1350,7 @@ class TcpTransport(Transport):
         rest waits in the socket: a large next message is not allocated while this round's
         arrays are still being used); that one is returned if `direct` (see
         `_dispatch_readable`)."""
-        if not link.read_lock.acquire(False) and not link.read_lock.acquire(timeout=_RECV_SLICE):
+        if not link.read_lock.acquire(timeout=_RECV_SLICE):
             return None  # the receiver thread is reading it; it signals what it delivers
         try:
             return self._dispatch_readable(link, tag, direct)
