@@ -1,8 +1,10 @@
-"""The `mpc` command line: run scenarios, benchmark, generate keys, list protocols.
+"""The `mpc` command line: run scenarios, serve parties and the dealer, benchmark, keys.
 
 Responsibility: argument parsing and dispatch only; the work happens in the library.
 Security model: `mpc keygen` writes the private key with 0600 permissions and prints only the
 public key; scenarios are Python files the user chose to run (they execute with the user's rights).
+`mpc party serve` / `mpc dealer serve` enforce the policy file they are given (mpc.federation);
+`mpc run FILE --policy P` sends that party only the file's hash and public arguments.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from pathlib import Path
 
 
 def _cmd_run(args: argparse.Namespace, rest: list[str]) -> int:
+    scenario_args = [*args.args, *rest]
+    if "--policy" in scenario_args:
+        return _start_federated(args.scenario, scenario_args)
     path = Path(args.scenario)
     if not path.exists():
         builtin = Path(__file__).resolve().parent.parent / "scenarios" / path.name
@@ -27,8 +32,50 @@ def _cmd_run(args: argparse.Namespace, rest: list[str]) -> int:
     if not callable(entry):
         print(f"mpc run: {path} defines no run(argv) function", file=sys.stderr)
         return 2
-    code = entry([*args.args, *rest])
+    code = entry(scenario_args)
     return int(code or 0)
+
+
+def _start_federated(program: str, argv: list[str]) -> int:
+    """`mpc run FILE --policy P [--key K --name N --party-key HEX] [program options]`."""
+    from mpc.federation.starter import start_run
+
+    parser = argparse.ArgumentParser(prog=f"mpc run {program}", add_help=False)
+    parser.add_argument("--policy", required=True)
+    parser.add_argument("--key", default=None, help="a starter key the party's policy lists")
+    parser.add_argument("--name", default=None, help="the starter name for --key")
+    parser.add_argument("--party-key", default=None, help="the party's public key (with --key)")
+    known, program_argv = parser.parse_known_args(argv)
+    _answer, text = start_run(
+        known.policy,
+        program,
+        program_argv,
+        key_file=known.key,
+        name=known.name,
+        party_key=known.party_key,
+    )
+    print(text)
+    return 0
+
+
+def _cmd_party_serve(args: argparse.Namespace, rest: list[str]) -> int:
+    from mpc.federation.serve import serve_party
+
+    return serve_party(args.policy, use_ray=not args.no_ray)
+
+
+def _cmd_dealer_serve(args: argparse.Namespace, rest: list[str]) -> int:
+    from mpc.federation.serve import serve_dealer
+
+    return serve_dealer(args.policy)
+
+
+def _cmd_program_hash(args: argparse.Namespace, rest: list[str]) -> int:
+    from mpc.federation.programs import program_hash
+
+    for path in args.files:
+        print(f"{program_hash(path)}  {path}")
+    return 0
 
 
 def _cmd_protocols(args: argparse.Namespace, rest: list[str]) -> int:
@@ -115,6 +162,24 @@ def build_parser() -> argparse.ArgumentParser:
     measure.add_argument("--root", default=None, help="directory that contains mpc/")
     measure.add_argument("--files", action="store_true", help="list each file's hash")
     measure.set_defaults(func=_cmd_tee_measure)
+    party = sub.add_parser("party", help="run this organisation's party as a service")
+    party_sub = party.add_subparsers(dest="party_command", required=True)
+    party_serve = party_sub.add_parser("serve", help="serve runs under a local policy file")
+    party_serve.add_argument("--policy", required=True, help="this party's policy (TOML)")
+    party_serve.add_argument(
+        "--no-ray", action="store_true", help="run in this process instead of a Ray actor"
+    )
+    party_serve.set_defaults(func=_cmd_party_serve)
+    dealer = sub.add_parser("dealer", help="run the trusted dealer as a service")
+    dealer_sub = dealer.add_subparsers(dest="dealer_command", required=True)
+    dealer_serve = dealer_sub.add_parser("serve", help="deal for the parties of a policy file")
+    dealer_serve.add_argument("--policy", required=True, help="the dealer's policy (TOML)")
+    dealer_serve.set_defaults(func=_cmd_dealer_serve)
+    program = sub.add_parser("program", help="agreed programs")
+    program_sub = program.add_subparsers(dest="program_command", required=True)
+    program_hash = program_sub.add_parser("hash", help="print the SHA-256 a policy approves")
+    program_hash.add_argument("files", nargs="+")
+    program_hash.set_defaults(func=_cmd_program_hash)
     bench_p = sub.add_parser("bench", help="benchmark protocols in-process and on Ray actors")
     bench_p.add_argument("what", choices=["protocols", "runtime", "all"], nargs="?", default="all")
     bench_p.add_argument("--sizes", default="1e3,1e5,1e6")

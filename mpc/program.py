@@ -47,6 +47,9 @@ class PartyContext:
         self.channel = channel
         self.fixed_point = fixed_point
         self.private: Mapping[str, Any] = private or {}
+        #: What `reveal` gave this party, as (the array returned, a copy of it): a program run
+        #: across organisations may return only these (`mpc.federation.outputs`).
+        self.revealed: list[tuple[np.ndarray, np.ndarray]] = []
 
     @property
     def me(self) -> str:
@@ -137,7 +140,11 @@ class PartyContext:
             # x.share truncates a product whose truncation is pending (opening it untruncated
             # would show the low bits that the truncation drops)
             opened = self.protocol.open(x.share, targets)
-        return None if opened is None else self._decode(opened, x.frac)
+        if opened is None:
+            return None
+        value = self._decode(opened, x.frac)
+        self.revealed.append((value, value.copy()))
+        return value
 
     def constant(self, value: Any, kind: InputKind = "fixed") -> Secret:
         """A public value as a (trivially) shared one, to mix with secrets."""

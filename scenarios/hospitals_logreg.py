@@ -31,6 +31,7 @@ import argparse
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -68,15 +69,30 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def hospitals_program(ctx: PartyContext, config: LogisticRegression) -> dict[str, Any]:
     """The SPMD program: runs at every hospital, on its own rows only."""
-    mine = ctx.private
-    data = config.share_horizontal(ctx, mine["x_train"], mine["y_train"])
     started = time.perf_counter()
+    trained = train_and_score(ctx, config, ctx.private)
+    weights = trained["weights"]
+    total = trained["correct_of_total"]
+    return {
+        "weights": LinearModel(weights[:-1], float(weights[-1])),
+        "accuracy": float(total[0]) / float(total[1]),
+        "fit_seconds": time.perf_counter() - started,
+        "history": trained["history"],
+    }
+
+
+def train_and_score(
+    ctx: PartyContext, config: LogisticRegression, mine: Mapping[str, np.ndarray]
+) -> dict[str, Any]:
+    """Train on every hospital's rows, reveal the weights (coefficients, then intercept), and
+    count correct test predictions over all hospitals (revealed as [correct, total])."""
+    data = config.share_horizontal(ctx, mine["x_train"], mine["y_train"])
     model = config.fit(ctx, data)
-    fit_seconds = time.perf_counter() - started
-    weights = model.reveal()
+    weights = ctx.reveal(model.weights)
     assert weights is not None and data.standardizer is not None
+    plain = LinearModel(weights[:-1], float(weights[-1]))
     correct = int(
-        np.sum(weights.predict(data.standardizer.transform(mine["x_test"])) == mine["y_test"])
+        np.sum(plain.predict(data.standardizer.transform(mine["x_test"])) == mine["y_test"])
     )
     counts = [
         ctx.input(
@@ -85,14 +101,52 @@ def hospitals_program(ctx: PartyContext, config: LogisticRegression) -> dict[str
         for name in ctx.parties
     ]
     total = ctx.reveal(ctx.sum(counts))
-    assert total is not None
+    return {"weights": weights, "correct_of_total": total, "history": model.history}
+
+
+# ---- across organisations (mpc party serve; docs/deploy.md) --------------------------------------
+
+
+def public_args(argv: Sequence[str]) -> dict[str, Any]:
+    """The training recipe from the command line: the run's public arguments."""
+    args = parse_args(argv)
     return {
-        "weights": weights,
-        "standardizer": data.standardizer,
-        "accuracy": float(total[0]) / float(total[1]),
-        "fit_seconds": fit_seconds,
-        "history": model.history,
+        "sigmoid": args.sigmoid,
+        "epochs": args.epochs,
+        "learning_rate": args.learning_rate,
+        "l2": args.l2,
+        "batch_size": args.batch_size,
     }
+
+
+def party_program(ctx: PartyContext, args: Mapping[str, Any]) -> dict[str, Any]:
+    """Each hospital's rows come from the file its policy names as `rows` under [data]
+    (`write_rows` makes them: arrays x_train, y_train, x_test, y_test)."""
+    with np.load(ctx.private["rows"]) as rows:
+        mine = {k: rows[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+    trained = train_and_score(ctx, LogisticRegression(**args), mine)
+    return {"weights": trained["weights"], "correct_of_total": trained["correct_of_total"]}
+
+
+def report(output: Mapping[str, np.ndarray], args: Mapping[str, Any]) -> str:
+    correct, total = (int(v) for v in output["correct_of_total"])
+    weights = output["weights"]
+    return (
+        f"joint model ({args['sigmoid']} sigmoid, {args['epochs']} epochs): test accuracy "
+        f"{correct}/{total} = {correct / total:.4f}; intercept {weights[-1]:+.4f}, "
+        f"largest |coefficient| {np.max(np.abs(weights[:-1])):.4f}"
+    )
+
+
+def write_rows(names: Sequence[str], folder: Path, rows: int | None = None) -> dict[str, Path]:
+    """One .npz of each hospital's rows (the scenario's split), for its policy's [data]."""
+    private, _ = deal_breast_cancer_rows(names, rows)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, mine in private.items():
+        paths[name] = folder / f"{name}-rows.npz"
+        np.savez(paths[name], **mine)
+    return paths
 
 
 def training_cost(stats: Mapping[str, PartyStats]) -> dict[str, tuple[int, int]]:

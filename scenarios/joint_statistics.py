@@ -12,6 +12,9 @@ All arithmetic is on integers (exact, no fixed-point rounding), so the secure re
 plaintext ones; the script checks that and prints both.
 
 Run:  mpc run scenarios/joint_statistics.py          (or: python scenarios/joint_statistics.py)
+Across organisations (each hospital runs `mpc party serve`, docs/deploy.md):
+      mpc run scenarios/joint_statistics.py --policy north.toml
+      (each hospital's policy names its CSV as `csv` under [data]; `party_program` below runs.)
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 import csv
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +69,22 @@ def load(path: str | Path) -> dict[str, np.ndarray]:
 
 def joint_statistics(ctx: PartyContext) -> dict[str, float]:
     """The SPMD program: runs at every hospital."""
+    return summarise({k: int(v) for k, v in joint_sums(ctx).items()})
+
+
+def party_program(ctx: PartyContext, args: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The program across organisations: returns only the revealed sums."""
+    return joint_sums(ctx)
+
+
+def report(output: Mapping[str, np.ndarray], args: Mapping[str, Any]) -> str:
+    """What the starter prints: the statistics computed from the revealed sums."""
+    stats = summarise({k: int(v) for k, v in output.items()})
+    return "\n".join(f"{k:<30} {v:>16.6f}" for k, v in stats.items())
+
+
+def joint_sums(ctx: PartyContext) -> dict[str, np.ndarray]:
+    """The six sums over all hospitals' patients, revealed to every hospital."""
     columns: dict[str, list[Secret]] = {"age": [], "cholesterol": []}
     for owner in ctx.parties:
         mine = load(ctx.private["csv"]) if ctx.me == owner else None
@@ -82,7 +101,7 @@ def joint_statistics(ctx: PartyContext) -> dict[str, float]:
         "sum_age_chol": (age * chol).sum(),
     }
     revealed = {k: ctx.reveal(v) for k, v in sums.items()}
-    return summarise({k: int(v) for k, v in revealed.items() if v is not None})
+    return {k: v for k, v in revealed.items() if v is not None}
 
 
 def _concat(parts: list[Secret]) -> Secret:

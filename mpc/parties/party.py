@@ -28,6 +28,8 @@ from mpc.rng import Prg, new_seed
 from mpc.stats import PartyStats
 
 Program = Callable[..., Any]
+#: (program output, reveal log of (array returned, copy)) -> what may leave the party.
+OutputFilter = Callable[[Any, list[tuple[np.ndarray, np.ndarray]]], Any]
 DEFAULT_FIXED_POINT = FixedPoint()
 
 
@@ -66,8 +68,12 @@ class PartyRunner:
         transport: Transport,
         dealer: DealerClient | None,
         private: Mapping[str, Any] | None = None,
+        output_filter: OutputFilter | None = None,
     ) -> None:
         self.rank = rank
+        #: Checks what a program returns against the reveal log (runs across organisations:
+        #: `mpc.federation.outputs.only_revealed`).
+        self.output_filter = output_filter
         self.config = config
         self.transport = transport
         self.dealer = dealer
@@ -103,6 +109,8 @@ class PartyRunner:
             )
             output = program(ctx, *args, **(kwargs or {}))
             _refuse_secrets(output)
+            if self.output_filter is not None:
+                output = self.output_filter(output, ctx.revealed)
             return PartyOutcome(output, channel.stats)
         except BaseException as exc:
             operation = channel.current_operation
