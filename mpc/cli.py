@@ -38,6 +38,7 @@ def _cmd_run(args: argparse.Namespace, rest: list[str]) -> int:
 
 def _start_federated(program: str, argv: list[str]) -> int:
     """`mpc run FILE --policy P [--key K --name N --party-key HEX] [program options]`."""
+    from mpc.errors import MpcError
     from mpc.federation.starter import start_run
 
     parser = argparse.ArgumentParser(prog=f"mpc run {program}", add_help=False)
@@ -46,14 +47,18 @@ def _start_federated(program: str, argv: list[str]) -> int:
     parser.add_argument("--name", default=None, help="the starter name for --key")
     parser.add_argument("--party-key", default=None, help="the party's public key (with --key)")
     known, program_argv = parser.parse_known_args(argv)
-    _answer, text = start_run(
-        known.policy,
-        program,
-        program_argv,
-        key_file=known.key,
-        name=known.name,
-        party_key=known.party_key,
-    )
+    try:
+        _answer, text = start_run(
+            known.policy,
+            program,
+            program_argv,
+            key_file=known.key,
+            name=known.name,
+            party_key=known.party_key,
+        )
+    except (MpcError, OSError, ValueError) as exc:  # one line: what went wrong, where
+        print(f"mpc run: {exc}", file=sys.stderr)
+        return 1
     print(text)
     return 0
 
@@ -68,6 +73,31 @@ def _cmd_dealer_serve(args: argparse.Namespace, rest: list[str]) -> int:
     from mpc.federation.serve import serve_dealer
 
     return serve_dealer(args.policy)
+
+
+def _cmd_deploy_example(args: argparse.Namespace, rest: list[str]) -> int:
+    from mpc.federation.example import write_example
+
+    names = [n.strip() for n in args.parties.split(",") if n.strip()]
+    folder = Path(args.folder)
+    if folder.exists() and any(folder.iterdir()):
+        print(f"mpc deploy example: {folder} is not empty; choose a new folder", file=sys.stderr)
+        return 2
+    paths = write_example(folder, names, base_port=args.base_port)
+    mpc = "mpc"
+    print(f"wrote an example deployment of {', '.join(names)} and a dealer to {folder}")
+    print("start each in its own terminal (each is one organisation's machine):")
+    print(f"  {mpc} dealer serve --policy {paths['dealer']}")
+    for name in names:
+        print(f"  {mpc} party serve --policy {paths[name]}")
+    first = paths[names[0]]
+    print("then start a run at any party, e.g.:")
+    for program in ("joint_statistics.py", "hospitals_logreg.py --epochs 5"):
+        print(
+            f"  {mpc} run {first.parent / 'programs' / program.split()[0]} --policy {first}"
+            + (" " + " ".join(program.split()[1:]) if " " in program else "")
+        )
+    return 0
 
 
 def _cmd_program_hash(args: argparse.Namespace, rest: list[str]) -> int:
@@ -175,6 +205,15 @@ def build_parser() -> argparse.ArgumentParser:
     dealer_serve = dealer_sub.add_parser("serve", help="deal for the parties of a policy file")
     dealer_serve.add_argument("--policy", required=True, help="the dealer's policy (TOML)")
     dealer_serve.set_defaults(func=_cmd_dealer_serve)
+    deploy = sub.add_parser("deploy", help="deployments across organisations")
+    deploy_sub = deploy.add_subparsers(dest="deploy_command", required=True)
+    example = deploy_sub.add_parser(
+        "example", help="write keys and policies for hospitals and a dealer on this machine"
+    )
+    example.add_argument("folder", help="a new folder for the keys, policies and data")
+    example.add_argument("--parties", default="east,north,south")
+    example.add_argument("--base-port", type=int, default=7100)
+    example.set_defaults(func=_cmd_deploy_example)
     program = sub.add_parser("program", help="agreed programs")
     program_sub = program.add_subparsers(dest="program_command", required=True)
     program_hash = program_sub.add_parser("hash", help="print the SHA-256 a policy approves")

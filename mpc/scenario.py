@@ -2,19 +2,22 @@
 
 Responsibility: parse the session options every scenario accepts (parties, protocol, transport,
 runtime, dealer, timeout) into keyword arguments for `mpc.Session`; import one scenario script
-from another (or from tests and benchmarks) by path (`load_script`).
+from another (or from tests and benchmarks) by path (`load_script`); read integer CSV columns.
 Security model: options only; `--allow-insecure` must be given explicitly for in-process dealers.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import importlib.util
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+import numpy as np
 
 
 def load_script(path: Path | str) -> ModuleType:
@@ -81,3 +84,10 @@ def parse(
     parser = argparse.ArgumentParser(description=description)
     add_session_options(parser, default_parties)
     return parser.parse_args(argv)
+
+
+def read_int_columns(path: str | Path, columns: Sequence[str]) -> dict[str, np.ndarray]:
+    """The named integer columns of a CSV file with a header row, as int64 arrays."""
+    with Path(path).open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return {c: np.array([int(r[c]) for r in rows], dtype=np.int64) for c in columns}

@@ -27,6 +27,8 @@ the number of patients. Nothing else. The driver prints them beside the exact va
 in the clear only for checking) and each ledger's spending.
 
 Run:  mpc run scenarios/dp_joint_statistics.py   (or: python scenarios/dp_joint_statistics.py)
+Across organisations (docs/deploy.md): mpc run scenarios/dp_joint_statistics.py --policy P;
+      each hospital's policy names its CSV (`csv` under [data]) and its ledger and budget ([dp]).
       options: --epsilon-counts 0.5 --epsilon-means 0.5 --delta 1e-7 --budget-epsilon 2
       --budget-delta 1e-6 --ledger DIR --noise distributed|dealer --max-colluding T, plus the
       session options (--runtime local --allow-insecure, ...).
@@ -54,7 +56,13 @@ from mpc.dp import (
 from mpc.dp.release import format_ledger_status
 from mpc.errors import PartyFailedError
 from mpc.program import PartyContext
-from mpc.scenario import add_session_options, load_script, party_names, session_kwargs
+from mpc.scenario import (
+    add_session_options,
+    load_script,
+    party_names,
+    read_int_columns,
+    session_kwargs,
+)
 from mpc.session import Session
 
 HOSPITALS = ["north", "south", "east", "west", "central"]
@@ -63,6 +71,7 @@ REFUSED = 3
 AGE_RANGE = (20, 90)
 CHOLESTEROL_RANGE = (100, 400)
 BINS = ("below 200", "200-239", "240 or more")
+MEANS = ("mean_age", "mean_cholesterol")
 EDGES = (200, 240)
 
 
@@ -156,7 +165,63 @@ def dp_statistics(ctx: PartyContext, setup: dict[str, Any]) -> dict[str, Any]:
         "mean_age": float(sums[0]) / n,
         "mean_cholesterol": float(sums[1]) / n,
         "ledger": ledger_status(ctx),
+        # the revealed arrays themselves (what party_program returns across organisations)
+        "counts": counts,
+        "released_histogram": histogram,
+        "sums": sums,
     }
+
+
+# ---- across organisations (mpc party serve; docs/deploy.md) --------------------------------------
+
+#: Options that each hospital's own policy sets ([dp] and [data]), never the starter.
+POLICY_OPTIONS = ("--ledger", "--budget-epsilon", "--budget-delta", "--parties")
+
+
+def public_args(argv: Sequence[str]) -> dict[str, Any]:
+    """The release parameters from the command line: the run's public arguments."""
+    given = sorted({a.split("=")[0] for a in argv} & set(POLICY_OPTIONS))
+    if given:
+        raise ValueError(
+            f"{', '.join(given)}: across organisations each hospital's ledger and budget come "
+            "from its own policy ([dp] table), not from whoever starts the run"
+        )
+    args = parse_args(argv)
+    return {
+        "epsilon_counts": args.epsilon_counts,
+        "epsilon_means": args.epsilon_means,
+        "delta": args.delta,
+        "noise": args.noise,
+        "max_colluding": args.max_colluding,
+    }
+
+
+def party_program(ctx: PartyContext, args: dict[str, Any]) -> dict[str, Any]:
+    """Each hospital's CSV is `csv` under its policy's [data]; its ledger its policy's [dp]."""
+    counts, means = mechanisms(argparse.Namespace(**args))
+    setup = {
+        "load": lambda path: read_int_columns(path, ("age", "cholesterol")),
+        "counts": counts,
+        "means": means,
+        "noise": args["noise"],
+        "max_colluding": ctx.n - 1 if args["max_colluding"] is None else args["max_colluding"],
+    }
+    released = dp_statistics(ctx, setup)
+    return {
+        "patients": released["counts"],
+        "histogram": released["released_histogram"],
+        "sums": released["sums"],
+    }
+
+
+def report(output: dict[str, Any], args: dict[str, Any]) -> str:
+    n = int(output["patients"][0])
+    lines = [f"{'patients (public)':<34} {n:>14d}"]
+    for label, noisy in zip(BINS, output["histogram"], strict=True):
+        lines.append(f"{'cholesterol ' + label:<34} {int(noisy):>14d}")
+    for i, key in enumerate(("mean age", "mean cholesterol")):
+        lines.append(f"{key:<34} {float(output['sums'][i]) / n:>14.3f}")
+    return "\n".join(lines)
 
 
 def exact(paths: dict[str, Path], load: Any) -> dict[str, Any]:
@@ -227,8 +292,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     truth = exact(paths, base.load)
     released = result.outputs[names[0]]
     agree = all(
-        {k: v for k, v in result.outputs[n].items() if k != "ledger"}
-        == {k: v for k, v in released.items() if k != "ledger"}
+        all(result.outputs[n][k] == released[k] for k in ("patients", "histogram", *MEANS))
         for n in names
     )
     print(f"\n{'statistic':<34} {'released (DP)':>14} {'exact (check)':>14}")

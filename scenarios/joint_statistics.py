@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from mpc.program import PartyContext, Secret
-from mpc.scenario import parse, party_names, session_kwargs
+from mpc.scenario import parse, party_names, read_int_columns, session_kwargs
 from mpc.session import Session
 
 HOSPITALS = ["north", "south", "east", "west", "central"]
@@ -59,12 +59,7 @@ def make_data(names: Sequence[str], directory: Path = DATA_DIR) -> dict[str, Pat
 
 
 def load(path: str | Path) -> dict[str, np.ndarray]:
-    with Path(path).open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    return {
-        "age": np.array([int(r["age"]) for r in rows], dtype=np.int64),
-        "cholesterol": np.array([int(r["cholesterol"]) for r in rows], dtype=np.int64),
-    }
+    return read_int_columns(path, ("age", "cholesterol"))
 
 
 def joint_statistics(ctx: PartyContext) -> dict[str, float]:

@@ -16,6 +16,7 @@ be the dealer policy's own.
 from __future__ import annotations
 
 import math
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -166,6 +167,7 @@ class DealerService:
             run = self._runs.get(nonce)
             if run is None:
                 if nonce in self._seen:
+                    self._log(f"refused a replay of run {nonce.hex()[:12]} from {party!r}")
                     raise DealerError(
                         "this run nonce was served before: refusing to deal a run twice (replay)"
                     )
@@ -184,7 +186,11 @@ class DealerService:
             if party in run.opened:
                 raise DealerError(f"party {party!r} opened run {nonce.hex()[:12]} twice")
             run.opened.add(party)
+        self._log(f"run {nonce.hex()[:12]} opened by {party!r}")
         return {"rank": run.parties.index(party), "opened_at": time.time()}
+
+    def _log(self, text: str) -> None:
+        print(f"[{self.policy.name}] {text}", file=sys.stderr, flush=True)
 
     def _run(self, party: str, params: dict[str, Any]) -> _Run:
         nonce = params.get("run")

@@ -3,7 +3,8 @@
 Responsibility: generate one key per party and for the dealer, and write each organisation's
 policy (TOML) into its own folder, with every peer's public key pinned, the approved programs
 copied into each party's program folder, and its private data sources. Used by
-`mpc deploy example`, the tests, and docs/deploy.md as a starting point.
+`mpc deploy example` (`write_example`: the hospital scenarios on one machine), the tests, and
+docs/deploy.md as a starting point.
 Security model: in a real deployment each organisation generates its own key on its own machine
 and sends only the public key; this helper does all of it in one place, so its output is for
 trying things out (one machine, or test hosts), not for production as is.
@@ -12,6 +13,7 @@ trying things out (one machine, or test hosts), not for production as is.
 from __future__ import annotations
 
 import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,3 +147,69 @@ def write_deployment(
         paths["dealer"] = folder / "dealer" / "policy.toml"
         paths["dealer"].write_text("\n".join(parts))
     return paths
+
+
+#: The scenarios an example deployment approves (each defines party_program).
+EXAMPLE_PROGRAMS = ("joint_statistics.py", "hospitals_logreg.py", "dp_joint_statistics.py")
+
+
+def write_example(
+    folder: Path,
+    names: Sequence[str] = ("east", "north", "south"),
+    *,
+    host: str = "127.0.0.1",
+    base_port: int = 7100,
+    scenarios: Path | None = None,
+    dp_epsilon: float = 2.0,
+) -> dict[str, Path]:
+    """An example deployment of the hospital scenarios on one machine (`mpc deploy example`).
+
+    Party i listens on `base_port + 2i` (control) and `base_port + 2i + 1` (data), the dealer
+    on `base_port + 2n`. Each hospital gets its own synthetic patient CSV (`csv`), its rows of
+    the breast-cancer split (`rows`) and a privacy ledger ([dp], budget `dp_epsilon`) in its
+    own folder; the three scenarios are approved by copying them into each `programs` folder.
+    """
+    from mpc.scenario import load_script
+
+    if not 2 <= len(names) <= 5 or len(set(names)) != len(names):
+        raise ValueError(f"an example deployment has 2 to 5 distinct parties, got {names!r}")
+    source = scenarios or Path(__file__).resolve().parent.parent.parent / "scenarios"
+    programs = [source / p for p in EXAMPLE_PROGRAMS]
+    missing = [str(p) for p in programs if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"the example scenarios are not here: {missing}")
+    folder = Path(folder).resolve()
+    data: dict[str, dict[str, str]] = {}
+    stats = load_script(source / "joint_statistics.py")
+    logreg = load_script(source / "hospitals_logreg.py")
+    with tempfile.TemporaryDirectory() as scratch:
+        csvs = stats.make_data(list(names), Path(scratch))  # each hospital its own patients
+        rows = logreg.write_rows(list(names), Path(scratch))
+        for name in names:  # each organisation's folder holds only its own data
+            home = folder / name / "data"
+            home.mkdir(parents=True, exist_ok=True)
+            data[name] = {
+                key: str(Path(shutil.move(made[name], home / Path(made[name]).name)))
+                for key, made in (("csv", csvs), ("rows", rows))
+            }
+    hosts = {n: Host(host, base_port + 2 * i, base_port + 2 * i + 1) for i, n in enumerate(names)}
+    dp = {
+        n: {
+            "directory": str(folder / n / "ledger"),
+            "dataset": f"patients-{n}",
+            "epsilon": dp_epsilon,
+            "delta": 1e-6,
+        }
+        for n in names
+    }
+    # each hospital on its own Ray (started by `mpc party serve`), results kept in its folder
+    extra = {n: {"ray_address": "local", "results_folder": "results"} for n in names}
+    return write_deployment(
+        folder,
+        hosts,
+        Host(host, base_port + 2 * len(names)),
+        programs,
+        data=data,
+        dp=dp,
+        party_extra=extra,
+    )
