@@ -348,6 +348,38 @@ def test_wrong_pinned_key_is_refused_at_connect() -> None:
     close_all(transports)
 
 
+def test_every_party_learns_why_a_connect_failed_even_if_it_dials_late() -> None:
+    """a gives up (it pins a wrong key for b) before c dials it: c is told why, at once, and
+    not left with a refused connection until its timeout (the listener lingers to say so)."""
+    keys = [PartyKey.generate() for _ in range(3)]
+    pins = [{n: keys[j].public_bytes for j, n in enumerate("abc") if j != i} for i in range(3)]
+    pins[0]["b"] = PartyKey.generate().public_bytes
+    transports = make_transports(3, keys=keys, pins=pins, connect_timeout=20.0)
+    addresses = {t.name: t.listen() for t in transports}
+    try:
+        errors: list[BaseException | None] = [None, None]
+
+        def run(i: int) -> None:
+            try:
+                transports[i].connect(addresses)
+            except BaseException as e:
+                errors[i] = e
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert isinstance(errors[0], MpcError) and "pins" in str(errors[0])
+        started = time.monotonic()
+        with pytest.raises(MpcError, match="pins") as late:  # c dials a only now
+            transports[2].connect(addresses)
+        assert time.monotonic() - started < 10.0, "c waited for its timeout"
+        assert "'a'" in str(late.value)
+    finally:
+        close_all(transports)
+
+
 class LyingKey(PartyKey):
     """A key that claims another party's public key without holding its private key."""
 

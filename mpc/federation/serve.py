@@ -42,9 +42,10 @@ def serve_party(policy_path: str, use_ray: bool = True) -> int:
     except MpcError as exc:
         print(f"mpc party serve: {exc}", file=sys.stderr)
         return 2
+    where = "a party actor on this organisation's Ray" if executor else "this process"
     print(
         f"party {policy.name!r} listening on {host}:{port} (data port {policy.data_port}), key "
-        f"{service.key.fingerprint}; {len(policy.peers)} peers; Ctrl-C stops",
+        f"{service.key.fingerprint}; {len(policy.peers)} peers; runs in {where}; Ctrl-C stops",
         flush=True,
     )
     try:

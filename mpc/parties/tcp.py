@@ -114,6 +114,11 @@ _DRAIN_MIN: Final = 0.001
 _DRAIN_MAX: Final = 0.02
 #: How long `abort` and `close` wait for a busy connection before giving up on it (seconds).
 _CONTROL_WAIT: Final = 1.0
+#: After a failed connect, how long the listener stays open to tell late peers why (seconds).
+_REJECT_LINGER: Final = 5.0
+#: Listeners that still answer late peers with the reason a connect failed, by (host, port).
+_LINGERING: dict[tuple[str, int], TcpTransport] = {}
+_LINGERING_LOCK = threading.Lock()
 #: Before a receive blocks in poll, it polls without blocking (yielding the CPU in between) for up
 #: to this long: a reply that comes within it is read without the sleep and wake-up, which
 #: cost more than the message itself on a busy machine (a chain of products: 0.38-0.42 ->
@@ -627,6 +632,7 @@ class TcpTransport(Transport):
         self._listener: socket.socket | None = None
         self._accept_thread: threading.Thread | None = None
         self._accepting = False
+        self._reject_reason: str | None = None
         self._connected = False
         self._closed = False
         self._stop = threading.Event()
@@ -672,6 +678,10 @@ class TcpTransport(Transport):
 
     def listen(self) -> tuple[str, int]:
         """Bind the listening socket and start accepting peers; return the bound (host, port)."""
+        with _LINGERING_LOCK:
+            earlier = _LINGERING.pop((self._host, self._port), None) if self._port else None
+        if earlier is not None:  # a failed run of this process still holds the port
+            earlier._stop_listening()
         with self._cond:
             if self._closed:
                 raise CommunicationError(f"party {self.name!r}: transport is closed")
@@ -743,10 +753,12 @@ class TcpTransport(Transport):
                     error = self._timeout_error(addresses)
                     break
                 self._cond.wait(remaining)
-        self._stop_listening()
         if error is not None:
+            self.abort(str(error))  # peers already linked learn why, instead of a reset
+            self._linger_rejecting(str(error))
             self.close()
             raise error
+        self._stop_listening()
 
     def _make_wake(self) -> None:
         """Create the wake-up socketpair (caller holds self._cond)."""
@@ -774,6 +786,26 @@ class TcpTransport(Transport):
             f"party {self.name!r}: timed out after {self._connect_timeout:g} s connecting to "
             f"peers: {'; '.join(parts)}{note}"
         )
+
+    def _linger_rejecting(self, reason: str) -> None:
+        """Keep the listener a few seconds after a failed connect, answering every peer that
+        dials late with `reason` (a "reject" message) instead of a refused connection; so every
+        party learns why the run could not start, not only the ones already linked."""
+        with self._cond:
+            if self._listener is None:
+                return
+            self._reject_reason = reason
+        with _LINGERING_LOCK:
+            _LINGERING[(self._host, self._port)] = self
+        timer = threading.Timer(_REJECT_LINGER, self._stop_lingering)
+        timer.daemon = True
+        timer.start()
+
+    def _stop_lingering(self) -> None:
+        with _LINGERING_LOCK:
+            if _LINGERING.get((self._host, self._port)) is self:
+                del _LINGERING[(self._host, self._port)]
+        self._stop_listening()
 
     def _stop_listening(self) -> None:
         with self._cond:
@@ -810,6 +842,9 @@ class TcpTransport(Transport):
 
     def _accept_one(self, sock: socket.socket, address: Any) -> None:
         deadline = time.monotonic() + self._connect_timeout
+        if self._reject_reason is not None:
+            _reject_late(sock, self._reject_reason)
+            return
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             link = self._handshake(sock, None, deadline, f"{address[0]}:{address[1]}")
@@ -1207,6 +1242,8 @@ class TcpTransport(Transport):
                     )
                 try:
                     if link.broken or self._closed:
+                        if mailbox.failure is not None:  # the peer said why it left
+                            raise mailbox.failure
                         raise CommunicationError(
                             f"party {self.name!r}: connection to party {link.name!r} is closed"
                         )
@@ -1417,9 +1454,12 @@ class TcpTransport(Transport):
             if self.mailbox.failure is not None:  # a duplicate tag failed the mailbox
                 self._signal()
         elif header.kind == framing.KIND_ABORT:
-            self.mailbox.fail(
-                PeerFailedError(f"party {link.name!r} aborted: {header.reason}"), header.run
-            )
+            failed = PeerFailedError(f"party {link.name!r} aborted: {header.reason}")
+            self.mailbox.fail(failed, header.run)
+            with self._cond:
+                if not self._connected:  # a peer gave up while this party was connecting
+                    self._errors.setdefault(link.peer, failed)
+                    self._cond.notify_all()
         else:
             link.bye_received = True
             link.reader_done = True
@@ -1506,7 +1546,8 @@ class TcpTransport(Transport):
             self._cond.notify_all()
         self._stop.set()
         self._signal()
-        self._stop_listening()
+        if self._reject_reason is None:
+            self._stop_listening()  # else the linger timer stops it
         for link in links:
             link.shutdown()
         deadline = time.monotonic() + 2.0
@@ -1530,3 +1571,18 @@ class TcpTransport(Transport):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _reject_late(sock: socket.socket, reason: str) -> None:
+    """Tell a peer that dialed after this party gave up why the run could not start."""
+    try:
+        sock.settimeout(2.0)
+        message: bytes = msgpack.packb({"m": "reject", "why": reason[:500]}, use_bin_type=True)
+        sock.sendall(framing.length_prefix(len(message)) + message)
+        sock.shutdown(socket.SHUT_WR)
+        while sock.recv(65536):  # read its hello until it closes (no reset before it reads)
+            pass
+    except OSError:
+        pass
+    finally:
+        sock.close()
