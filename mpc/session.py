@@ -12,11 +12,15 @@ encrypted TCP with pinned X25519 keys. Without a deployment config the driver ge
 but learns each party's public key and distributes it, so it could in principle stand in the
 middle; pin keys in a deployment config for real use (docs/deploy.md). Insecure dealers (in this
 process) are refused unless `allow_insecure=True`.
+A session is ONE trust domain: whoever drives it chooses the program, the transport, the keys
+and the data paths of every party (one organisation's own cluster, tests, simulation). Across
+organisations that do not trust each other each runs its own party (`mpc party serve`,
+`mpc.federation`), which enforces its own policy. The runtimes sit behind
+`mpc.parties.runtime.Runtime`.
 """
 
 from __future__ import annotations
 
-import secrets
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -29,11 +33,12 @@ from mpc.deploy import DeploymentConfig
 from mpc.encoding import FixedPoint
 from mpc.errors import ConfigurationError, InsecureDealerError
 from mpc.parties.party import SessionConfig
+from mpc.parties.runtime import EnclaveSettings, Runtime, RuntimeSettings, make_runtime
 from mpc.protocols.base import Need
 from mpc.protocols.registry import check_compatibility, get_protocol
 from mpc.stats import PartyStats, format_stats
 
-RUNTIMES = ("ray", "local")
+RUNTIMES = ("ray", "local")  # each a factory in mpc.parties.runtime.RUNTIME_FACTORIES
 TRANSPORTS = {"ray": ("tcp", "tcp-plaintext", "ray"), "local": ("memory",)}
 DEALERS = ("trusted", "enclave", "local-insecure", "none")
 DEFAULT_PARTIES = ("alice", "bob", "carol")
@@ -98,7 +103,6 @@ class Session:
         t = check_compatibility(protocol_cls, len(names), threshold, provides)
         if local_dealer == "local-insecure":
             local_dealer = InsecureLocalDealer(protocol_cls.make_scheme(len(names), t))
-        self._dealer_obj: Dealer | None = local_dealer if isinstance(local_dealer, Dealer) else None
         self.private = {k: dict(v) for k, v in (private or {}).items()}
         unknown = set(self.private) - set(names)
         if unknown:
@@ -107,21 +111,11 @@ class Session:
             )
         self.config = SessionConfig(tuple(names), protocol, t, fixed_point or FixedPoint(), timeout)
         self.runtime = runtime
-        self.transport = transport
-        self.dealer_kind = dealer if isinstance(dealer, str) or dealer is None else "custom"
-        self.ray_address = ray_address
-        self.num_cpus = num_cpus
-        self.enclave: dict[str, Any] | None = None
-        self.attestations: list[str] = []
+        enclave: EnclaveSettings | None = None
         if dealer == "enclave":
             if runtime != "ray":
                 raise ConfigurationError("dealer='enclave' needs runtime='ray'")
-            # Simulated quotes are also debug quotes: one explicit allowance covers both.
-            self.enclave = {
-                "allow_simulated": allow_simulated_enclave,
-                "allow_debug": allow_simulated_enclave,
-                "platform_keys": list(enclave_platform_keys or []),
-            }
+            enclave = EnclaveSettings(tuple(enclave_platform_keys or ()), allow_simulated_enclave)
             if allow_simulated_enclave:
                 warnings.warn(
                     "dealer='enclave' with allow_simulated_enclave=True: the parties accept "
@@ -129,8 +123,18 @@ class Session:
                     "(docs/tee.md)",
                     stacklevel=2,
                 )
-        self._backend: Any = None
-        self._run_id = 0
+        self.settings = RuntimeSettings(
+            transport=transport,
+            dealer_kind=dealer if isinstance(dealer, str) or dealer is None else "custom",
+            local_dealer=local_dealer if isinstance(local_dealer, Dealer) else None,
+            private=self.private,
+            enclave=enclave,
+            deployment=deployment,
+            ray_address=ray_address,
+            num_cpus=num_cpus,
+        )
+        self.attestations: list[str] = []
+        self._backend: Runtime | None = None
         if transport == "tcp-plaintext":
             warnings.warn(
                 "transport 'tcp-plaintext': party-to-party traffic is NOT encrypted or "
@@ -142,40 +146,36 @@ class Session:
     def parties(self) -> list[str]:
         return list(self.config.parties)
 
+    @property
+    def transport(self) -> str:
+        return self.settings.transport
+
+    @property
+    def dealer_kind(self) -> str | None:
+        return self.settings.dealer_kind
+
     # ---- lifecycle ----------------------------------------------------------------------------
     def start(self) -> Session:
         if self._backend is not None:
             return self
-        if self.runtime == "local":
-            from mpc.parties.local import LocalParties
-
-            self._backend = LocalParties(self.config, self._dealer_obj, self.private)
-        else:
-            from mpc.parties.ray_runtime import RayParties
-
-            self._backend = RayParties(
-                self.config,
-                transport=self.transport,
-                with_dealer=self.dealer_kind in ("trusted", "enclave"),
-                enclave=self.enclave,
-                private=self.private,
-                deployment=self.deployment,
-                ray_address=self.ray_address,
-                num_cpus=self.num_cpus,
-                session_id=secrets.token_bytes(16),
-            )
-            try:
-                self._backend.start()
-            except BaseException:
-                self._backend.close()
-                self._backend = None
-                raise
-            self.attestations = [a for a in self._backend.attestations if a]
+        backend = make_runtime(self.runtime, self.config, self.settings)
+        try:
+            backend.start()
+        except BaseException:
+            backend.close()
+            raise
+        self._backend = backend
+        self.attestations = [a for a in backend.attestations if a]
         return self
+
+    def _started(self) -> Runtime:
+        self.start()
+        assert self._backend is not None
+        return self._backend
 
     def close(self) -> None:
         backend, self._backend = self._backend, None
-        if backend is not None and hasattr(backend, "close"):
+        if backend is not None:
             backend.close()
 
     def __enter__(self) -> Session:
@@ -193,23 +193,14 @@ class Session:
         """
         if not callable(program):
             raise TypeError("program must be a function of (ctx, ...)")
-        self.start()
+        backend = self._started()
         start = time.perf_counter()
-        if self.runtime == "local":
-            outcomes = self._backend.run(program, *args, **kwargs)
-            outputs = {k: v.output for k, v in outcomes.items()}
-            stats = {k: v.stats for k, v in outcomes.items()}
-        else:
-            outputs, stats = self._backend.run(program, args, kwargs)
+        outputs, stats = backend.execute(program, args, kwargs)
         return RunResult(outputs, stats, time.perf_counter() - start)
 
     def dealer_stats(self) -> dict[str, int]:
-        """Items generated and bytes sent by the dealer so far (Ray runtime)."""
-        self.start()
-        if self.runtime != "ray":
-            return {}
-        stats: dict[str, int] = self._backend.dealer_stats()
-        return stats
+        """Items generated and bytes sent by the dealer so far (Ray runtime; {} otherwise)."""
+        return self._started().dealer_stats()
 
     def prefetch(
         self,
@@ -226,8 +217,7 @@ class Session:
         from mpc.dealers.streams import Stream
 
         stream = Stream(kind, tuple(tuple(s) for s in shapes), bits, parent=parent)
-        self.start()
-        self._backend.prefetch(stream, count)
+        self._started().prefetch(stream, count)
 
 
 def _party_names(

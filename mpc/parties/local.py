@@ -21,6 +21,7 @@ from mpc.parties.memory import MemoryNetwork
 from mpc.parties.party import PartyOutcome, PartyRunner, Program, SessionConfig, root_cause
 from mpc.parties.tuning import tune_allocator
 from mpc.protocols.registry import get_protocol
+from mpc.stats import PartyStats
 
 
 def _fetch(
@@ -65,6 +66,27 @@ class LocalParties:
         # Run ids are the dealer's epochs: start from a random point so that two LocalParties
         # sharing one dealer object (e.g. a Session started twice) never replay its items.
         self._run_id = secrets.randbits(40)
+        self.attestations: list[str] = []
+
+    def start(self) -> None:
+        """Nothing to start: the parties are threads of each run."""
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def dealer_stats(self) -> dict[str, int]:
+        """The in-process dealer keeps no traffic statistics."""
+        return {}
+
+    def execute(
+        self, program: Program, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, PartyStats]]:
+        """The `mpc.parties.runtime.Runtime` form of `run`: (outputs, stats) by name."""
+        outcomes = self.run(program, *args, **kwargs)
+        return (
+            {k: v.output for k, v in outcomes.items()},
+            {k: v.stats for k, v in outcomes.items()},
+        )
 
     def prefetch(self, stream: Stream, count: int) -> None:
         """Fetch dealer corrections for the next run."""

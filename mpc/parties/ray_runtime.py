@@ -191,7 +191,7 @@ class RayParties:
         wire = stream.in_epoch(self._run_id + 1).to_wire()
         self._get([a.prefetch.remote([(wire, count)]) for a in self.actors], "prefetch")
 
-    def run(
+    def execute(
         self, program: Program, args: tuple[Any, ...], kwargs: Mapping[str, Any]
     ) -> tuple[dict[str, Any], dict[str, PartyStats]]:
         import ray

@@ -1,0 +1,112 @@
+"""The one small interface behind which a `Session` runs its parties.
+
+Responsibility: name what a runtime must do for a session (start, run one SPMD program at every
+party, fetch dealer items ahead, report dealer traffic, close), and hold the typed settings a
+session hands its runtime, so `mpc.session.Session` has no branch per runtime. The runtimes:
+`mpc.parties.local.LocalParties` (threads in this process) and
+`mpc.parties.ray_runtime.RayParties` (one Ray actor per party in one cluster). Both are one
+trust domain: whoever drives the session controls every party. Across organisations each party
+runs its own service instead (`mpc.federation`), which executes programs with the same
+`PartyRunner` but is never driven by another organisation's session.
+Security model: settings only; each runtime documents its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from mpc.dealers.base import Dealer
+from mpc.dealers.streams import Stream
+from mpc.deploy import DeploymentConfig
+from mpc.parties.party import SessionConfig
+from mpc.stats import PartyStats
+
+
+@dataclass(frozen=True)
+class EnclaveSettings:
+    """What the parties accept from an attested dealer (`dealer="enclave"`)."""
+
+    platform_keys: tuple[bytes, ...] = ()
+    allow_simulated: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        """The form the party actors take (simulated quotes are also debug quotes)."""
+        return {
+            "allow_simulated": self.allow_simulated,
+            "allow_debug": self.allow_simulated,
+            "platform_keys": list(self.platform_keys),
+        }
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    """Everything a runtime needs besides the session's protocol configuration."""
+
+    transport: str
+    dealer_kind: str | None
+    local_dealer: Dealer | None = None
+    private: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    enclave: EnclaveSettings | None = None
+    deployment: DeploymentConfig | None = None
+    ray_address: str | None = None
+    num_cpus: int = 2
+
+
+class Runtime(Protocol):
+    """A started set of parties that run SPMD programs (one trust domain)."""
+
+    attestations: list[str]
+
+    def start(self) -> None: ...
+
+    def execute(
+        self, program: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, PartyStats]]:
+        """Run `program(ctx, *args, **kwargs)` at every party: (outputs, stats) by name."""
+        ...
+
+    def prefetch(self, stream: Stream, count: int) -> None: ...
+
+    def dealer_stats(self) -> dict[str, int]: ...
+
+    def close(self) -> None: ...
+
+
+def make_runtime(name: str, config: SessionConfig, settings: RuntimeSettings) -> Runtime:
+    """The runtime called `name` ("local" or "ray") for `config`, not yet started."""
+    factory = RUNTIME_FACTORIES.get(name)
+    if factory is None:
+        raise KeyError(name)
+    return factory(config, settings)
+
+
+def _local(config: SessionConfig, settings: RuntimeSettings) -> Runtime:
+    from mpc.parties.local import LocalParties
+
+    return LocalParties(config, settings.local_dealer, settings.private)
+
+
+def _ray(config: SessionConfig, settings: RuntimeSettings) -> Runtime:
+    import secrets
+
+    from mpc.parties.ray_runtime import RayParties
+
+    return RayParties(
+        config,
+        transport=settings.transport,
+        with_dealer=settings.dealer_kind in ("trusted", "enclave"),
+        enclave=None if settings.enclave is None else settings.enclave.as_dict(),
+        private=settings.private,
+        deployment=settings.deployment,
+        ray_address=settings.ray_address,
+        num_cpus=settings.num_cpus,
+        session_id=secrets.token_bytes(16),
+    )
+
+
+RUNTIME_FACTORIES: dict[str, Callable[[SessionConfig, RuntimeSettings], Runtime]] = {
+    "local": _local,
+    "ray": _ray,
+}
