@@ -47,9 +47,10 @@ class PartyContext:
         self.channel = channel
         self.fixed_point = fixed_point
         self.private: Mapping[str, Any] = private or {}
-        #: What `reveal` gave this party, as (the array returned, a copy of it): a program run
-        #: across organisations may return only these (`mpc.federation.outputs`).
-        self.revealed: list[tuple[np.ndarray, np.ndarray]] = []
+        #: What `reveal` gave this party, as (the array returned, a copy of it), when the runner
+        #: keeps the log (runs across organisations may return only these values:
+        #: `mpc.federation.outputs`); None otherwise (no copy is made).
+        self.revealed: list[tuple[np.ndarray, np.ndarray]] | None = None
 
     @property
     def me(self) -> str:
@@ -143,7 +144,8 @@ class PartyContext:
         if opened is None:
             return None
         value = self._decode(opened, x.frac)
-        self.revealed.append((value, value.copy()))
+        if self.revealed is not None:
+            self.revealed.append((value, value.copy()))
         return value
 
     def constant(self, value: Any, kind: InputKind = "fixed") -> Secret:

@@ -107,9 +107,12 @@ class PartyRunner:
                 self.config.fixed_point,
                 self.private,
             )
+            if self.output_filter is not None:
+                ctx.revealed = []  # keep the reveal log the filter checks against
             output = program(ctx, *args, **(kwargs or {}))
             _refuse_secrets(output)
             if self.output_filter is not None:
+                assert ctx.revealed is not None
                 output = self.output_filter(output, ctx.revealed)
             return PartyOutcome(output, channel.stats)
         except BaseException as exc:
