@@ -174,26 +174,43 @@ def dp_statistics(ctx: PartyContext, setup: dict[str, Any]) -> dict[str, Any]:
 
 # ---- across organisations (mpc party serve; docs/deploy.md) --------------------------------------
 
-#: Options that each hospital's own policy sets ([dp] and [data]), never the starter.
+#: Options that each hospital's own policy sets ([dp] and [data]), or that are fixed across
+#: organisations (distributed noise that all other hospitals together cannot remove).
 POLICY_OPTIONS = ("--ledger", "--budget-epsilon", "--budget-delta", "--parties")
+FIXED_OPTIONS = ("--noise", "--max-colluding")
+RELEASE = ("epsilon_counts", "epsilon_means", "delta")
 
 
 def public_args(argv: Sequence[str]) -> dict[str, Any]:
     """The release parameters from the command line: the run's public arguments."""
-    given = sorted({a.split("=")[0] for a in argv} & set(POLICY_OPTIONS))
+    options = {a.split("=")[0] for a in argv}
+    given = sorted(options & set(POLICY_OPTIONS))
     if given:
         raise ValueError(
             f"{', '.join(given)}: across organisations each hospital's ledger and budget come "
             "from its own policy ([dp] table), not from whoever starts the run"
         )
+    fixed = sorted(options & set(FIXED_OPTIONS))
+    if fixed:
+        raise ValueError(
+            f"{', '.join(fixed)}: across organisations the noise is always distributed, and "
+            "safe against all other hospitals colluding"
+        )
     args = parse_args(argv)
-    return {
-        "epsilon_counts": args.epsilon_counts,
-        "epsilon_means": args.epsilon_means,
-        "delta": args.delta,
-        "noise": args.noise,
-        "max_colluding": args.max_colluding,
-    }
+    return accept_args({key: getattr(args, key) for key in RELEASE})
+
+
+def accept_args(args: dict[str, Any]) -> dict[str, Any]:
+    """Every hospital's check of the release parameters (its budget is checked when charged)."""
+    if set(args) != set(RELEASE):
+        raise ValueError(f"the release has exactly the keys {RELEASE}, got {sorted(args)}")
+    for key in RELEASE:
+        value = args[key]
+        if type(value) not in (int, float) or not 0 < value < math.inf:
+            raise ValueError(f"{key} must be a positive number, got {value!r}")
+    if args["delta"] > 1e-3:
+        raise ValueError(f"delta must be at most 1e-3, got {args['delta']}")
+    return {k: float(args[k]) for k in RELEASE}
 
 
 def party_program(ctx: PartyContext, args: dict[str, Any]) -> dict[str, Any]:
@@ -203,8 +220,8 @@ def party_program(ctx: PartyContext, args: dict[str, Any]) -> dict[str, Any]:
         "load": lambda path: read_int_columns(path, ("age", "cholesterol")),
         "counts": counts,
         "means": means,
-        "noise": args["noise"],
-        "max_colluding": ctx.n - 1 if args["max_colluding"] is None else args["max_colluding"],
+        "noise": "distributed",
+        "max_colluding": ctx.n - 1,  # every other hospital together cannot remove the noise
     }
     released = dp_statistics(ctx, setup)
     return {

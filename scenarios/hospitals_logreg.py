@@ -107,16 +107,46 @@ def train_and_score(
 # ---- across organisations (mpc party serve; docs/deploy.md) --------------------------------------
 
 
+#: What a starter may choose across organisations, and the bounds every hospital enforces. The
+#: model is revealed without noise, so the recipe must keep it an aggregate over many rows: full
+#: batches or batches of at least MIN_BATCH rows, and a step that does not forget all but the
+#: last batch (learning_rate * l2 <= MAX_DECAY; at 1 the weights are the last gradient, which
+#: for a batch of one row is that row).
+RECIPE = ("sigmoid", "epochs", "learning_rate", "l2", "batch_size")
+MIN_BATCH = 64
+MAX_EPOCHS = 50
+MAX_DECAY = 0.5
+
+
 def public_args(argv: Sequence[str]) -> dict[str, Any]:
     """The training recipe from the command line: the run's public arguments."""
     args = parse_args(argv)
-    return {
-        "sigmoid": args.sigmoid,
-        "epochs": args.epochs,
-        "learning_rate": args.learning_rate,
-        "l2": args.l2,
-        "batch_size": args.batch_size,
-    }
+    return accept_args({key: getattr(args, key) for key in RECIPE})
+
+
+def accept_args(args: Mapping[str, Any]) -> dict[str, Any]:
+    """Every hospital's check of a recipe chosen by whoever starts the run (ValueError)."""
+    if set(args) != set(RECIPE):
+        raise ValueError(f"the recipe has exactly the keys {RECIPE}, got {sorted(args)}")
+    sigmoid, epochs, rate, l2, batch = (args[k] for k in RECIPE)
+    if sigmoid not in SIGMOIDS:
+        raise ValueError(f"sigmoid must be one of {SIGMOIDS}, got {sigmoid!r}")
+    if type(epochs) is not int or not 1 <= epochs <= MAX_EPOCHS:
+        raise ValueError(f"epochs must be an int in [1, {MAX_EPOCHS}], got {epochs!r}")
+    for name, value in (("learning_rate", rate), ("l2", l2)):
+        if type(value) not in (int, float) or not 0 <= value <= 10:
+            raise ValueError(f"{name} must be a number in [0, 10], got {value!r}")
+    if rate <= 0 or rate * l2 > MAX_DECAY:
+        raise ValueError(
+            f"learning_rate must be > 0 and learning_rate * l2 <= {MAX_DECAY} (got {rate} * "
+            f"{l2}): a larger decay makes the revealed model the last batch's gradient"
+        )
+    if batch is not None and (type(batch) is not int or batch < MIN_BATCH):
+        raise ValueError(
+            f"batch_size must be None (full batch) or at least {MIN_BATCH} across "
+            f"organisations, got {batch!r}: a small batch makes the model reveal few rows"
+        )
+    return {k: args[k] for k in RECIPE}
 
 
 def party_program(ctx: PartyContext, args: Mapping[str, Any]) -> dict[str, Any]:

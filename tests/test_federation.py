@@ -4,6 +4,7 @@ own policy, started in this process (the multi-host version is tests/test_multih
 from __future__ import annotations
 
 import re
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,9 @@ import pytest
 from mpc.errors import ConfigurationError, MpcError
 from mpc.federation.policy import PartyPolicy
 from mpc.federation.programs import program_hash
+from mpc.federation.run import RunRequest
 from mpc.federation.secure_rpc import SecureClient
+from mpc.federation.starter import start_run
 from mpc.parties.keys import PartyKey
 from tests.federation_helpers import HOSPITALS, SCENARIOS, running, start, write_local
 
@@ -48,7 +51,23 @@ def party_program(ctx, args):
         opened = ctx.reveal(x)
         opened[:] = x.share
         return {"x": opened}
+    if kind == "subclass":  # an array type that claims to be a view of a revealed one
+        opened = ctx.reveal(x)
+
+        class Liar(np.ndarray):
+            @property
+            def base(self):
+                return opened
+
+        return {"x": x.share.view(Liar)}
+    if kind == "slice":  # a length chosen from private data
+        opened = ctx.reveal(x)
+        return {"x": opened[: len(ctx.private["values"]) % 2]}
     return {"x": ctx.reveal(x)}
+
+
+def accept_args(args):
+    return args
 """
 
 
@@ -108,7 +127,9 @@ def test_sum_program_and_the_starter_gets_only_the_revealed_output(
     assert set(output) == {"total"}
 
 
-@pytest.mark.parametrize("leak", ["share", "private", "derived", "float", "mutated"])
+@pytest.mark.parametrize(
+    "leak", ["share", "private", "derived", "float", "mutated", "subclass", "slice"]
+)
 def test_only_revealed_values_leave_a_party(tmp_path: Path, leak: str) -> None:
     program = _program(tmp_path, "leaky.py", LEAKY_PROGRAM)
     policies = write_local(tmp_path / "deploy", [program], data=_values(tmp_path))
@@ -129,6 +150,47 @@ def test_revealed_output_passes_the_output_check(tmp_path: Path) -> None:
     np.testing.assert_allclose(output["x"], [3.0, 4.0])
 
 
+def test_public_arguments_outside_the_programs_bounds_are_refused_at_every_party(
+    tmp_path: Path,
+) -> None:
+    """The starter's recipe that makes the revealed model one patient's row (batch of one,
+    learning_rate * l2 = 1) is refused by the starting party and, sent by a malicious
+    coordinator straight to a peer, by that peer too; so are keys the recipe does not have."""
+    from scenarios.hospitals_logreg import write_rows
+
+    rows = write_rows(list(HOSPITALS), tmp_path / "rows", rows=60)
+    data = {n: {"rows": str(p)} for n, p in rows.items()}
+    program = SCENARIOS / "hospitals_logreg.py"
+    policies = write_local(tmp_path / "deploy", [program], data=data)
+    extraction = {
+        "sigmoid": "poly",
+        "epochs": 1,
+        "learning_rate": 0.02,
+        "l2": 50.0,
+        "batch_size": 1,
+    }
+    digest = program_hash(program)
+    north = PartyPolicy.load(policies["north"])
+    key = PartyKey.load(north.key_file)
+    east = next(p for p in north.peers if p.name == "east")
+    with running(policies) as services:
+        with SecureClient("north", key, "north", key.public_bytes, (north.host, north.port)) as c:
+            for args in (
+                extraction,
+                {**extraction, "batch_size": None, "l2": 0.0, "penalize_intercept": True},
+            ):
+                with pytest.raises(MpcError, match="refuses these public arguments"):
+                    c.call("start", {"program": digest, "args": args})
+        with SecureClient("north", key, "east", east.public_key, (east.host, east.port)) as c:
+            proposal = RunRequest(secrets.token_bytes(16), "north", digest, extraction)
+            with pytest.raises(MpcError, match="refuses these public arguments"):
+                c.call("propose", proposal.to_wire())
+        assert not services["east"]._busy.locked()
+        assert services["dealer"]._seen == set()
+    with pytest.raises(ValueError, match="batch_size"):  # the starter learns it first
+        start_run(policies["north"], program, ["--batch-size", "1"])
+
+
 def test_a_program_one_party_has_not_approved_is_refused_before_any_input(
     sum_deployment: tuple[dict[str, Path], Path],
 ) -> None:
@@ -142,7 +204,7 @@ def test_a_program_one_party_has_not_approved_is_refused_before_any_input(
     # east had accepted the proposal: it is told the run was cancelled, and why, at once
     (east,) = services["east"].results
     assert "cancelled before it began" in east["error"] and "south" in east["error"]
-    assert services["south"].results == []  # it refused: nothing ran there
+    assert not services["south"].results  # it refused: nothing ran there
     assert not services["east"]._busy.locked()  # east is free for the next run
 
 

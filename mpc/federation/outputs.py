@@ -8,6 +8,10 @@ message saying what to return instead. Allowed are containers (dicts with short 
 lists, tuples), None, and numpy arrays that are a revealed array (or a view of one) whose
 content is still what the reveal returned. Public post-processing of revealed values belongs in
 the program file's `report(output, args)`, which runs at whoever receives the output.
+Limits: this guards against a program returning secrets by mistake or because of its public
+arguments; it is not a sandbox. An approved program is trusted code (it runs with the party's
+rights and could send data anywhere), and what it chooses as dict keys, list lengths or where
+it puts None is not checked: review a program before approving its hash.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ def _walk(
         out = {}
         for key, child in value.items():
             if not isinstance(key, str) or len(key) > MAX_KEY_CHARS:
-                raise _refuse(f"{path} key {key!r}", "a key that is not a short string")
+                raise _refuse(f"{path} key of type {type(key).__name__}", "not a short string")
             out[key] = _walk(child, revealed, f"{path}[{key!r}]", depth + 1)
         return out
     if isinstance(value, list | tuple):
@@ -62,8 +66,11 @@ def _walk(
 def _revealed_copy(
     value: np.ndarray, revealed: Sequence[tuple[np.ndarray, np.ndarray]], path: str
 ) -> np.ndarray:
+    if type(value) is not np.ndarray:  # a subclass can lie about .base
+        raise _refuse(path, f"an array of type {type(value).__name__}, not a numpy array")
     for original, snapshot in revealed:
-        if value is original or value.base is original:
+        whole = value is original or (value.base is original and value.size == original.size)
+        if whole:  # a reshaped view is fine; a slice would carry a length of its own choosing
             if not _same(original, snapshot):
                 raise _refuse(path, "a revealed array that was changed after the reveal")
             return np.array(value, copy=True)

@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ import numpy as np
 
 from mpc.errors import ConfigurationError, MpcError
 from mpc.federation.policy import PartyPolicy
-from mpc.federation.programs import check_args, find_approved
+from mpc.federation.programs import accepted_args, check_args, find_approved
 from mpc.federation.run import RUN_ID_BYTES, RunOutcome, RunRequest, execute
 from mpc.federation.secure_rpc import SecureClient, SecureServer
 from mpc.parties.keys import PartyKey
@@ -38,6 +39,9 @@ from mpc.parties.keys import PartyKey
 #: How long a starter waits for a whole run, and a coordinator for a peer to answer a proposal.
 RUN_TIMEOUT = 3600.0
 PROPOSE_TIMEOUT = 30.0
+#: Longest cancel reason kept from a coordinator, and how many results stay in memory.
+MAX_REASON = 2000
+KEPT_RESULTS = 100
 
 
 class Executor(ABC):
@@ -88,7 +92,8 @@ class PartyService:
         self._seen_lock = threading.Lock()
         self._pending: dict[bytes, tuple[RunRequest, threading.Timer]] = {}
         self._background = ThreadPoolExecutor(1, thread_name_prefix=f"mpc-run-{policy.name}")
-        self.results: list[dict[str, Any]] = []
+        #: The latest runs' results at this party (older ones only in the results folder).
+        self.results: deque[dict[str, Any]] = deque(maxlen=KEPT_RESULTS)
 
     def start(self) -> tuple[str, int]:
         return self.server.start()
@@ -153,14 +158,13 @@ class PartyService:
         program = params.get("program")
         if not isinstance(program, str):
             raise ConfigurationError("start needs the program's SHA-256 (mpc program hash FILE)")
-        find_approved(
+        approved = find_approved(
             self.policy.program_folder, self.policy.program_hashes, program, self.policy.origin
         )
+        args = check_args(params.get("args", {}))
+        accepted_args(approved, args)  # refused here before any peer is asked
         request = RunRequest(
-            secrets.token_bytes(RUN_ID_BYTES),
-            self.policy.name,
-            program.lower(),
-            check_args(params.get("args", {})),
+            secrets.token_bytes(RUN_ID_BYTES), self.policy.name, program.lower(), args
         )
         self._claim(request.run_id)
         try:
@@ -223,12 +227,13 @@ class PartyService:
             raise ConfigurationError(
                 f"{coordinator!r} proposed a run in the name of {request.coordinator!r}"
             )
-        find_approved(
+        approved = find_approved(
             self.policy.program_folder,
             self.policy.program_hashes,
             request.program,
             self.policy.origin,
         )
+        accepted_args(approved, request.args)
         self._claim(request.run_id)
         label = request.run_id.hex()[:12]
         self._log(
@@ -255,9 +260,12 @@ class PartyService:
         request, timer = pending
         timer.cancel()
         if not go:
-            self._log(f"run {run.hex()[:12]} cancelled before it began: {reason}")
-            self._record(request, {"error": f"cancelled before it began: {reason}"})
-            self._busy.release()
+            reason = reason[:MAX_REASON]
+            try:
+                self._log(f"run {run.hex()[:12]} cancelled before it began: {reason}")
+                self._record(request, {"error": f"cancelled before it began: {reason}"})
+            finally:
+                self._busy.release()
             return {"cancelled": True}
 
         def run_here() -> None:
@@ -276,9 +284,11 @@ class PartyService:
             if self._pending.pop(request.run_id, None) is None:
                 return
         reason = f"the coordinator sent no go within {PROPOSE_TIMEOUT:.0f} s"
-        self._log(f"run {request.run_id.hex()[:12]} dropped: {reason}")
-        self._record(request, {"error": f"dropped: {reason}"})
-        self._busy.release()
+        try:
+            self._log(f"run {request.run_id.hex()[:12]} dropped: {reason}")
+            self._record(request, {"error": f"dropped: {reason}"})
+        finally:
+            self._busy.release()
 
     def _execute(self, request: RunRequest) -> RunOutcome:
         label = request.run_id.hex()[:12]
@@ -306,7 +316,9 @@ class PartyService:
             path.write_text(json.dumps(entry, indent=1))
 
     def _log(self, text: str) -> None:
-        print(f"[{self.policy.name}] {text}", file=sys.stderr, flush=True)
+        # one line per event: text from peers cannot forge further log lines
+        line = text.replace("\r", "\\r").replace("\n", "\\n")
+        print(f"[{self.policy.name}] {line}", file=sys.stderr, flush=True)
 
 
 def _printable(value: Any) -> Any:

@@ -8,6 +8,11 @@ starter of a run names a hash, never code. The source is executed from the bytes
 hashed, so a file changed after the check is not what runs. A program file defines
 ``party_program(ctx, args)`` (the SPMD entry) and may define ``public_args(argv) -> dict``
 and ``report(output, args) -> str`` for the starter.
+Public arguments are chosen by whoever starts a run, so they are an attack surface (a training
+recipe can be bent to make the revealed model one patient's row): a program that takes any
+defines ``accept_args(args) -> dict``, which every party runs (it is part of the approved,
+hashed file) to refuse unknown keys and values outside the program's safe ranges; a program
+without it takes no arguments at all.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import msgpack
 from mpc.errors import ConfigurationError
 
 ENTRY = "party_program"
+ACCEPT = "accept_args"
 MAX_ARGS_BYTES = 64 * 1024
 MAX_PROGRAM_BYTES = 4 * 2**20
 
@@ -110,6 +116,26 @@ def check_args(args: Any) -> dict[str, Any]:
         )
     decoded: dict[str, Any] = msgpack.unpackb(encoded, raw=False, strict_map_key=True)
     return decoded
+
+
+def accepted_args(program: Program, args: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's public arguments as the approved program accepts them (its `accept_args`);
+    ConfigurationError when it refuses them, or when a program without one gets any."""
+    accept = getattr(program.module, ACCEPT, None)
+    if accept is None:
+        if args:
+            raise ConfigurationError(
+                f"program {program.path.name} takes no public arguments (it defines no "
+                f"{ACCEPT}), but the run gives {len(args)}"
+            )
+        return {}
+    try:
+        accepted = accept(dict(args))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ConfigurationError(
+            f"program {program.path.name} refuses these public arguments: {exc}"
+        ) from None
+    return check_args(accepted)
 
 
 def canonical_args(args: Mapping[str, Any]) -> bytes:

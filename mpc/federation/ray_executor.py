@@ -5,11 +5,16 @@ organisation's own Ray, place one party actor on this node, and execute each agr
 Security model: Ray is used only inside one organisation (any member of a Ray cluster can run
 code on every node of it). The actor reads the same policy file and key as the service; nothing
 of Ray crosses to another organisation: peers and the dealer are reached over encrypted TCP.
+A private instance (`"local"`) starts with Ray token authentication (a random token known only
+to this service's processes) and a loopback node address; Ray's ports still listen on every
+interface, so an organisation's firewall should open only the party's control and data ports.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +48,17 @@ class RayExecutor(Executor):
         self._started = False
         if not ray.is_initialized():
             if policy.ray_address == "local":
+                # Ray runs any client's code and listens on every interface: this organisation's
+                # own Ray requires a token only its processes know (Ray token authentication),
+                # and the node announces itself on loopback only.
+                os.environ.setdefault("RAY_AUTH_MODE", "token")
+                os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
                 ray.init(
                     num_cpus=num_cpus,
                     include_dashboard=False,
                     logging_level=logging.WARNING,
                     log_to_driver=policy.show_output,
+                    _node_ip_address="127.0.0.1",
                 )
             else:
                 ray.init(address=policy.ray_address, logging_level=logging.WARNING)

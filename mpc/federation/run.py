@@ -35,7 +35,7 @@ from mpc.dealers.streams import Stream
 from mpc.errors import ConfigurationError, DealerError, IntegrityError
 from mpc.federation.outputs import only_revealed
 from mpc.federation.policy import PartyPolicy
-from mpc.federation.programs import canonical_args, check_args, find_approved
+from mpc.federation.programs import accepted_args, canonical_args, check_args, find_approved
 from mpc.federation.secure_rpc import SecureClient
 from mpc.parties.channel import PartyChannel
 from mpc.parties.keys import PartyKey
@@ -116,6 +116,7 @@ def execute(policy: PartyPolicy, key: PartyKey, request: RunRequest) -> RunOutco
         policy.program_folder, policy.program_hashes, request.program, policy.origin
     )
     entry = program.entry
+    args = accepted_args(program, request.args)  # the program's own bounds, at every party
     settings = policy.settings
     names = policy.parties
     rank = names.index(policy.name)
@@ -140,9 +141,10 @@ def execute(policy: PartyPolicy, key: PartyKey, request: RunRequest) -> RunOutco
                 dealer.client if dealer is not None else None,
                 policy.private_data(),
                 output_filter=only_revealed,
+                private_errors=True,
             )
             transport.mailbox.begin_run(PROGRAM_RUN)
-            outcome = runner.run(PROGRAM_RUN, entry, (request.args,))
+            outcome = runner.run(PROGRAM_RUN, entry, (args,))
         finally:
             if dealer is not None:
                 dealer.close()
@@ -177,7 +179,8 @@ def open_data_plane(policy: PartyPolicy, key: PartyKey, run_id: bytes) -> TcpTra
 
 def agree(transport: TcpTransport, view: dict[str, Any], run_id: bytes, timeout: float) -> bytes:
     """One round: every party sends its view and fresh random bytes to every other; raise
-    ConfigurationError (at every party) if any view differs; return the run nonce."""
+    ConfigurationError (at every party) if any view differs; then one round of 32 bytes that
+    confirms every party derived the same run nonce; return it."""
     transport.mailbox.begin_run(AGREE_RUN)
     channel = PartyChannel(transport, AGREE_RUN, timeout)
     contribution = secrets.token_bytes(CONTRIBUTION_BYTES)
@@ -202,7 +205,24 @@ def agree(transport: TcpTransport, view: dict[str, Any], run_id: bytes, timeout:
     digest = hashlib.sha256(b"mpc.federation.nonce" + run_id)
     for rank in range(transport.n):
         digest.update(contributions[rank])
-    return digest.digest()
+    nonce = digest.digest()
+    # A second, tiny round: a party that sent different contributions to different peers
+    # would split them into different dealer runs (silently wrong results); all must agree.
+    confirm = np.frombuffer(hashlib.sha256(b"mpc.federation.confirm" + nonce).digest(), np.uint8)
+    with channel.operation("confirm the run nonce"):
+        confirmations = channel.exchange(dict.fromkeys(others, confirm), others)
+    differ = sorted(
+        transport.names[r]
+        for r, c in confirmations.items()
+        if np.asarray(c, dtype=np.uint8).tobytes() != confirm.tobytes()
+    )
+    if differ:
+        raise IntegrityError(
+            f"the parties derived different run nonces (party {transport.names[transport.rank]!r} "
+            f"differs from {differ}): a party sent different random contributions to different "
+            "peers; the run is aborted before any input is shared"
+        )
+    return nonce
 
 
 def _check_views(views: dict[int, Any], names: list[str], me: int) -> None:

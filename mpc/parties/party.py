@@ -69,8 +69,13 @@ class PartyRunner:
         dealer: DealerClient | None,
         private: Mapping[str, Any] | None = None,
         output_filter: OutputFilter | None = None,
+        private_errors: bool = False,
     ) -> None:
         self.rank = rank
+        #: Across organisations the text of an exception (which may quote private data: a row
+        #: that failed to parse, a file path) stays in this party's own log; peers are told
+        #: only its type and operation, unless it is an MpcError (a message mpc wrote).
+        self.private_errors = private_errors
         #: Checks what a program returns against the reveal log (runs across organisations:
         #: `mpc.federation.outputs.only_revealed`).
         self.output_filter = output_filter
@@ -122,7 +127,10 @@ class PartyRunner:
                 isinstance(exc, PartyFailedError) and exc.secondary
             )
             if not secondary:
-                self.transport.abort(f"{cause} (in {operation})", run_id)
+                told = cause
+                if self.private_errors and not isinstance(exc, MpcError):
+                    told = f"{type(exc).__name__} (details in party {self.name!r}'s own log)"
+                self.transport.abort(f"{told} (in {operation})", run_id)
             raise PartyFailedError(self.name, operation, cause, secondary) from exc
 
 
