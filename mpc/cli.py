@@ -130,10 +130,16 @@ def _cmd_keygen(args: argparse.Namespace, rest: list[str]) -> int:
     if out.exists() and not args.force:
         print(f"mpc keygen: {out} exists; pass --force to replace it", file=sys.stderr)
         return 2
+    if not out.parent.is_dir():
+        print(f"mpc keygen: folder {out.parent} does not exist; create it first", file=sys.stderr)
+        return 2
     key = PartyKey.generate()
     key.save(out)
     print(f"private key: {out} (keep it on {args.party}'s machine)")
-    print(f"public key:  {key.public_hex}  (put it in the deployment config)")
+    print(
+        f"public key:  {key.public_hex}  (send it to the other organisations for their "
+        "policies; also in the .pub file)"
+    )
     return 0
 
 

@@ -295,6 +295,40 @@ def test_a_peer_cannot_start_runs_and_strangers_are_refused(
             )
 
 
+def test_a_starter_key_listed_in_the_policy_can_start_runs_and_no_other(
+    sum_deployment: tuple[dict[str, Path], Path], tmp_path: Path
+) -> None:
+    policies, program = sum_deployment
+    analyst = PartyKey.generate()
+    public = analyst.save(tmp_path / "analyst.key")
+    text = policies["north"].read_text()
+    policies["north"].write_text(text + f'\n[starters]\nanalyst = "{public}"\n')
+    north_public = PartyKey.load(PartyPolicy.load(policies["north"]).key_file).public_hex
+    with running(policies):
+        answer, _ = start_run(
+            policies["north"],
+            program,
+            key_file=tmp_path / "analyst.key",
+            name="analyst",
+            party_key=north_public,
+            timeout=120,
+        )
+        # fixed point: the public factor's product truncates once, at most 1 ulp = 2^-16 off
+        np.testing.assert_allclose(
+            answer["output"]["total"], [1.5 + 3.0 + 4.5, -2.0 - 1.0 + 0.0], atol=2.0**-16, rtol=0
+        )
+        PartyKey.generate().save(tmp_path / "other.key")
+        with pytest.raises(ConfigurationError):  # a key north's policy does not list
+            start_run(
+                policies["north"],
+                program,
+                key_file=tmp_path / "other.key",
+                name="analyst",
+                party_key=north_public,
+                timeout=120,
+            )
+
+
 def test_a_replayed_run_is_refused_by_the_parties_and_the_dealer(
     sum_deployment: tuple[dict[str, Path], Path],
 ) -> None:

@@ -254,6 +254,14 @@ class _Table:
             )
         return value
 
+    def name_of(self, value: str) -> str:
+        """`value` (e.g. a table key) checked as a name."""
+        if not value or not value.replace("-", "").replace("_", "").isalnum() or len(value) > 64:
+            raise ConfigurationError(
+                f"{self.where}: names must be 1-64 letters, digits, '-' or '_', got {value!r}"
+            )
+        return value
+
     def name(self, key: str = "name") -> str:
         value = str(self.get(key, str))
         if not value or not value.replace("-", "").replace("_", "").isalnum() or len(value) > 64:
@@ -424,12 +432,11 @@ def _party_policy(data: dict[str, Any], path: Path) -> PartyPolicy:
             float(t.get("epsilon", (int, float))),
             float(t.get("delta", (int, float), 0.0)),
         )
-    starters_table = _Table(top.get("starters", dict, {}), f"{origin} [starters]", set())
+    raw_starters = top.get("starters", dict, {})
+    starters_table = _Table(raw_starters, f"{origin} [starters]", set(raw_starters))
     starters = {}
-    for starter_name, key in starters_table.raw.items():
-        starters[starter_name] = _Table(
-            {"k": key}, f"{origin} [starters] {starter_name}", {"k"}
-        ).key("k", base)
+    for starter_name in starters_table.raw:
+        starters[starters_table.name_of(starter_name)] = starters_table.key(starter_name, base)
     results = me.get("results_folder", str, None)
     return PartyPolicy(
         name=name,
