@@ -40,6 +40,7 @@ def _start_federated(program: str, argv: list[str]) -> int:
     """`mpc run FILE --policy P [--key K --name N --party-key HEX] [program options]`."""
     from mpc.errors import MpcError
     from mpc.federation.starter import start_run
+    from mpc.stats import PartyStats
 
     parser = argparse.ArgumentParser(prog=f"mpc run {program}", add_help=False)
     parser.add_argument("--policy", required=True)
@@ -60,6 +61,11 @@ def _start_federated(program: str, argv: list[str]) -> int:
         print(f"mpc run: {exc}", file=sys.stderr)
         return 1
     print(text)
+    cost = PartyStats.from_dict(_answer["stats"]).total
+    print(
+        f"cost at this party: {cost.rounds} rounds, {cost.bytes_sent:,} bytes sent by the "
+        "program (agreeing on the run adds 2 rounds)"
+    )
     return 0
 
 

@@ -11,9 +11,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from mpc.errors import ConfigurationError, MpcError
-from mpc.federation.policy import PartyPolicy
+from mpc.federation.dealer_service import DealerService
+from mpc.federation.party_service import PartyService
+from mpc.federation.policy import DealerPolicy, PartyPolicy
 from mpc.federation.programs import program_hash
 from mpc.federation.run import RunRequest
 from mpc.federation.secure_rpc import SecureClient
@@ -248,6 +251,56 @@ def test_a_dealer_with_another_key_is_refused(
     PartyKey.generate().save(policies["dealer"].parent / "dealer.key")  # the host swapped it
     with running(policies), pytest.raises(MpcError, match="dealer"):
         start(policies, "north", program)
+
+
+@pytest.mark.parametrize("east_pins", ["the dealer's platform", "another platform"])
+def test_an_enclave_dealer_is_trusted_only_through_platform_keys_in_each_policy(
+    tmp_path: Path, east_pins: str
+) -> None:
+    """The platform key comes from each party's own policy, never from the dealer: a party that
+    pins another platform refuses the dealer's quote, and the run stops before any input."""
+    program = _program(tmp_path, "sum.py", SUM_PROGRAM)
+    policies = write_local(
+        tmp_path / "deploy", [program], data=_values(tmp_path), protocol={"dealer": "enclave"}
+    )
+    dealer_text = policies["dealer"].read_text()
+    policies["dealer"].write_text(
+        dealer_text.replace("[dealer]\n", '[dealer]\nenclave = "simulated"\n')
+    )
+    services: dict[str, Any] = {}
+    try:
+        services["dealer"] = DealerService(DealerPolicy.load(policies["dealer"]))
+        services["dealer"].start()
+        platform = services["dealer"].platform_key.hex()
+        for name in HOSPITALS:
+            pinned = platform
+            if name == "east" and east_pins == "another platform":
+                pinned = (  # a platform of its own: not the (per-process) simulated one
+                    Ed25519PrivateKey.generate().public_key().public_bytes_raw().hex()
+                )
+            text = policies[name].read_text()
+            table = f'\n[enclave]\nplatform_keys = ["{pinned}"]\nallow_simulated = true\n'
+            policies[name].write_text(text + table)
+            services[name] = PartyService(PartyPolicy.load(policies[name]))
+            services[name].start()
+        if east_pins == "another platform":
+            with pytest.raises(MpcError, match="east"):
+                start(policies, "north", program)
+            (east,) = _wait_results(services, "east")
+            assert "platform" in east["error"] or "quote" in east["error"], east["error"]
+        else:
+            output = start(policies, "north", program)
+            np.testing.assert_allclose(output["total"], [9.0, -3.0], atol=2.0**-16, rtol=0)
+    finally:
+        for service in services.values():
+            service.close()
+
+
+def _wait_results(services: dict[str, Any], name: str, timeout: float = 30.0) -> list[Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not services[name].results:
+        time.sleep(0.05)
+    return list(services[name].results)
 
 
 def test_the_starter_cannot_choose_transport_protocol_or_keys(

@@ -492,9 +492,12 @@ def test_calls_from_several_threads_are_serialised() -> None:
 def test_max_connections_is_enforced() -> None:
     with serve(max_connections=2) as (_, address):
         first, second = client(address), client(address, "bob", BOB)
+        # an answered call means the server has counted that connection (it takes the slot
+        # when it has confirmed the client's key, which may be just after the client returns)
+        assert first.call("who")["client"] == "alice"
+        assert second.call("who")["client"] == "bob"
         with pytest.raises(CommunicationError, match="busy"):
             client(address)
-        assert second.call("who")["client"] == "bob"
         first.close()
         deadline = time.monotonic() + T
         while True:  # the server frees the slot when it sees the connection close
@@ -532,3 +535,64 @@ def test_close_leaves_no_thread_running() -> None:
     assert rpc_threads() == []
     for closable in (a, b, pending):
         closable.close()
+
+
+# ---- denial of service --------------------------------------------------------------------
+
+
+def test_a_declared_length_allocates_nothing_until_its_bytes_arrive() -> None:
+    declared = 64 * 2**20
+    a, b = socket.socketpair()
+    tracemalloc.start()
+    try:
+        with a, b:
+            a.sendall(b"x" * 1000)
+            with pytest.raises(TimeoutError):
+                secure_rpc._recv_exact(b, declared, time.monotonic() + 0.2)
+        # An authenticated client sends only the length prefix of a large record: the server
+        # (default max_message of 256 MiB) must not reserve the declared size.
+        with serve() as (_, address), client(address) as c:
+            assert c._channel is not None
+            c._channel.sock.sendall(declared.to_bytes(4, "big") + b"y" * 1000)
+            time.sleep(0.3)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20
+    # Bodies longer than one receive chunk still arrive whole.
+    blob = bytes(range(256)) * (3 * 2**12) + b"tail"
+    with serve() as (_, address), client(address) as c:
+        assert c.call("echo", {"blob": blob})["params"]["blob"] == blob
+
+
+def test_idle_unauthenticated_connections_cannot_take_every_slot() -> None:
+    hello = 0.5
+    with (
+        serve(max_connections=3, timeout=3600.0, hello_timeout=hello) as (server, address),
+        client(address, "bob", BOB) as early,
+    ):
+        assert server.hello_timeout == hello
+        start = time.monotonic()
+        idle = [socket.create_connection(address) for _ in range(server.max_connections + 2)]
+        try:
+            # Anyone can open these without a key; they must not lock out the allow-listed
+            # clients: a new client is served (at most about one hello timeout later) ...
+            with client(address) as late:
+                assert late.call("who")["client"] == "alice"
+            assert time.monotonic() - start < hello + 2.0
+            assert early.call("who")["client"] == "bob"  # ... and authenticated ones keep working
+            # ... and every idle connection is dropped after the hello timeout, not `timeout`.
+            for raw in idle:
+                raw.settimeout(T)
+                with contextlib.suppress(ConnectionResetError):
+                    assert raw.recv(1) == b""
+            assert hello * 0.8 < time.monotonic() - start < 2 * hello + 2.0
+        finally:
+            for raw in idle:
+                raw.close()
+
+
+def test_the_default_hello_timeout_is_short_whatever_the_call_timeout() -> None:
+    server = SecureServer("dealer", SERVER_KEY, CLIENTS, echo, timeout=3600.0)
+    assert server.hello_timeout == secure_rpc.HELLO_TIMEOUT == 5.0
+    assert SecureServer("dealer", SERVER_KEY, CLIENTS, echo, timeout=1.0).hello_timeout == 1.0

@@ -10,8 +10,11 @@ PRG, secret-shares it with the protocol's `SharingScheme.share`, and hands each 
 once, keyed by (run epoch, counter) like the correlated-randomness streams.
 `NoiseDealerClient` is the party side: a `DealerClient` that can also fetch those shares.
 Security model: whoever can read this object's memory learns every party's seed and therefore
-every triple; it must run where no party can read it. Items are generated on demand, cached only
-until the party they belong to has fetched them. The dealer sees the noise it deals (never the
+every triple; it must run where no party can read it. Items are generated on demand, and only for
+a rank that receives corrections of that kind (a request from any other rank is refused before
+anything is generated); the shares of the other ranks are cached until they fetch them, within
+`max_pending_bytes` (oldest dropped first: generation is deterministic in the seeds, so a dropped
+item is generated again, identical, if its rank asks). The dealer sees the noise it deals (never the
 value it is added to): a dealer that colluded with a party receiving the release would let it
 remove the noise. That is the same trust as for triples.
 """
@@ -27,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from mpc.dealers.base import ALL_NEEDS, Dealer, DealerClient, Fetch, Items
-from mpc.dealers.streams import SeededExpander, Stream, generate_corrections
+from mpc.dealers.streams import SeededExpander, Stream, generate_corrections, seeded_prefix
 from mpc.errors import DealerError
 from mpc.protocols.base import Need, SharingScheme
 from mpc.rng import Prg, new_seed
@@ -36,13 +39,27 @@ from mpc.rng import Prg, new_seed
 NoiseKey = tuple[int, int]
 #: A party's way to ask the dealer for its noise share: (key, spec) -> share.
 NoiseFetch = Callable[[NoiseKey, dict[str, Any]], np.ndarray]
+#: Default bound on the bytes of generated shares kept for ranks that have not fetched them, and
+#: (apart) on the cached matrices of "mask" items.
+MAX_PENDING_BYTES = 256 * 2**20
+
+
+def _nbytes(shares: Mapping[int, list[np.ndarray]]) -> int:
+    return sum(int(a.nbytes) for item in shares.values() for a in item)
 
 
 class SeededDealer(Dealer):
     """Seed-compressed generation for a given sharing scheme."""
 
-    def __init__(self, scheme: SharingScheme, seeds: list[bytes] | None = None) -> None:
+    def __init__(
+        self,
+        scheme: SharingScheme,
+        seeds: list[bytes] | None = None,
+        *,
+        max_pending_bytes: int = MAX_PENDING_BYTES,
+    ) -> None:
         self.scheme = scheme
+        self.max_pending_bytes = max_pending_bytes
         self._seeds = seeds if seeds is not None else [new_seed() for _ in range(scheme.n)]
         if len(self._seeds) != scheme.n:
             raise DealerError(f"need one seed per party ({scheme.n}), got {len(self._seeds)}")
@@ -52,6 +69,7 @@ class SeededDealer(Dealer):
         self._noise: dict[NoiseKey, tuple[str, dict[int, np.ndarray]]] = {}
         #: The A of "mask" items of the current run, for the "masked_matrix" items using it.
         self._masks: dict[tuple[Stream, int], np.ndarray] = {}
+        self._pending_bytes = 0
         self._lock = threading.Lock()
         self._latest_epoch = 0
         self.items_generated = 0
@@ -63,11 +81,25 @@ class SeededDealer(Dealer):
             raise DealerError(f"no party of rank {rank} in a {self.scheme.n}-party session")
         return self._seeds[rank]
 
+    def receives_corrections(self, rank: int, stream: Stream) -> bool:
+        """Whether party `rank` gets some component of `stream`'s items from the dealer (it
+        derives the others, or all of them, from its own seed)."""
+        return 0 <= rank < self.scheme.n and any(
+            rank >= seeded_prefix(self.scheme, c) for c in stream.components
+        )
+
     def corrections(
         self, rank: int, stream: Stream, start: int, count: int
     ) -> list[list[np.ndarray]]:
         if count < 1 or start < 0:
             raise DealerError(f"bad correction request: start={start}, count={count}")
+        if not self.receives_corrections(rank, stream):
+            # Checked before anything is generated or cached: a rank that needs no corrections
+            # must not make the dealer keep the other ranks' items (memory it never frees).
+            raise DealerError(
+                f"party rank {rank} does not need corrections of {stream.kind} items (it derives "
+                f"them from its seed) in a {self.scheme.n}-party session"
+            )
         out: list[list[np.ndarray]] = []
         with self._lock:
             if stream.epoch > self._latest_epoch:
@@ -77,6 +109,7 @@ class SeededDealer(Dealer):
                 self._pending = {
                     k: v for k, v in self._pending.items() if k[0].epoch >= stream.epoch
                 }
+                self._pending_bytes = sum(_nbytes(v) for v in self._pending.values())
                 self._masks = {k: v for k, v in self._masks.items() if k[0].epoch >= stream.epoch}
                 for expander in self._expanders:
                     expander.keep_epoch(stream.epoch)
@@ -90,17 +123,33 @@ class SeededDealer(Dealer):
                     self.items_generated += 1
                     pending = {r: s for r, s in enumerate(shares) if s}
                     self._pending[key] = pending
+                    self._pending_bytes += _nbytes(pending)
                 item = pending.pop(rank, None)
                 if item is None:
                     raise DealerError(
                         f"party rank {rank} asked twice for, or does not need, corrections of "
                         f"{stream.kind} item {counter}"
                     )
+                size = sum(int(a.nbytes) for a in item)
+                self._pending_bytes -= size
                 if not pending:
                     del self._pending[key]
-                self.bytes_sent += sum(int(a.nbytes) for a in item)
+                self.bytes_sent += size
                 out.append(item)
+                self._trim(stream)
         return out
+
+    def _trim(self, stream: Stream) -> None:
+        """Drop the oldest cached shares (and mask matrices) beyond `max_pending_bytes`; a
+        dropped item is generated again, identical, if its rank asks for it."""
+        while self._pending_bytes > self.max_pending_bytes and self._pending:
+            oldest = next(iter(self._pending))
+            self._pending_bytes -= _nbytes(self._pending.pop(oldest))
+        if stream.kind == "masked_matrix":
+            mask_bytes = sum(int(a.nbytes) for a in self._masks.values())
+            while mask_bytes > self.max_pending_bytes and self._masks:
+                oldest_mask = next(iter(self._masks))
+                mask_bytes -= int(self._masks.pop(oldest_mask).nbytes)
 
     def noise_share(self, rank: int, key: NoiseKey, spec: Mapping[str, Any]) -> np.ndarray:
         """Party `rank`'s share of the noise draw `key` = (run epoch, counter) of `spec`.

@@ -42,6 +42,9 @@ PROPOSE_TIMEOUT = 30.0
 #: Longest cancel reason kept from a coordinator, and how many results stay in memory.
 MAX_REASON = 2000
 KEPT_RESULTS = 100
+#: Largest request a party reads (arguments are at most 64 KiB), and largest answer it sends.
+MAX_REQUEST_BYTES = 2**20
+MAX_OUTPUT_BYTES = 256 * 2**20
 
 
 class Executor(ABC):
@@ -86,6 +89,8 @@ class PartyService:
             host=policy.bind or policy.host,
             port=policy.port,
             timeout=policy.settings.timeout,
+            max_message=MAX_REQUEST_BYTES,  # start/propose/commit: a hash and public arguments
+            max_response=MAX_OUTPUT_BYTES,  # a starter's answer holds the revealed output
         )
         self._busy = threading.Lock()
         self._seen: set[bytes] = set()

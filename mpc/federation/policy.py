@@ -83,8 +83,8 @@ class EnclavePolicy:
 
     Attributes:
         platform_keys: Ed25519 quote-signing keys this party trusts (never taken from the dealer).
-        measurements: the dealer code measurements this party accepts (hex; empty: the one
-            computed from this party's own checkout, as `mpc tee measure` prints).
+        measurements: further dealer code measurements this party accepts (hex), besides the
+            one it computes from its own checkout (what `mpc tee measure` prints).
         allow_simulated: accept SIMULATED/DEBUG quotes (tests only; they prove nothing).
     """
 

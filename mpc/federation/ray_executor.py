@@ -5,19 +5,22 @@ organisation's own Ray, place one party actor on this node, and execute each agr
 Security model: Ray is used only inside one organisation (any member of a Ray cluster can run
 code on every node of it). The actor reads the same policy file and key as the service; nothing
 of Ray crosses to another organisation: peers and the dealer are reached over encrypted TCP.
-A private instance (`"local"`) starts with Ray token authentication (a random token known only
-to this service's processes) and a loopback node address; Ray's ports still listen on every
+A private instance (`"local"`) starts with Ray token authentication (refused off; the token in
+the service user's ~/.ray/auth_token) and a loopback node address; Ray's ports still listen on every
 interface, so an organisation's firewall should open only the party's control and data ports.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
+import tempfile
 from pathlib import Path
 from typing import Any
 
+from mpc.errors import ConfigurationError
 from mpc.federation.party_service import Executor
 from mpc.federation.policy import PartyPolicy
 from mpc.federation.run import RunOutcome, RunRequest, execute
@@ -38,6 +41,31 @@ class PartyRunActor:
         return outcome.output, outcome.stats.as_dict()
 
 
+def _ray_token() -> None:
+    """Ray token authentication (Ray's default for a new local instance), refused off; its
+    token file (~/.ray/auth_token, 0600) is created atomically if missing, so that services
+    started side by side on one machine never race to write different tokens."""
+    if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token":
+        raise ConfigurationError(
+            "RAY_AUTH_MODE is set to something other than 'token': a party's own Ray must "
+            "require a token (unset RAY_AUTH_MODE)"
+        )
+    # (unset: Ray turns token authentication on for a new local instance by itself)
+    token = Path.home() / ".ray" / "auth_token"
+    if token.exists():
+        return
+    token.parent.mkdir(parents=True, exist_ok=True)
+    fd, scratch = tempfile.mkstemp(dir=token.parent)
+    try:
+        os.write(fd, secrets.token_hex(32).encode())
+        os.close(fd)
+        os.chmod(scratch, 0o600)
+        with contextlib.suppress(FileExistsError):  # another service made it first: use that
+            os.link(scratch, token)
+    finally:
+        os.unlink(scratch)
+
+
 class RayExecutor(Executor):
     """Executes runs in a `PartyRunActor` placed on this node of the organisation's Ray."""
 
@@ -51,8 +79,7 @@ class RayExecutor(Executor):
                 # Ray runs any client's code and listens on every interface: this organisation's
                 # own Ray requires a token only its processes know (Ray token authentication),
                 # and the node announces itself on loopback only.
-                os.environ.setdefault("RAY_AUTH_MODE", "token")
-                os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
+                _ray_token()
                 ray.init(
                     num_cpus=num_cpus,
                     include_dashboard=False,

@@ -18,11 +18,17 @@ a per-direction counter that must increase by exactly one, and associated data b
 direction, so a modified, replayed, reordered or dropped record raises `IntegrityError` and closes
 the connection (a call is never retried: methods need not be idempotent). Messages are msgpack
 only (never pickle) with str map keys, bounded nesting and allow-listed array dtypes; decoded
-arrays are fresh writable copies. Lengths are bounded before anything is allocated, every receive
-has a deadline, and the server bounds handshakes (`timeout`), idle connections (`idle_timeout`)
-and concurrent connections. Not hidden: who talks to whom, when, and message sizes. Only the
-messages of `MpcError`s raised by a handler reach the client; other errors are reported without
-details (and logged at the server).
+arrays are fresh writable copies. Lengths are bounded before anything is allocated, and a body's
+buffer grows only as its bytes arrive (at most 1 MiB ahead), so a length prefix alone costs the
+receiver nothing. Every receive has a deadline. The server bounds idle connections
+(`idle_timeout`) and concurrent authenticated connections (`max_connections`). Anyone who can
+reach its port can open connections without a key, so those are kept apart: a handshake must
+finish within `hello_timeout` (5 s by default, at most `timeout`), at most `max_handshakes` run
+at once, and a connection takes one of the `max_connections` slots only after key confirmation.
+When every handshake slot is taken, new connections wait in the listen backlog (in arrival order)
+instead of being refused, so a client is served once the idle connections ahead of it time out.
+Not hidden: who talks to whom, when, and message sizes. Only the messages of `MpcError`s raised
+by a handler reach the client; other errors are reported without details (and logged at the server).
 
 Wire format: every message is a 4-byte big-endian length and a body. The handshake bodies are
 plaintext msgpack maps of at most 4 KiB::
@@ -34,11 +40,12 @@ plaintext msgpack maps of at most 4 KiB::
     refusal       {"m": "refused", "why": reason}     (either side, then it closes)
 
 where `confirm` is record 0 of its direction, sealing b"<label> confirm". Then each body is one
-record, AES-GCM(msgpack map) of at most max_message + 16 bytes, nonce = counter (96-bit big
-endian), associated data = label + b" c2s" or b" s2c". A request is {"id": n, "method": str,
-"params": map}, its response {"id": n, "ok": map} or {"id": n, "error": str, "type": str}. A numpy
-array is msgpack extension 1: u8 dtype code (as in `mpc.parties.framing.DTYPE_CODES`) | u8 ndim |
-ndim x i64 little-endian dimensions | raw little-endian data.
+record, AES-GCM(msgpack map) of at most max_message + 16 bytes (a server's responses: its
+max_response + 16), nonce = counter (96-bit big endian), associated data = label + b" c2s" or
+b" s2c". A request is {"id": n, "method": str, "params": map}, its response {"id": n, "ok": map}
+or {"id": n, "error": str, "type": str}. A numpy array is msgpack extension 1: u8 dtype code (as
+in `mpc.parties.framing.DTYPE_CODES`) | u8 ndim | ndim x i64 little-endian dimensions | raw
+little-endian data.
 """
 
 from __future__ import annotations
@@ -74,6 +81,8 @@ Handler = Callable[[str, str, dict[str, Any]], dict[str, Any]]
 
 VERSION: Final = 1
 HELLO_MAX: Final = 4096
+#: Default deadline (seconds) of a server-side handshake, from accept to key confirmation.
+HELLO_TIMEOUT: Final = 5.0
 GCM_TAG: Final = 16
 MAX_DEPTH: Final = 32
 MAX_NDIM: Final = 8
@@ -84,6 +93,7 @@ _ARRAY_EXT: Final = 1
 _CODE: Final = {s: framing.DTYPE_CODES.index(s) for s in ALLOWED_DTYPES}
 _DTYPE: Final = {c: np.dtype(s) for s, c in _CODE.items()}
 _ARRAY_HEAD: Final = struct.Struct("<BB")
+_CHUNK: Final = 2**20  # a receive buffer grows by at most this much ahead of the data
 _POLL: Final = 0.1  # how often the accept thread looks at the stop flag (seconds)
 _JOIN_WAIT: Final = 5.0  # how long close() waits for the server's threads in all (seconds)
 _log = logging.getLogger(__name__)
@@ -189,17 +199,19 @@ def _send_body(sock: socket.socket, body: bytes, deadline: float) -> None:
 
 
 def _recv_exact(sock: socket.socket, n: int, deadline: float) -> bytearray:
-    buf = bytearray(n)
-    view, got = memoryview(buf), 0
-    while got < n:
+    """Exactly `n` bytes by `deadline`. The result grows as bytes arrive, read through a buffer
+    of at most `_CHUNK` bytes: memory follows what the peer sent, not the length it declared."""
+    buf = bytearray()
+    scratch = memoryview(bytearray(min(n, _CHUNK)))
+    while len(buf) < n:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError("timed out")
         sock.settimeout(remaining)
-        k = sock.recv_into(view[got:])
+        k = sock.recv_into(scratch, min(n - len(buf), len(scratch)))
         if k == 0:
             raise EOFError("the connection closed")
-        got += k
+        buf += scratch[:k]
     return buf
 
 
@@ -297,7 +309,13 @@ def _check_limits(timeout: float, max_message: int) -> None:
 
 
 class SecureServer:
-    """Serves `handler` to the clients of an allow-list {name: pinned public key}."""
+    """Serves `handler` to the clients of an allow-list {name: pinned public key}.
+
+    `max_message` bounds a request, `max_response` (default: `max_message`) a response this
+    server sends. `max_connections` bounds authenticated connections; connections still in their
+    handshake are bounded apart, by `max_handshakes` (default: `max_connections`), and each must
+    finish its handshake within min(`timeout`, `hello_timeout`) seconds.
+    """
 
     def __init__(
         self,
@@ -313,17 +331,31 @@ class SecureServer:
         max_connections: int = 32,
         label: str = "mpc.rpc",
         idle_timeout: float = 600.0,
+        hello_timeout: float = HELLO_TIMEOUT,
+        max_handshakes: int | None = None,
+        max_response: int | None = None,
     ) -> None:
-        _check_limits(min(timeout, idle_timeout), max_message)
-        if max_connections < 1:
-            raise ConfigurationError(f"max_connections must be at least 1, got {max_connections}")
+        max_response = max_message if max_response is None else max_response
+        max_handshakes = max_connections if max_handshakes is None else max_handshakes
+        _check_limits(min(timeout, idle_timeout, hello_timeout), min(max_message, max_response))
+        _check_limits(timeout, max(max_message, max_response))
+        if max_connections < 1 or max_handshakes < 1:
+            raise ConfigurationError(
+                f"max_connections and max_handshakes must be at least 1, got {max_connections}, "
+                f"{max_handshakes}"
+            )
         self.name, self.key, self.handler, self.label = name, key, handler, label
         self.host, self.port, self.timeout, self.idle_timeout = host, port, timeout, idle_timeout
-        self.max_message, self.max_connections = max_message, max_connections
+        self.hello_timeout = min(timeout, hello_timeout)
+        self.max_message, self.max_response = max_message, max_response
+        self.max_connections, self.max_handshakes = max_connections, max_handshakes
         self._lock = threading.Lock()
         self._clients: dict[str, bytes] = {}
         self.set_clients(clients)
         self._conns: dict[socket.socket, threading.Thread] = {}
+        #: One permit per handshake in progress; the acceptor waits for one before accepting.
+        self._hello_slots = threading.Semaphore(max_handshakes)
+        self._authenticated = 0  # connections holding one of the max_connections slots
         self._stop = threading.Event()
         self._listener: socket.socket | None = None
         self._acceptor: threading.Thread | None = None
@@ -380,41 +412,33 @@ class SecureServer:
         assert self._listener is not None
         with self._listener:
             while not self._stop.is_set():
+                # Unauthenticated connections get their own bounded slots: when all are taken,
+                # new connections wait in the listen backlog (in order) until one frees up,
+                # which takes at most hello_timeout; they never take authenticated slots.
+                if not self._hello_slots.acquire(timeout=_POLL):
+                    continue
                 try:
                     sock, address = self._listener.accept()
                 except TimeoutError:
+                    self._hello_slots.release()
                     continue
                 except OSError:
+                    self._hello_slots.release()
                     return
                 with self._lock:
-                    busy = len(self._conns) >= self.max_connections
-                    if not busy:
-                        self._count += 1
-                        thread = threading.Thread(
-                            target=self._serve,
-                            args=(sock, address),
-                            daemon=True,
-                            name=f"mpc-rpc-{self.name}-{self._count}",
-                        )
-                        self._conns[sock] = thread
-                if busy:
-                    self._turn_away(sock)
-                else:
-                    thread.start()
-
-    def _turn_away(self, sock: socket.socket) -> None:
-        with sock, contextlib.suppress(OSError):
-            _refuse(
-                sock,
-                f"server {self.name!r} is busy ({self.max_connections} connections)",
-                busy=True,
-            )
-            sock.shutdown(socket.SHUT_WR)
-            sock.settimeout(0.05)
-            sock.recv(HELLO_MAX)  # read the hello, so that closing does not reset the refusal
+                    self._count += 1
+                    thread = threading.Thread(
+                        target=self._serve,
+                        args=(sock, address),
+                        daemon=True,
+                        name=f"mpc-rpc-{self.name}-{self._count}",
+                    )
+                    self._conns[sock] = thread
+                thread.start()
 
     def _handshake(self, sock: socket.socket, where: str) -> tuple[str, _Channel]:
-        deadline = time.monotonic() + self.timeout
+        """Authenticate the client; on success it holds one of the `max_connections` slots."""
+        deadline = time.monotonic() + self.hello_timeout
         try:
             hello = _decode(_recv_body(sock, HELLO_MAX, deadline))
         except IntegrityError as e:
@@ -443,10 +467,40 @@ class SecureServer:
         if pinned is None or reason or not isinstance(client, str):
             _refuse(sock, reason)
             raise ConfigurationError(f"refused a client at {where}: {reason}")
+        with self._lock:
+            busy = self._authenticated >= self.max_connections
+        if busy:
+            _refuse(
+                sock,
+                f"server {self.name!r} is busy ({self.max_connections} connections)",
+                busy=True,
+            )
+            raise CommunicationError(f"turned away client {client!r} at {where}: busy")
+        channel = self._confirm(sock, client, pinned, hello.get("e"), where, deadline)
+        # A slot is taken only after key confirmation: one who merely names a pinned client
+        # (public keys are public) never holds one. Others may have taken the last slot since
+        # the check above; then this connection closes.
+        with self._lock:
+            busy = self._authenticated >= self.max_connections
+            if not busy:
+                self._authenticated += 1
+        if busy:
+            raise CommunicationError(f"turned away client {client!r} at {where}: busy")
+        return client, channel
+
+    def _confirm(
+        self,
+        sock: socket.socket,
+        client: str,
+        pinned: bytes,
+        peer_eph: Any,
+        where: str,
+        deadline: float,
+    ) -> _Channel:
         eph = PartyKey.generate()
         try:
             channel = _session(
-                sock, self.label, False, self.key, eph, pinned, hello.get("e"), (client, self.name)
+                sock, self.label, False, self.key, eph, pinned, peer_eph, (client, self.name)
             )
         except ConfigurationError as e:
             _refuse(sock, str(e))
@@ -467,13 +521,18 @@ class SecureServer:
         if not channel.confirmed(_decode(_recv_body(sock, HELLO_MAX, deadline)).get("c")):
             _refuse(sock, "key confirmation failed")
             raise IntegrityError(f"client {client!r} at {where} failed key confirmation")
-        return client, channel
+        return channel
 
     def _serve(self, sock: socket.socket, address: Any) -> None:
         where = f"{address[0]}:{address[1]}"
+        authenticated = False
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            client, channel = self._handshake(sock, where)
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                client, channel = self._handshake(sock, where)
+                authenticated = True
+            finally:
+                self._hello_slots.release()
             while not self._stop.is_set():
                 request = channel.recv(
                     self.max_message, time.monotonic() + self.idle_timeout, self.timeout
@@ -485,6 +544,8 @@ class SecureServer:
         finally:
             with self._lock:
                 self._conns.pop(sock, None)
+                if authenticated:
+                    self._authenticated -= 1
             sock.close()
 
     def _respond(self, client: str, request: dict[str, Any]) -> bytes:
@@ -495,14 +556,14 @@ class SecureServer:
             result = self.handler(client, method, params)
             if type(result) is not dict:
                 raise TypeError(f"the handler of {method!r} returned {type(result).__name__}")
-            return _encode({"id": rid, "ok": result}, self.max_message)
+            return _encode({"id": rid, "ok": result}, self.max_response)
         except MpcError as e:
             error, kind = str(e)[:MAX_TEXT], type(e).__name__
         except Exception as e:
             _log.exception("server %r: %s from %r failed", self.name, method[:100], client)
             kind = type(e).__name__
             error = f"internal error in {method[:100]} ({kind})"
-        return _encode({"id": rid, "error": error, "type": kind}, self.max_message)
+        return _encode({"id": rid, "error": error, "type": kind}, self.max_response)
 
 
 class SecureClient:

@@ -70,6 +70,12 @@ def serve_dealer(policy_path: str) -> int:
         f"{service.key.fingerprint}; parties {service.parties}; Ctrl-C stops",
         flush=True,
     )
+    if service.policy.enclave == "simulated":
+        print(
+            f"SIMULATED enclave: platform key {service.platform_key.hex()} (parties that pin it "
+            "with allow_simulated = true accept its quotes; they prove nothing: tests only)",
+            flush=True,
+        )
     try:
         _wait_for_signal()
     finally:

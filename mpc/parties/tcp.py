@@ -754,6 +754,8 @@ class TcpTransport(Transport):
                     break
                 self._cond.wait(remaining)
         if error is not None:
+            with self._cond:  # links that complete from now on are told why, then closed
+                self._reject_reason = str(error)
             self.abort(str(error))  # peers already linked learn why, instead of a reset
             self._linger_rejecting(str(error))
             self.close()
@@ -899,6 +901,13 @@ class TcpTransport(Transport):
         self._register(link)
 
     def _register(self, link: _Link) -> None:
+        with self._cond:
+            reason = self._reject_reason
+        if reason is not None:  # this party gave up connecting: say why, then hang up
+            link.send_control(framing.encode_abort(reason, None))
+            link.shutdown()
+            link.sock.close()
+            return
         with self._cond:
             if self._closed or link.peer in self._links:
                 duplicate = link.peer in self._links
