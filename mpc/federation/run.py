@@ -3,8 +3,11 @@
 Responsibility: for a proposed run (run id, coordinator, program hash, public arguments), load
 the approved program from this party's own folder, open the data plane to the peers of this
 party's policy (encrypted TCP, keys pinned by this party), check that every party sees the same
-run (`agree`: one round), derive the run nonce, attach the dealer service, execute the program,
-and return only what `ctx.reveal` gave this party.
+run (`agree`: one round, then one round confirming the nonce), derive the run nonce, attach
+the dealer service, run the approved program's `accept_args` on the public arguments, execute
+the program, and return only what `ctx.reveal` gave this party (Beaver 1991 triples and the
+dealer model as in `mpc.dealers.seeded`; the agreement is MP-SPDZ's program-hash check widened to
+the whole run).
 Security model: everything that makes the run safe comes from this party's policy (keys,
 addresses, protocol, transport, dealer, data sources, DP ledger); the proposal contributes only
 a program hash (approved here or refused), public arguments and a run id. Before any input is
@@ -13,6 +16,8 @@ settings, party names and keys, dealer identity, run id, coordinator) with 32 fr
 bytes; any difference aborts the run at every party, naming the party that differs. The run
 nonce is SHA-256 of the run id and all parties' random bytes, so it is fresh if any one party
 is honest; the dealer's streams are keyed by it and it refuses a nonce it has served before.
+A party that sends different contributions to different peers is caught by the confirmation
+round. A non-mpc exception's text stays in this party's log; peers learn its type only.
 """
 
 from __future__ import annotations
