@@ -1,11 +1,50 @@
 """Exception types of `mpc`.
 
 Responsibility: one place for every error a user can see, each with a message that says what to
-change. Security model: error messages name parties, operations and shapes, never secret values or
+change. The errors of a subsystem that are defined beside it (differential privacy, enclave
+attestation, fixed-point encoding, training data, the secure RPC, benchmarks) are importable from
+here as well (``from mpc.errors import LedgerTamperedError``), loaded on first access so that
+importing this module stays cheap and free of import cycles.
+Security model: error messages name parties, operations and shapes, never secret values or
 shares.
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mpc.bench import BenchmarkError
+    from mpc.dp.accountant import (
+        BudgetExceededError,
+        DPError,
+        InvalidPrivacyParameterError,
+        LedgerTamperedError,
+        MissingSensitivityError,
+    )
+    from mpc.encoding import FixedPointRangeError
+    from mpc.federation.secure_rpc import RemoteError
+    from mpc.ml.data import InvalidDataError
+    from mpc.tee.backend import (
+        AttestationError,
+        ChannelError,
+        DebugQuoteError,
+        EnclaveStateError,
+        KeyBindingError,
+        MalformedQuoteError,
+        MeasurementError,
+        MeasurementNotAllowedError,
+        NonceMismatchError,
+        NonceReplayError,
+        QuoteExpiredError,
+        QuoteSignatureError,
+        SealingError,
+        SecurityVersionError,
+        SessionMismatchError,
+        SimulatedQuoteError,
+        UntrustedPlatformError,
+    )
 
 
 class MpcError(Exception):
@@ -65,3 +104,90 @@ class PartyFailedError(MpcError):
 
     def __reduce__(self) -> tuple[type[PartyFailedError], tuple[str, str, str, bool]]:
         return (type(self), (self.party, self.operation, self.cause, self.secondary))
+
+
+#: Errors defined beside their subsystem: name -> defining module.
+_ELSEWHERE: dict[str, str] = {
+    "DPError": "mpc.dp.accountant",
+    "InvalidPrivacyParameterError": "mpc.dp.accountant",
+    "MissingSensitivityError": "mpc.dp.accountant",
+    "BudgetExceededError": "mpc.dp.accountant",
+    "LedgerTamperedError": "mpc.dp.accountant",
+    "FixedPointRangeError": "mpc.encoding",
+    "RemoteError": "mpc.federation.secure_rpc",
+    "InvalidDataError": "mpc.ml.data",
+    "AttestationError": "mpc.tee.backend",
+    "MalformedQuoteError": "mpc.tee.backend",
+    "UntrustedPlatformError": "mpc.tee.backend",
+    "QuoteSignatureError": "mpc.tee.backend",
+    "MeasurementNotAllowedError": "mpc.tee.backend",
+    "SecurityVersionError": "mpc.tee.backend",
+    "SimulatedQuoteError": "mpc.tee.backend",
+    "DebugQuoteError": "mpc.tee.backend",
+    "QuoteExpiredError": "mpc.tee.backend",
+    "NonceReplayError": "mpc.tee.backend",
+    "NonceMismatchError": "mpc.tee.backend",
+    "SessionMismatchError": "mpc.tee.backend",
+    "KeyBindingError": "mpc.tee.backend",
+    "ChannelError": "mpc.tee.backend",
+    "MeasurementError": "mpc.tee.backend",
+    "SealingError": "mpc.tee.backend",
+    "EnclaveStateError": "mpc.tee.backend",
+    "BenchmarkError": "mpc.bench",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The errors defined in other modules, imported when first asked for."""
+    module = _ELSEWHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mpc.errors' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_ELSEWHERE})
+
+
+__all__ = [
+    "AttestationError",
+    "BenchmarkError",
+    "BudgetExceededError",
+    "ChannelError",
+    "CheatingDetectedError",
+    "CommunicationError",
+    "ConfigurationError",
+    "DPError",
+    "DealerError",
+    "DebugQuoteError",
+    "EnclaveStateError",
+    "FixedPointRangeError",
+    "InsecureDealerError",
+    "IntegrityError",
+    "InvalidDataError",
+    "InvalidPrivacyParameterError",
+    "KeyBindingError",
+    "LedgerTamperedError",
+    "MalformedQuoteError",
+    "MeasurementError",
+    "MeasurementNotAllowedError",
+    "MissingSensitivityError",
+    "MpcError",
+    "NonceMismatchError",
+    "NonceReplayError",
+    "PartyFailedError",
+    "PeerFailedError",
+    "QuoteExpiredError",
+    "QuoteSignatureError",
+    "ReceiveTimeoutError",
+    "RemoteError",
+    "SealingError",
+    "SecurityVersionError",
+    "SessionMismatchError",
+    "ShapeMismatchError",
+    "SimulatedQuoteError",
+    "UnsupportedOperationError",
+    "UntrustedPlatformError",
+]

@@ -1,23 +1,37 @@
 """Shared command-line options of scenario scripts, so `mpc run` and `python scenario.py` agree.
 
 Responsibility: parse the session options every scenario accepts (parties, protocol, transport,
-runtime, dealer, timeout) into keyword arguments for `mpc.Session`; import one scenario script
-from another (or from tests and benchmarks) by path (`load_script`); read integer CSV columns.
+runtime, dealer, timeout) into keyword arguments for `mpc.Session`; turn a refused or failed run
+into one line on stderr and an exit code (`one_line_errors`, `cli_main`; `--debug` keeps the
+traceback); import one scenario script from another (or from tests and benchmarks) by path
+(`load_script`); read integer CSV columns.
 Security model: options only; `--allow-insecure` must be given explicitly for in-process dealers.
+Error lines carry the errors' own messages, which name parties and operations, never secrets.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import importlib.util
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import numpy as np
+
+from mpc.errors import MpcError, PartyFailedError
+
+#: The option that keeps the Python traceback of a refused or failed run.
+DEBUG_OPTION = "--debug"
+#: Exit codes of `cli_main`: a refused or failed run, and an interrupted one (128 + SIGINT).
+FAILED = 1
+INTERRUPTED = 130
+
+ScenarioRun = Callable[[Sequence[str] | None], int]
 
 
 def load_script(path: Path | str) -> ModuleType:
@@ -52,6 +66,11 @@ def add_session_options(parser: argparse.ArgumentParser, default_parties: int = 
     parser.add_argument("--allow-insecure", action="store_true", help="accept insecure dealers")
     parser.add_argument("--timeout", type=float, default=30.0, help="receive timeout, seconds")
     parser.add_argument("--config", default=None, help="deployment config (TOML)")
+    parser.add_argument(
+        DEBUG_OPTION,
+        action="store_true",
+        help="show the Python traceback when the run is refused or fails",
+    )
 
 
 def party_names(args: argparse.Namespace, names: Sequence[str]) -> list[str] | None:
@@ -91,3 +110,50 @@ def read_int_columns(path: str | Path, columns: Sequence[str]) -> dict[str, np.n
     with Path(path).open(newline="") as fh:
         rows = list(csv.DictReader(fh))
     return {c: np.array([int(r[c]) for r in rows], dtype=np.int64) for c in columns}
+
+
+def error_line(exc: BaseException) -> str:
+    """``exc``'s type and message on one line (a party's failure names its cause's type)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    message = " | ".join(lines)
+    if isinstance(exc, PartyFailedError):
+        return message
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def cli_main(run: ScenarioRun, argv: Sequence[str] | None = None) -> int:
+    """Run a scenario's ``run(argv)`` as a command: the exit code it returns; for a refused or
+    failed run (any :class:`~mpc.errors.MpcError`: budget exceeded, tampered ledger,
+    attestation refused, a party failed) one line ``<script>: <message>`` on stderr and exit
+    code 1; for Ctrl-C (after ``run``'s own ``with Session(...)`` shut the parties down)
+    ``<script>: interrupted`` and 130.  With ``--debug`` in ``argv`` (default:
+    ``sys.argv[1:]``; removed before ``run`` sees it) the exception propagates with its
+    traceback."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = DEBUG_OPTION in args
+    args = [a for a in args if a != DEBUG_OPTION]
+    script = Path(run.__code__.co_filename).name if hasattr(run, "__code__") else run.__name__
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{script}: interrupted", file=sys.stderr, flush=True)
+        return INTERRUPTED
+    except MpcError as exc:
+        if debug:
+            raise
+        print(f"{script}: {error_line(exc)}", file=sys.stderr, flush=True)
+        return FAILED
+
+
+def one_line_errors(run: ScenarioRun) -> ScenarioRun:
+    """Decorate a scenario's ``run(argv)`` so that both ``python scenarios/X.py`` and
+    ``mpc run scenarios/X.py`` report a refused or failed run in one line (see
+    :func:`cli_main`)."""
+
+    @functools.wraps(run)
+    def wrapper(argv: Sequence[str] | None = None) -> int:
+        return cli_main(run, argv)
+
+    return wrapper

@@ -115,7 +115,12 @@ class Session:
         if dealer == "enclave":
             if runtime != "ray":
                 raise ConfigurationError("dealer='enclave' needs runtime='ray'")
-            enclave = EnclaveSettings(tuple(enclave_platform_keys or ()), allow_simulated_enclave)
+            keys: Any = enclave_platform_keys or ()
+            if not isinstance(keys, bytes | bytearray | str):
+                keys = tuple(keys)  # a single key is refused by EnclaveSettings
+            # the parties trust only these keys (their own configuration), never the dealer's;
+            # EnclaveSettings refuses a session that pins none and does not allow simulation
+            enclave = EnclaveSettings(keys, allow_simulated_enclave)
             if allow_simulated_enclave:
                 warnings.warn(
                     "dealer='enclave' with allow_simulated_enclave=True: the parties accept "

@@ -46,7 +46,7 @@ from mpc.ml import (
 )
 from mpc.ml.sigmoid import SIGMOIDS
 from mpc.program import PartyContext
-from mpc.scenario import add_session_options, party_names, session_kwargs
+from mpc.scenario import add_session_options, one_line_errors, party_names, session_kwargs
 from mpc.session import Session
 
 PARTIES = ["bank", "retailer", "regulator", "auditor", "ombudsman"]
@@ -141,6 +141,7 @@ def plaintext(
     return model, x_train, x_test, time.perf_counter() - started
 
 
+@one_line_errors
 def run(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="A bank and a retailer train a fraud model")
     add_session_options(parser, default_parties=2)

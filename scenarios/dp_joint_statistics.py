@@ -59,6 +59,7 @@ from mpc.program import PartyContext
 from mpc.scenario import (
     add_session_options,
     load_script,
+    one_line_errors,
     party_names,
     read_int_columns,
     session_kwargs,
@@ -258,6 +259,7 @@ def exact(paths: dict[str, Path], load: Any) -> dict[str, Any]:
     }
 
 
+@one_line_errors
 def run(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     names = party_names(args, HOSPITALS)

@@ -62,7 +62,7 @@ from mpc.errors import PartyFailedError
 from mpc.ml import LinearModel, LogisticRegression, Standardizer, train_plain
 from mpc.ml.data import deal_breast_cancer_rows
 from mpc.program import PartyContext, Secret
-from mpc.scenario import add_session_options, party_names, session_kwargs
+from mpc.scenario import add_session_options, one_line_errors, party_names, session_kwargs
 from mpc.session import Session
 
 HOSPITALS = ["north", "south", "east", "west", "central"]
@@ -198,6 +198,7 @@ def choose_noise(args: argparse.Namespace, kwargs: dict[str, Any]) -> str:
     return "dealer" if ray_dealer else "distributed"
 
 
+@one_line_errors
 def run(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     names = party_names(args, HOSPITALS)

@@ -20,12 +20,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from mpc.errors import MpcError
-from mpc.scenario import add_session_options, load_script, session_kwargs
+from mpc.scenario import add_session_options, load_script, one_line_errors, session_kwargs
 from mpc.session import Session
 from mpc.tee import dealer_config, measurement_hex
 
 
+@one_line_errors
 def run(argv: Sequence[str] | None = None) -> int:
     import argparse
 
@@ -51,13 +51,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     )
     print(f"expected dealer measurement (from this checkout): {expected}")
     started = time.perf_counter()
-    try:
+    try:  # a refused attestation ends here: one line on stderr (run with --debug for more)
         session.start()
-    except MpcError as exc:
-        print(f"\nrefused at start-up: {type(exc).__name__}: {exc}", file=sys.stderr)
-        session.close()
-        return 3
-    try:
         print(f"attested and connected in {time.perf_counter() - started:.1f} s")
         for line in session.attestations:
             print(f"  {line}")

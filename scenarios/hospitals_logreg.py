@@ -46,7 +46,7 @@ from mpc.ml import (
 from mpc.ml.data import deal_breast_cancer_rows
 from mpc.ml.sigmoid import SIGMOIDS
 from mpc.program import PartyContext
-from mpc.scenario import add_session_options, party_names, session_kwargs
+from mpc.scenario import add_session_options, one_line_errors, party_names, session_kwargs
 from mpc.session import Session
 from mpc.stats import PartyStats
 
@@ -200,6 +200,7 @@ def sklearn_accuracy(
     return float(model.score(x_test, y_test))
 
 
+@one_line_errors
 def run(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     names = party_names(args, HOSPITALS)

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from mpc.program import PartyContext, Secret
-from mpc.scenario import parse, party_names, read_int_columns, session_kwargs
+from mpc.scenario import one_line_errors, parse, party_names, read_int_columns, session_kwargs
 from mpc.session import Session
 
 HOSPITALS = ["north", "south", "east", "west", "central"]
@@ -131,6 +131,7 @@ def plaintext(paths: dict[str, Path]) -> dict[str, float]:
     }
 
 
+@one_line_errors
 def run(argv: Sequence[str] | None = None) -> int:
     args = parse(argv, "Joint statistics of three hospitals' patients")
     names = party_names(args, HOSPITALS)

@@ -39,6 +39,8 @@ from mpc.parties.keys import PartyKey
 from mpc.scenario import load_script
 from mpc.session import Session
 
+pytestmark = pytest.mark.ray
+
 HOSPITALS = ("east", "north", "south")
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 PROGRAMS = [SCENARIOS / p for p in ("joint_statistics.py", "hospitals_logreg.py")]

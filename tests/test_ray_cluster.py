@@ -17,6 +17,8 @@ from mpc.parties.keys import PartyKey
 from mpc.program import PartyContext
 from mpc.session import Session
 
+pytestmark = pytest.mark.ray
+
 NAMES = ["alice", "bob", "carol"]
 
 

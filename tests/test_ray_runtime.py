@@ -12,9 +12,11 @@ import warnings
 import numpy as np
 import pytest
 
-from mpc.errors import PartyFailedError
+from mpc.errors import ConfigurationError, PartyFailedError
 from mpc.program import PartyContext
 from mpc.session import Session
+
+pytestmark = pytest.mark.ray
 
 X = np.array([1.5, -2.0, 0.25, 10.0])
 Y = np.array([4.0, 0.5, -8.0, 0.125])
@@ -106,14 +108,11 @@ def test_enclave_dealer_gives_correct_results(protocol: str) -> None:
     np.testing.assert_allclose(result["bob"], X * Y + X, atol=2 * 2.0**-16)
 
 
-@pytest.mark.usefixtures("ray_local")
-def test_simulated_enclave_is_refused_without_the_allowance() -> None:
-    from mpc.tee import SimulatedQuoteError
-
-    session = Session(["alice", "bob", "carol"], dealer="enclave", timeout=20)
-    with pytest.raises(SimulatedQuoteError, match="SIMULATED"):
-        session.start()
-    session.close()
+def test_an_enclave_session_without_a_pinned_platform_or_the_allowance_is_refused() -> None:
+    # refused when the session is made, before Ray starts (the simulated-quote refusal itself
+    # is tested in tests/test_tee.py)
+    with pytest.raises(ConfigurationError, match=r"enclave_platform_keys=\["):
+        Session(["alice", "bob", "carol"], dealer="enclave", timeout=20)
 
 
 @pytest.mark.usefixtures("ray_local")

@@ -20,11 +20,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
+from mpc.cli import build_parser
 from mpc.errors import ConfigurationError, MpcError
 from mpc.parties.keys import PartyKey
 from mpc.rng import new_seed
 from mpc.tee import (
     DEALER_CODE_PATTERNS,
+    DEALER_ENTRY_MODULES,
     AttestationError,
     ChannelError,
     DebugQuoteError,
@@ -59,7 +61,7 @@ from mpc.tee import (
     seal_seed_for_party,
     verify_quote,
 )
-from mpc.tee.measurement import dealer_code_files, default_root
+from mpc.tee.measurement import dealer_code_files, dealer_dependencies, default_root
 from mpc.tee.quote import SIGNATURE_BYTES, SignedQuote, ed25519_public_bytes, sign_quote
 
 NOW = 1_750_000_000
@@ -157,10 +159,15 @@ def test_measurement_is_reproducible_and_covers_the_documented_files() -> None:
 
 def test_measurement_matches_the_documented_encoding() -> None:
     files = dealer_code_files()
-    h = hashlib.sha256(b"mpc.tee.measurement.v1\x00" + len(files).to_bytes(4, "big"))
+    h = hashlib.sha256(b"mpc.tee.measurement.v2\x00" + len(files).to_bytes(4, "big"))
     for rel, content in files:
         path = rel.encode()
         h.update(len(path).to_bytes(4, "big") + path + len(content).to_bytes(8, "big") + content)
+    dependencies = dealer_dependencies()
+    h.update(len(dependencies).to_bytes(4, "big"))
+    for name, version in dependencies:
+        for text in (name.encode(), version.encode()):
+            h.update(len(text).to_bytes(4, "big") + text)
     config = b'{"n":3,"protocol":"additive","t":1}'
     h.update(len(config).to_bytes(8, "big") + config)
     assert h.digest() == measure_dealer(None, CONFIG)
@@ -240,6 +247,12 @@ def test_patterns_are_documented_in_the_tee_page() -> None:
     page = (default_root() / "docs" / "tee.md").read_text()
     for pattern in DEALER_CODE_PATTERNS:
         assert pattern in page
+    for module in DEALER_ENTRY_MODULES:
+        assert f"`{module}`" in page
+    commands = re.findall(r"`(mpc tee measure[^`]*)`", page)
+    assert any("--parties" in command for command in commands)
+    for command in commands:
+        build_parser().parse_args(command.split()[1:])  # the page's commands parse
 
 
 # ---- the correct flow -------------------------------------------------------------------------

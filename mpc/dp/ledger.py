@@ -19,7 +19,8 @@ Files (in one directory, for data set ``NAME``; names are ``[A-Za-z0-9._-]+``)
     JSON with the 256-bit HMAC key, the data set name, the number of entries and the mac of the
     last one (the *head*), created with mode 0600 and rewritten atomically (temporary file +
     ``os.replace``) after every append.  The head is what detects truncation (dropping the last
-    entries leaves a valid but shorter chain) and deletion of the ledger.
+    entries leaves a valid but shorter chain) and deletion of the ledger.  ``"entries": 0``
+    (head: 32 zero bytes) means "created, no entry written yet" (see the creation order).
 ``NAME.ledger.lock``
     Empty; ``fcntl.flock`` on it serialises processes that open or append (POSIX only).
 
@@ -30,6 +31,20 @@ entry count and head matching the chain.  The ledger may hold *more* valid entri
 file records (a crash between the ledger's fsync and the key-file update); those are accepted,
 since only the key holder can produce them and they only add spending.  A partial last line
 (crash in the middle of a write) is treated as tampering: an operator must look.
+
+Order of creation (each step durable before the next, so a crash anywhere is recovered by the
+next open, without an operator):
+
+1. the key file, recording 0 entries;
+2. the ledger with its ``open`` entry, written to a temporary file, fsynced and then linked
+   into place, so it appears complete or not at all;
+3. the key file, recording 1 entry.
+
+A crash after 1 leaves a key file that records nothing and no ledger: nothing was spent, so the
+next open with a budget creates the ledger with that key (without a budget it asks for one).  A
+crash after 2 leaves one valid entry the key file does not count yet, accepted as above.  A
+ledger without its key file never comes from a crash, so it is always refused (it cannot be
+verified, and recreating it would start a fresh budget).
 
 Order of an append: re-read and verify under the lock, check the budget (by the accountant),
 append the entry and fsync, then update the key file.  A release is therefore on disk before
@@ -60,6 +75,7 @@ import os
 import re
 import secrets
 import stat
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -88,6 +104,20 @@ def _canonical(obj: Any) -> bytes:
 
 def _mac(key: bytes, prev: bytes, body: dict[str, Any]) -> bytes:
     return hmac.new(key, _DOMAIN + prev + _canonical(body), hashlib.sha256).digest()
+
+
+def _sync_directory(path: Path) -> None:
+    """Make a new directory entry in ``path`` durable (where the platform allows it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - some platforms cannot open directories
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -236,10 +266,53 @@ class Ledger:
     def _write_key_file(path: Path, data: dict[str, Any]) -> None:
         write_private_file(path, _canonical(data) + b"\n")
 
+    @staticmethod
+    def _key_data(dataset: str, key: bytes, entries: int, head: bytes) -> dict[str, Any]:
+        return {
+            "version": _VERSION,
+            "dataset": dataset,
+            "key": key.hex(),
+            "entries": entries,
+            "head": head.hex(),
+        }
+
+    @staticmethod
+    def _write_new_ledger(path: Path, data: bytes) -> None:
+        """Create the ledger ``path`` holding ``data``, all at once: a mode-0600 temporary file,
+        fsynced, then linked to ``path`` (FileExistsError if it exists) and the directory
+        fsynced.  A crash leaves no ledger or a complete one, never a partial first line."""
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise
+            except OSError:  # pragma: no cover - file systems without hard links
+                if path.exists():
+                    raise FileExistsError(path) from None
+                os.replace(tmp, path)  # safe: we hold the lock and checked it is absent
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        _sync_directory(path.parent)
+
     @classmethod
-    def _create(cls, base: Path, dataset: str, budget: PrivacyBudget) -> _State:
+    def _create(
+        cls, base: Path, dataset: str, budget: PrivacyBudget, key: bytes | None = None
+    ) -> _State:
+        """Create the ledger (under the lock) in the crash-safe order of the module docstring;
+        ``key``: the key of a key file that records no entry (an interrupted creation)."""
         ledger_path, key_path, _ = cls.paths(base, dataset)
-        key = secrets.token_bytes(_KEY_BYTES)
+        if key is None:
+            key = secrets.token_bytes(_KEY_BYTES)
+            # 1. The key file first, recording no entry: a crash before the ledger exists leaves
+            # a key file the next open can use (nothing was spent), never an unverifiable ledger.
+            cls._write_key_file(key_path, cls._key_data(dataset, key, 0, bytes(32)))
         body = {
             "seq": 0,
             "kind": "open",
@@ -249,22 +322,33 @@ class Ledger:
             "version": _VERSION,
         }
         mac = _mac(key, bytes(32), body)
-        # Key file first (with count 0, head = zeros): if we crash before the ledger exists, the
-        # next open sees a key file without ledger and refuses, which an operator can inspect.
-        key_data = {
-            "version": _VERSION,
-            "dataset": dataset,
-            "key": key.hex(),
-            "entries": 1,
-            "head": mac.hex(),
-        }
-        fd = os.open(ledger_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(_canonical({**body, "mac": mac.hex()}) + b"\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        cls._write_key_file(key_path, key_data)
+        # 2. The ledger, complete or not at all.
+        cls._write_new_ledger(ledger_path, _canonical({**body, "mac": mac.hex()}) + b"\n")
+        # 3. The key file counts the entry (a crash before this is repaired by the next load).
+        cls._write_key_file(key_path, cls._key_data(dataset, key, 1, mac))
         return _State(budget, (), mac, 1)
+
+    @staticmethod
+    def _missing_key_message(ledger_path: Path, key_path: Path) -> str:
+        """What to do about a ledger without its key file (never the result of a crash)."""
+        try:
+            lines = ledger_path.read_bytes().count(b"\n")
+        except OSError:  # pragma: no cover - unreadable: say nothing about its content
+            lines = -1
+        text = (
+            f"the ledger {ledger_path} exists but its key file {key_path} is missing, so it "
+            f"cannot be verified and a fresh budget is not started: restore the key file from "
+            f"where it is kept or backed up"
+        )
+        if lines == 1:
+            text += (
+                f"; if none ever existed (this ledger holds only its opening entry, as after a "
+                f"crash while an older version of mpc created it) and nothing was ever released "
+                f"from this data set, delete {ledger_path} and open it again with its budget"
+            )
+        elif lines > 1:
+            text += f" (the ledger holds {lines - 1} release entries: do not delete it)"
+        return text
 
     @classmethod
     def _read_key(cls, key_path: Path, dataset: str) -> tuple[bytes, int, bytes]:
@@ -286,7 +370,9 @@ class Ledger:
             raise LedgerTamperedError(
                 f"the key file {key_path} belongs to data set {name!r}, not {dataset!r}"
             )
-        if len(key) != _KEY_BYTES or count < 1 or len(head) != 32:
+        if len(key) != _KEY_BYTES or count < 0 or len(head) != 32:
+            raise LedgerTamperedError(f"the ledger key file {key_path} is corrupt")
+        if count == 0 and head != bytes(32):
             raise LedgerTamperedError(f"the ledger key file {key_path} is corrupt")
         return key, count, head
 
@@ -309,12 +395,18 @@ class Ledger:
                 )
             return cls._create(base, dataset, create_with)
         if not has_key:
-            raise LedgerTamperedError(
-                f"the ledger {ledger_path} exists but its key file {key_path} is missing: it "
-                f"cannot be verified; restore the key file (a fresh budget is not started)"
-            )
+            raise LedgerTamperedError(cls._missing_key_message(ledger_path, key_path))
         key, count, head = cls._read_key(key_path, dataset)
         if not has_ledger:
+            if count == 0 and not existed:
+                # A creation interrupted after its first step: nothing was ever recorded.
+                if create_with is None:
+                    raise InvalidPrivacyParameterError(
+                        f"the creation of the ledger of data set {dataset!r} in {base} was "
+                        f"interrupted before any entry: pass budget=PrivacyBudget(epsilon, "
+                        f"delta) to Ledger.open to create it"
+                    )
+                return cls._create(base, dataset, create_with, key=key)
             raise LedgerTamperedError(
                 f"the ledger {ledger_path} is missing but its key file records {count} "
                 f"entries: restore the ledger (a fresh budget is not started)"
@@ -360,21 +452,12 @@ class Ledger:
                 f"the ledger {ledger_path} has {len(macs)} entries but its key file records "
                 f"{count}: it was truncated"
             )
-        if not hmac.compare_digest(macs[count - 1], head):
+        if count > 0 and not hmac.compare_digest(macs[count - 1], head):
             raise LedgerTamperedError(
                 f"the ledger {ledger_path} does not match the head recorded in its key file"
             )
-        if len(macs) > count:  # crash after the ledger append, before the key-file update
-            cls._write_key_file(
-                key_path,
-                {
-                    "version": _VERSION,
-                    "dataset": dataset,
-                    "key": key.hex(),
-                    "entries": len(macs),
-                    "head": macs[-1].hex(),
-                },
-            )
+        if len(macs) > count:  # crash after the ledger write, before the key-file update
+            cls._write_key_file(key_path, cls._key_data(dataset, key, len(macs), macs[-1]))
         return _State(budget, tuple(releases), macs[-1], len(macs))
 
     def _append_locked(self, state: _State, release: Release) -> _State:
@@ -395,16 +478,7 @@ class Ledger:
             fh.write(line)
             fh.flush()
             os.fsync(fh.fileno())
-        self._write_key_file(
-            key_path,
-            {
-                "version": _VERSION,
-                "dataset": self._dataset,
-                "key": key.hex(),
-                "entries": state.count + 1,
-                "head": mac.hex(),
-            },
-        )
+        self._write_key_file(key_path, self._key_data(self._dataset, key, state.count + 1, mac))
         # Round-trip through JSON so the in-memory record equals what a reload will see.
         stored = Release.from_json(json.loads(_canonical(release.to_json())))
         return _State(state.budget, (*state.releases, stored), mac, state.count + 1)

@@ -90,7 +90,12 @@ class DealerService:
         self.policy = policy
         self.key = key if key is not None else PartyKey.load(policy.key_file)
         self.parties = sorted(policy.parties)
-        protocol = get_protocol(policy.settings.protocol)
+        if policy.enclave is not None:  # an attested dealer loads no protocol plug-in
+            from mpc.parties.actors import measured_protocol
+
+            protocol = measured_protocol(policy.settings.protocol)
+        else:
+            protocol = get_protocol(policy.settings.protocol)
         self.threshold = check_compatibility(
             protocol, len(self.parties), policy.settings.threshold, frozenset(Need)
         )

@@ -8,12 +8,19 @@ shares. It fetches its dealer seed from the dealer actor itself, so the driver n
 dealer actor holds every party's seed; it must run on a node that no party controls (or in an
 enclave, see `mpc.tee`). The dealer also deals noise shares for differentially private releases
 (`DealerActor.noise_share`, see `mpc.dealers.seeded`): it sees the noise, never the value.
+With an enclave dealer a party accepts its seed only after the dealer's quote passes the party's
+own policy (`enclave_policy`): the platform keys it trusts are the *pinned* ones of its enclave
+options (`pinned_platform_keys`, from the session's `enclave_platform_keys`), never a key the
+dealer reports or the driver relays; the simulated backend's key, which the party asks the
+dealer for itself, is accepted only with `allow_simulated` and only on quotes marked SIMULATED
+and DEBUG. The enclave dealer runs only built-in protocols (`measured_protocol`): entry-point
+plug-ins are never loaded in it, since their code is not in its measurement.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,7 +32,27 @@ from mpc.parties.keys import PartyKey
 from mpc.parties.party import PartyRunner, Program, SessionConfig
 from mpc.parties.transport import Transport
 from mpc.parties.tuning import tune_allocator
+from mpc.protocols.base import Protocol
 from mpc.protocols.registry import get_protocol
+
+if TYPE_CHECKING:
+    from mpc.tee.verify import QuotePolicy
+
+
+def measured_protocol(name: str) -> type[Protocol]:
+    """The built-in protocol `name`, without loading any entry-point plug-in (for the enclave
+    dealer, whose measurement covers mpc's own code only); ConfigurationError otherwise."""
+    from mpc.protocols.additive import AdditiveBeaver
+    from mpc.protocols.shamir import ShamirBeaver, ShamirDegreeReduction
+
+    builtin = {cls.name: cls for cls in (AdditiveBeaver, ShamirBeaver, ShamirDegreeReduction)}
+    if name not in builtin:
+        raise ConfigurationError(
+            f"the enclave dealer runs only the built-in protocols {sorted(builtin)}, whose code "
+            f"is measured; {name!r} is not one of them (protocol plug-ins are not loaded in an "
+            "attested dealer)"
+        )
+    return builtin[name]
 
 
 class DealerActor:
@@ -33,7 +60,8 @@ class DealerActor:
 
     With `enclave="simulated"` the same generation code runs behind the simulated enclave
     backend: seeds leave only through `attested_seed` (a quote binding the measured code and a
-    fresh enclave key, plus the seed encrypted to the requesting party), never in clear.
+    fresh enclave key, plus the seed encrypted to the requesting party), never in clear; only a
+    built-in protocol is accepted (`measured_protocol`: no entry-point plug-in is loaded).
     """
 
     secure = True
@@ -47,16 +75,20 @@ class DealerActor:
         enclave: str | None = None,
     ) -> None:
         tune_allocator()
-        scheme = get_protocol(protocol).make_scheme(n, threshold)
-        self._dealer = SeededDealer(scheme)
-        self._seed_taken: set[int] = set()
-        self._seed_service: Any = None
-        self._backend: Any = None
         if enclave is not None:
             if enclave != "simulated":
                 raise ConfigurationError(
                     f"unknown enclave backend {enclave!r}; only 'simulated' exists (docs/tee.md)"
                 )
+            protocol_cls = measured_protocol(protocol)
+        else:
+            protocol_cls = get_protocol(protocol)
+        scheme = protocol_cls.make_scheme(n, threshold)
+        self._dealer = SeededDealer(scheme)
+        self._seed_taken: set[int] = set()
+        self._seed_service: Any = None
+        self._backend: Any = None
+        if enclave is not None:
             from mpc.tee import EnclaveSeedService, SimulatedBackend, dealer_config
 
             self._backend = SimulatedBackend()
@@ -66,7 +98,8 @@ class DealerActor:
             )
 
     def platform_key(self) -> bytes:
-        """The (simulated) platform's quote-signing public key."""
+        """The simulated platform's quote-signing public key: a party that allows simulation
+        accepts it only on SIMULATED, DEBUG quotes (`enclave_policy`), never as a root of trust."""
         if self._backend is None:
             raise DealerError("this dealer runs without an enclave")
         key: bytes = self._backend.platform_public_key
@@ -235,22 +268,19 @@ class PartyActor:
     def _attested_seed(self, dealer: Any, options: Mapping[str, Any]) -> tuple[bytes, str]:
         import ray
 
-        from mpc.tee import SeedHandshake, policy_for_dealer
+        timeout = self.config.timeout
 
-        policy = policy_for_dealer(
-            self.config.protocol,
-            len(self.config.parties),
-            self.config.threshold,
-            trusted_platform_keys=list(options["platform_keys"]),
-            allow_simulated=bool(options.get("allow_simulated", False)),
-            allow_debug=bool(options.get("allow_debug", False)),
+        def ask_seed(request: bytes) -> bytes:
+            answer: bytes = ray.get(dealer.attested_seed.remote(request), timeout=timeout)
+            return answer
+
+        def ask_simulated_key() -> bytes:
+            key: bytes = ray.get(dealer.platform_key.remote(), timeout=timeout)
+            return key
+
+        return attested_seed(
+            self.rank, self.session_id, self.config, options, ask_seed, ask_simulated_key
         )
-        handshake = SeedHandshake(self.rank, self.session_id)
-        answer = ray.get(
-            dealer.attested_seed.remote(handshake.request_bytes()), timeout=self.config.timeout
-        )
-        attested = handshake.finish(answer, policy)
-        return attested.seed, f"{self.name}: {attested.verified.summary()}"
 
     def prefetch(self, streams: list[tuple[WireStream, int]]) -> None:
         """Fetch dealer corrections ahead of a run (the offline phase of benchmarks)."""
@@ -272,3 +302,56 @@ class PartyActor:
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+
+def enclave_policy(
+    config: SessionConfig, options: Mapping[str, Any], ask_simulated_key: Callable[[], bytes]
+) -> QuotePolicy:
+    """A party's attestation policy for the enclave dealer of a session with `config`.
+
+    `options` (`mpc.parties.runtime.EnclaveSettings.as_dict`): `pinned_platform_keys`, the
+    platform keys this party trusts (its own configuration); `allow_simulated` and `allow_debug`.
+    Any other entry, in particular a `platform_keys` list a driver filled in from the dealer, is
+    ignored. With `allow_simulated` and `allow_debug` the party also asks the simulated backend
+    for its per-process key (`ask_simulated_key`) and accepts it only on quotes marked SIMULATED
+    and DEBUG (`QuotePolicy.simulated_platform_keys`). Without a pinned key or that allowance
+    there is nothing to trust: ConfigurationError saying what to set.
+    """
+    from mpc.tee.verify import PLATFORM_KEY_REQUIRED, policy_for_dealer
+
+    pinned = list(options.get("pinned_platform_keys") or ())
+    allow_simulated = options.get("allow_simulated") is True
+    allow_debug = options.get("allow_debug") is True
+    learn = allow_simulated and allow_debug
+    if not pinned and not learn:
+        raise ConfigurationError(PLATFORM_KEY_REQUIRED)
+    return policy_for_dealer(
+        config.protocol,
+        len(config.parties),
+        config.threshold,
+        trusted_platform_keys=pinned,
+        simulated_platform_keys=[ask_simulated_key()] if learn else [],
+        allow_simulated=allow_simulated,
+        allow_debug=allow_debug,
+    )
+
+
+def attested_seed(
+    rank: int,
+    session_id: bytes,
+    config: SessionConfig,
+    options: Mapping[str, Any],
+    ask_seed: Callable[[bytes], bytes],
+    ask_simulated_key: Callable[[], bytes],
+) -> tuple[bytes, str]:
+    """Party `rank`'s seed from the enclave dealer, accepted only after the dealer's quote passes
+    this party's `enclave_policy`; returns (seed, one-line attestation summary).
+
+    `ask_seed` sends the party's seed request to the dealer and returns its answer.
+    """
+    from mpc.tee import SeedHandshake
+
+    policy = enclave_policy(config, options, ask_simulated_key)
+    handshake = SeedHandshake(rank, session_id)
+    attested = handshake.finish(ask_seed(handshake.request_bytes()), policy)
+    return attested.seed, f"{config.parties[rank]}: {attested.verified.summary()}"

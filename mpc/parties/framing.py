@@ -25,9 +25,12 @@ Security model: every field of a header that comes from a peer is untrusted. Con
 decoded with msgpack only (never pickle), the dtype code must name one of a small allow-list of
 fixed-size numeric types, tag and shape lengths are bounded, the header length must be exact, the
 payload length is prod(shape) * itemsize and at most 1 GiB, and control headers are at most
-64 KiB, so a peer cannot make this party allocate unbounded memory or build an object array.
-Every violation raises `IntegrityError`. Framing itself gives no confidentiality or integrity;
-that is the job of the record layer in `mpc.parties.tcp`.
+64 KiB, so a peer cannot make this party allocate unbounded memory or build an object array
+(the TCP transport also allocates a large payload only as its bytes arrive). Every violation
+raises `IntegrityError`. A tag may have 0 to 64 entries here; whether it belongs to the current
+run (a non-empty tag starting with the run id) is checked by `mpc.parties.mailbox`. Framing
+itself gives no confidentiality or integrity; that is the job of the record layer in
+`mpc.parties.tcp`.
 """
 
 from __future__ import annotations

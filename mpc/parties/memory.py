@@ -20,7 +20,7 @@ class MemoryNetwork:
 
     def __init__(self, names: list[str]) -> None:
         self.names = list(names)
-        self.mailboxes = [Mailbox(owner=name) for name in names]
+        self.mailboxes = [Mailbox(owner=name, names=names) for name in names]
 
     def transports(self) -> list[MemoryTransport]:
         return [MemoryTransport(rank, self) for rank in range(len(self.names))]

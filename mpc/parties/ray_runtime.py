@@ -4,7 +4,11 @@ Responsibility: start or attach to Ray, place one actor per party (pinned to its
 custom resource `party:<name>` when a deployment config says so), wire the transport (encrypted
 TCP by default), attach the dealer, ship programs and collect results. A failure at any party is
 pushed to every other party at once (they abort their receives) and raised at the caller as one
-`PartyFailedError` naming the party and operation that failed first.
+`PartyFailedError` naming the party and operation that failed first. A run has a deadline
+(`await_parties`): once one party has returned (finished or failed), every other one must return
+within `STRAGGLER_TIMEOUTS` receive timeouts (and the whole run within `run_timeout`, if set);
+a party that does not (stuck outside a receive, where no receive timeout fires) is told to
+abort, then its actor is stopped, and the caller gets one `PartyFailedError` naming it.
 Security model: see `mpc.session` and `mpc.parties.actors`. The driver passes each party's
 private data only to that party's actor.
 """
@@ -13,7 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Mapping
+import math
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from mpc.dealers.streams import Stream
@@ -25,6 +31,13 @@ from mpc.parties.tuning import ALLOCATOR_ENV
 from mpc.stats import PartyStats
 
 SETUP_TIMEOUT = 120.0
+#: Once one party has returned from a run, the others must return within this many receive
+#: timeouts (`SessionConfig.timeout`): generous, since a party may legitimately end with local
+#: work, but finite, since a party stuck outside a receive never times out by itself.
+STRAGGLER_TIMEOUTS = 10.0
+#: How long a party that missed the run deadline gets, after it is told to abort, before its
+#: actor is stopped (seconds).
+ABORT_GRACE = 5.0
 
 
 class RayParties:
@@ -40,8 +53,16 @@ class RayParties:
         num_cpus: int,
         session_id: bytes,
         enclave: Mapping[str, Any] | None = None,
+        run_timeout: float | None = None,
+        straggler_timeout: float | None = None,
     ) -> None:
         self.config = config
+        #: Longest a whole run may take (None: no limit besides the straggler deadline).
+        self.run_timeout = run_timeout
+        #: How long the other parties may take once one has returned (see `await_parties`).
+        self.straggler_timeout = (
+            STRAGGLER_TIMEOUTS * config.timeout if straggler_timeout is None else straggler_timeout
+        )
         self.enclave = dict(enclave) if enclave is not None else None
         self.attestations: list[str] = []
         self.transport = transport
@@ -200,33 +221,47 @@ class RayParties:
         _ship_by_value(program)
         names = list(self.config.parties)
         refs = [a.run.remote(self._run_id, program, args, dict(kwargs)) for a in self.actors]
-        owner = {ref: name for ref, name in zip(refs, names, strict=True)}
-        outputs: dict[str, Any] = {}
-        stats: dict[str, PartyStats] = {}
-        failures: dict[str, BaseException] = {}
-        pending = list(refs)
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
-            for ref in ready:
-                name = owner[ref]
-                try:
-                    output, party_stats = ray.get(ref)
-                    outputs[name] = output
-                    stats[name] = PartyStats.from_dict(party_stats)
-                except ray.exceptions.RayTaskError as exc:
-                    failures[name] = _original(exc)
-                except ray.exceptions.RayActorError:
-                    failures[name] = PartyFailedError(
-                        name, "unknown", "the party's process died (actor killed or crashed)"
-                    )
-                if name in failures and len(failures) == 1:
-                    reason = f"party {name!r} failed: {failures[name]}"
-                    for other, actor in zip(names, self.actors, strict=True):
-                        if other != name:
-                            actor.peer_aborted.remote(name, reason, self._run_id)
+        actor_of = dict(zip(names, self.actors, strict=True))
+        run_id = self._run_id
+
+        def wait(pending: list[Any], timeout: float | None) -> tuple[list[Any], list[Any]]:
+            ready, rest = ray.wait(pending, num_returns=1, timeout=timeout)
+            return list(ready), list(rest)
+
+        def fetch(ref: Any, name: str) -> Any:
+            try:
+                return ray.get(ref)
+            except ray.exceptions.RayTaskError as exc:
+                return _original(exc)
+            except ray.exceptions.RayActorError:
+                return PartyFailedError(
+                    name, "unknown", "the party's process died (actor killed or crashed)"
+                )
+
+        def tell(name: str, failed: str, reason: str) -> None:
+            with contextlib.suppress(Exception):  # best effort: the actor may be gone
+                actor_of[name].peer_aborted.remote(failed, reason, run_id)
+
+        def stop(name: str) -> None:
+            with contextlib.suppress(Exception):
+                ray.kill(actor_of[name])
+
+        results, failures, late = await_parties(
+            dict(zip(refs, names, strict=True)),
+            wait=wait,
+            fetch=fetch,
+            tell=tell,
+            stop=stop,
+            straggler_timeout=self.straggler_timeout,
+            run_timeout=self.run_timeout,
+            abort_grace=ABORT_GRACE,
+        )
+        if late:  # the others' failures (receive timeouts) are most likely its consequence
+            failures = {late[0]: failures[late[0]], **failures}
         if failures:
             raise _named_root_cause(failures)
-        return {n: outputs[n] for n in names}, {n: stats[n] for n in names}
+        outputs = {n: results[n][0] for n in names}
+        return outputs, {n: PartyStats.from_dict(results[n][1]) for n in names}
 
     def close(self) -> None:
         import ray
@@ -244,6 +279,91 @@ class RayParties:
         if self._started_ray:
             ray.shutdown()
             self._started_ray = False
+
+
+def await_parties(
+    owners: Mapping[Any, str],
+    *,
+    wait: Callable[[list[Any], float | None], tuple[list[Any], list[Any]]],
+    fetch: Callable[[Any, str], Any],
+    tell: Callable[[str, str, str], None],
+    stop: Callable[[str], None],
+    straggler_timeout: float,
+    run_timeout: float | None = None,
+    abort_grace: float = ABORT_GRACE,
+) -> tuple[dict[str, Any], dict[str, BaseException], list[str]]:
+    """Wait for the run of every party (`owners`: its result handle -> party name) to return.
+
+    `wait(pending, timeout)` returns (ready, still pending), ready holding at least one handle
+    unless `timeout` (seconds; None: no limit) passed; `fetch(handle, name)` returns the
+    party's result, or its failure as an exception object. At the first failure every other
+    party is told (`tell(party, failed party, reason)`) so that its receives end at once. Once
+    one party has returned, the others must return within `straggler_timeout` s, and all
+    within `run_timeout` s of the start if it is set. A party that misses that deadline is
+    told to abort, gets `abort_grace` s more, and is then stopped (`stop(party)`), since a
+    party stuck outside a receive would otherwise hang the session for ever.
+
+    Returns (results, failures, late): results and failures by party name; `late` names the
+    parties that missed the deadline, each with a `PartyFailedError` in `failures` saying so.
+    """
+    results: dict[str, Any] = {}
+    failures: dict[str, BaseException] = {}
+    pending = list(owners)
+    run_deadline = math.inf if run_timeout is None else time.monotonic() + run_timeout
+    deadline = run_deadline
+    first: str | None = None  # the party that returned first
+
+    def collect(ready: list[Any]) -> None:
+        nonlocal first, deadline
+        for ref in ready:
+            name = owners[ref]
+            outcome = fetch(ref, name)
+            if isinstance(outcome, BaseException):
+                failures[name] = outcome
+                if len(failures) == 1:
+                    reason = f"party {name!r} failed: {outcome}"
+                    for other in owners.values():
+                        if other != name:
+                            tell(other, name, reason)
+            else:
+                results[name] = outcome
+            if first is None:
+                first = name
+                deadline = min(deadline, time.monotonic() + straggler_timeout)
+
+    while pending:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        ready, pending = wait(pending, None if math.isinf(remaining) else remaining)
+        collect(ready)
+    if not pending:
+        return results, failures, []
+    if first is None or deadline == run_deadline:
+        why = f"did not finish the run within its time limit of {run_timeout:g} s"
+    else:
+        how = "failed" if first in failures else "finished"
+        why = f"did not finish the run within {straggler_timeout:g} s after party {first!r} {how}"
+    for ref in pending:
+        name = owners[ref]
+        tell(name, first or name, f"party {name!r} {why}")
+    grace_end = time.monotonic() + abort_grace
+    while pending:
+        remaining = grace_end - time.monotonic()
+        if remaining <= 0:
+            break
+        ready, pending = wait(pending, remaining)
+        collect(ready)
+    late = [owners[ref] for ref in pending]
+    for name in late:
+        stop(name)
+        failures[name] = PartyFailedError(
+            name,
+            "unknown",
+            f"{why}, nor when told to abort: it is stuck outside a receive (a computation or "
+            "call that does not end), so its actor was stopped; start a new session",
+        )
+    return results, failures, late
 
 
 def _original(exc: Any) -> BaseException:

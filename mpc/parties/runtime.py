@@ -26,16 +26,59 @@ from mpc.stats import PartyStats
 
 @dataclass(frozen=True)
 class EnclaveSettings:
-    """What the parties accept from an attested dealer (`dealer="enclave"`)."""
+    """What the parties accept from an attested dealer (`dealer="enclave"`).
+
+    `platform_keys`: the 32-byte Ed25519 keys whose quotes the parties trust (bytes, or 64 hex
+    digits), pinned here from the session's own configuration (`enclave_platform_keys`), never
+    taken from the dealer. `allow_simulated`: accept the simulated backend (tests only): each
+    party then learns its per-process key from the dealer and accepts it only on SIMULATED, DEBUG
+    quotes. At least one of the two is required (ConfigurationError otherwise).
+    """
 
     platform_keys: tuple[bytes, ...] = ()
     allow_simulated: bool = False
 
+    def __post_init__(self) -> None:
+        from mpc.errors import ConfigurationError
+        from mpc.tee.verify import PLATFORM_KEY_REQUIRED
+
+        if isinstance(self.platform_keys, bytes | bytearray | str):
+            raise ConfigurationError(
+                "enclave_platform_keys must be a list of keys, not one key: "
+                "enclave_platform_keys=[key]"
+            )
+        keys: list[bytes] = []
+        for key in self.platform_keys:
+            value: object = key
+            if isinstance(key, str):
+                try:
+                    value = bytes.fromhex(key)
+                except ValueError:
+                    value = None
+            if isinstance(value, bytearray):
+                value = bytes(value)
+            if not isinstance(value, bytes) or len(value) != 32:
+                raise ConfigurationError(
+                    "each of enclave_platform_keys must be a 32-byte Ed25519 public key (bytes "
+                    f"or 64 hex digits), got {key!r:.80}"
+                )
+            keys.append(value)
+        if not isinstance(self.allow_simulated, bool):
+            raise ConfigurationError("allow_simulated_enclave must be True or False")
+        if not keys and not self.allow_simulated:
+            raise ConfigurationError(PLATFORM_KEY_REQUIRED)
+        object.__setattr__(self, "platform_keys", tuple(keys))
+
     def as_dict(self) -> dict[str, Any]:
-        """The form the party actors take (simulated quotes are also debug quotes)."""
+        """The form the party actors take (simulated quotes are also debug quotes).
+
+        The parties trust `pinned_platform_keys` only; `platform_keys` (the same list) is what
+        the Ray runtime reads and may fill in from the dealer, which the parties ignore.
+        """
         return {
             "allow_simulated": self.allow_simulated,
             "allow_debug": self.allow_simulated,
+            "pinned_platform_keys": list(self.platform_keys),
             "platform_keys": list(self.platform_keys),
         }
 

@@ -15,8 +15,12 @@ Security model (encrypt=True, the default):
   key derives the same keys, and an eavesdropper who later steals a static key cannot decrypt
   recorded traffic (the ephemeral DH gives forward secrecy). The handshake ends with a
   key-confirmation record in each direction, so an impostor or a wrongly pinned key is refused at
-  connect time with an error naming the peer. (As with every static-static scheme, a party whose
-  own private key leaks can be impersonated *to* by the thief; protect key files.)
+  connect time. The dialing party's error names the peer it dialed; the party that was dialed
+  cannot tell a misconfigured peer from a stranger that claims its name, so whatever fails
+  before key confirmation there is anonymous: it neither aborts `connect` nor blames the party
+  named, and is only listed if `connect` times out. At most _MAX_HANDSHAKES handshakes run at
+  once (further connections wait in the listen backlog). (As with every static-static scheme, a
+  party whose own private key leaks can be impersonated *to* by the thief; protect key files.)
 * Records are AES-256-GCM with one key per direction and a 96-bit nonce equal to a per-direction
   record counter that the receiver expects to increase by exactly one, so a replayed, reordered,
   dropped or modified record fails authentication. The associated data binds sender rank,
@@ -27,6 +31,11 @@ Security model (encrypt=True, the default):
   authenticated header. Any failure fails the mailbox with `IntegrityError` naming the peer and
   closes that connection: the run cannot continue, but no forged data is ever delivered. (This
   is wire protocol version 2; the handshake refuses peers that speak another version.)
+* What an authenticated peer sends is bounded too: the mailbox checks every tag against the
+  current run and keeps at most _MAILBOX_MESSAGES messages / _MAILBOX_BYTES bytes per peer that no
+  receive has asked for (beyond that this party stops reading from the peer, and refuses more
+  pushed into a waiting receive), and a payload above _EAGER_ALLOC is allocated piece by piece as
+  its bytes arrive, so a header alone cannot reserve up to 1 GiB.
 * What is not hidden: who talks to whom, when, and message sizes. Nothing protects availability: a
   network attacker can always cut connections (which surfaces as `PeerFailedError`).
 
@@ -51,8 +60,9 @@ so that early messages reach the mailbox, a peer's large send never blocks while
 computes, and aborts and lost connections are noticed during long waits. Any mailbox failure,
 and anything the receiver thread delivers, wakes a polling program thread through a socketpair.
 A wait first polls without blocking for up to 100 us (yielding the CPU in between: `_SPIN_WAIT`)
-before it sleeps in poll. Every receive has a deadline, and a send gives up on a peer that reads
-nothing for 300 s. POSIX only (poll, MSG_DONTWAIT, sched_yield).
+before it sleeps in poll. Every receive has a deadline, a send gives up on a peer that reads
+nothing for 300 s, and an abort or goodbye on one that reads nothing for _CONTROL_WAIT (1 s).
+POSIX only (poll, MSG_DONTWAIT, sched_yield).
 """
 
 from __future__ import annotations
@@ -65,6 +75,7 @@ import socket
 import threading
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
@@ -112,8 +123,23 @@ _RECV_SLICE: Final = 0.25
 #: the program thread does not read, backing off to _DRAIN_MAX when idle.
 _DRAIN_MIN: Final = 0.001
 _DRAIN_MAX: Final = 0.02
-#: How long `abort` and `close` wait for a busy connection before giving up on it (seconds).
+#: How long `abort` and `close` wait for a busy connection, and then for room to write their
+#: control frame, before giving up on it (seconds).
 _CONTROL_WAIT: Final = 1.0
+#: Most messages and bytes a peer may have in this party's mailbox that no receive has taken
+#: yet: at that point this party stops reading from it (TCP flow control then holds the peer
+#: back) until a receive takes some; a peer that still pushes more into a waiting receive is
+#: refused (`mpc.parties.mailbox`).
+_MAILBOX_MESSAGES: Final = 1024
+_MAILBOX_BYTES: Final = 128 << 20
+#: A payload up to this size is received into an array allocated when its header arrives; a
+#: larger one into pieces of _PIECE_BYTES allocated as its bytes arrive (then joined, one copy),
+#: so that a header alone cannot make this party reserve up to 1 GiB. _PIECE_BYTES is a multiple
+#: of RECORD_CHUNK (a record never spans two pieces).
+_EAGER_ALLOC: Final = 64 << 20
+_PIECE_BYTES: Final = 16 * RECORD_CHUNK
+#: Most handshakes the listener runs at once; further connections wait in the listen backlog.
+_MAX_HANDSHAKES: Final = 16
 #: After a failed connect, how long the listener stays open to tell late peers why (seconds).
 _REJECT_LINGER: Final = 5.0
 #: Listeners that still answer late peers with the reason a connect failed, by (host, port).
@@ -135,10 +161,13 @@ _WRITE_EVENTS: Final = select.POLLOUT | select.POLLHUP | select.POLLERR | select
 
 class _WakingMailbox(Mailbox):
     """A mailbox whose `fail` also wakes a program thread that waits on a socket in `recv`
-    (whoever calls it: a receiver thread, or the party runtime reporting a peer's failure)."""
+    (whoever calls it: a receiver thread, or the party runtime reporting a peer's failure), and
+    that holds at most _MAILBOX_MESSAGES / _MAILBOX_BYTES per peer."""
 
-    def __init__(self, owner: str, wake: Callable[[], None]) -> None:
-        super().__init__(owner=owner)
+    def __init__(self, owner: str, names: list[str], wake: Callable[[], None]) -> None:
+        super().__init__(
+            owner=owner, names=names, max_messages=_MAILBOX_MESSAGES, max_bytes=_MAILBOX_BYTES
+        )
         self._wake = wake
 
     def fail(self, error: Exception, run: int | None = None) -> None:
@@ -321,8 +350,10 @@ class _Link:
         # state of the frame being received
         self._record_len: int | None = None
         self._header: Header | None = None
-        self._array: np.ndarray | None = None
-        self._dst: memoryview | None = None
+        self._array: np.ndarray | None = None  # None while a large payload comes in pieces
+        self._pieces: list[np.ndarray] = []
+        self._dst: memoryview | None = None  # receives payload bytes _base.. of the frame
+        self._base = 0
         self._offset = 0
         self._record_pos = 0
 
@@ -408,22 +439,47 @@ class _Link:
         self._rest = None
         self.broken = True
 
-    def send_frame(self, header: bytes) -> int:
-        """Write one control frame (blocking); return its wire bytes. Caller holds send_lock."""
+    def send_frame(self, header: bytes, timeout: float = _CONTROL_WAIT) -> int:
+        """Write one control frame, waiting at most `timeout` s for the peer to make room;
+        return its wire bytes. Caller holds send_lock (so no data frame is in flight).
+
+        Raises TimeoutError if the peer does not read: the frame is then dropped if none of it
+        was written, else the connection is given up (half a frame must never stay on it).
+        """
         sealed: list[Buffer] = [self._seal(header)] if self.send_key is not None else []
         buffers = sealed or framing.frame_buffers(header)
         wire = sum(len(b) for b in buffers)
-        _sendmsg_all(self.sock, buffers, wire)
+        self._out = list(buffers)
+        deadline = time.monotonic() + timeout
+        while not self.flush():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                written = wire - sum(len(b) for b in self._out)
+                self.bytes_sent += written
+                self._out = []
+                if written:
+                    self.abandon()
+                    self.shutdown()
+                raise TimeoutError(
+                    f"party {self.name!r} read nothing for {timeout:g} s (a control frame could "
+                    "not be sent)"
+                )
+            waiter = select.poll()
+            waiter.register(self.fd, select.POLLOUT)
+            waiter.poll(remaining * 1000.0)
         self.bytes_sent += wire
         return wire
 
     def send_control(self, header: bytes) -> None:
-        """Best-effort abort/bye frame: never raises, never waits long for a busy connection."""
+        """Best-effort abort/bye frame: never raises, never waits long for a busy connection or
+        for a peer that does not read (at most _CONTROL_WAIT for each)."""
         if not self.send_lock.acquire(timeout=_CONTROL_WAIT):
             return
         try:
             if not self.broken:
                 self.send_frame(header)
+        except TimeoutError:
+            pass  # dropped, or the connection given up if part of the frame was written
         except (OSError, ValueError):
             self.broken = True
         finally:
@@ -489,16 +545,23 @@ class _Link:
                 raise IntegrityError(
                     f"frame of a {total}-byte payload carries {extra} bytes in its header record"
                 )
-            fresh = framing.allocate(header)
-            self._header, self._array, self._dst = header, fresh, framing.byte_view(fresh)
-            self._offset = self._record_pos = 0
-        header, pending, dst = self._header, self._array, self._dst
-        assert pending is not None and dst is not None
+            if total <= _EAGER_ALLOC:
+                fresh = framing.allocate(header)
+                self._array, self._dst = fresh, framing.byte_view(fresh)
+            else:  # pieces, allocated as the bytes arrive (see _EAGER_ALLOC)
+                self._array, self._dst = None, memoryview(b"")
+            self._header = header
+            self._offset = self._record_pos = self._base = 0
+        header, dst = self._header, self._dst
+        assert header is not None and dst is not None
         total = header.nbytes
         aead = self.recv_key
         if aead is None:
             while self._offset < total:
-                got = reader.read_some_into(dst[self._offset :])
+                local = self._offset - self._base
+                if local == dst.nbytes:  # only in pieces: the current piece is full
+                    dst, local = self._next_piece(total), 0
+                got = reader.read_some_into(dst[local:])
                 if got == 0:
                     return None
                 self._offset += got
@@ -520,10 +583,34 @@ class _Link:
                             return None
                         self._record_pos += got
                     self._record_pos = 0
-                self._open_into(record, dst[self._offset : self._offset + size])
+                local = self._offset - self._base
+                if local == dst.nbytes:  # only in pieces: the current piece is full
+                    dst, local = self._next_piece(total), 0
+                self._open_into(record, dst[local : local + size])
                 self._offset += size
+        array = self._array if self._array is not None else self._join(header)
         self._header = self._array = self._dst = None
-        return header, framing.check_values(pending)
+        return header, framing.check_values(array)
+
+    def _next_piece(self, total: int) -> memoryview:
+        """Allocate the next piece of a large payload, from the current offset on."""
+        piece = np.empty(min(_PIECE_BYTES, total - self._offset), dtype=np.uint8)
+        self._pieces.append(piece)
+        self._base = self._offset
+        self._dst = piece.data
+        return self._dst
+
+    def _join(self, header: Header) -> np.ndarray:
+        """The array of a payload received in pieces (all of it has arrived)."""
+        array = framing.allocate(header)
+        out = framing.byte_view(array)
+        position = 0
+        pieces, self._pieces = self._pieces, []
+        while pieces:
+            piece = pieces.pop(0)  # freed once copied
+            out[position : position + piece.nbytes] = piece.data
+            position += piece.nbytes
+        return array
 
     def shutdown(self) -> None:
         """Stop both directions (wakes a reader); the fd is closed later by `close`."""
@@ -533,8 +620,9 @@ class _Link:
 
 
 class _Poller:
-    """The poll set of one program thread: every readable link, links with a frame in flight
-    (for writing) and the wake-up socket."""
+    """The poll set of one program thread: every readable link (but those paused because their
+    peer's share of the mailbox is full), links with a frame in flight (for writing) and the
+    wake-up socket."""
 
     def __init__(self, links: list[_Link], wake: socket.socket) -> None:
         self.poll = select.poll()
@@ -543,12 +631,25 @@ class _Poller:
         self.poll.register(self.wake_fd, select.POLLIN)
         self.links: dict[int, _Link] = {}
         self.masks: dict[int, int] = {}
+        #: links not polled for reading: their peer's share of the mailbox is full (until the
+        #: next `_transfer`, which may take from it or want that peer's next message)
+        self.paused: set[int] = set()
         for link in links:
             self.links[link.fd] = link
             self.update(link, False)
 
+    def pause(self, link: _Link, writing: bool) -> None:
+        self.paused.add(link.fd)
+        self.update(link, writing)
+
+    def resume(self) -> None:
+        fds, self.paused = self.paused, set()
+        for fd in fds:
+            self.update(self.links[fd], bool(self.masks.get(fd, 0) & select.POLLOUT))
+
     def update(self, link: _Link, writing: bool) -> None:
-        mask = (0 if link.reader_done else select.POLLIN) | (select.POLLOUT if writing else 0)
+        reading = not link.reader_done and link.fd not in self.paused
+        mask = (select.POLLIN if reading else 0) | (select.POLLOUT if writing else 0)
         old = self.masks.get(link.fd, 0)
         if mask == old:
             return
@@ -627,7 +728,9 @@ class TcpTransport(Transport):
         self._cond = threading.Condition()
         self._links: dict[int, _Link] = {}
         self._errors: dict[int, MpcError] = {}
-        self._anonymous_errors: list[str] = []
+        #: why connections that did not authenticate were refused (the latest few)
+        self._anonymous_errors: deque[str] = deque(maxlen=8)
+        self._handshake_slots = threading.BoundedSemaphore(_MAX_HANDSHAKES)
         self._dial_errors: dict[int, str] = {}
         self._listener: socket.socket | None = None
         self._accept_thread: threading.Thread | None = None
@@ -640,7 +743,7 @@ class TcpTransport(Transport):
         self._wake_recv: socket.socket | None = None
         self._wake_send: socket.socket | None = None
         self._local = threading.local()  # per program thread: its _Poller
-        self.mailbox = _WakingMailbox(self.name, self._signal)
+        self.mailbox = _WakingMailbox(self.name, self.names, self._signal)
 
     def _check_keys(self, key: PartyKey | None, peer_keys: dict[str, bytes] | None) -> None:
         if key is None or peer_keys is None:
@@ -783,7 +886,7 @@ class TcpTransport(Transport):
                 parts.append(f"{name!r} did not connect to this party")
         note = ""
         if self._anonymous_errors:
-            note = f"; rejected unidentified connections: {self._anonymous_errors[-3:]}"
+            note = f"; rejected unidentified connections: {list(self._anonymous_errors)[-3:]}"
         return CommunicationError(
             f"party {self.name!r}: timed out after {self._connect_timeout:g} s connecting to "
             f"peers: {'; '.join(parts)}{note}"
@@ -825,24 +928,47 @@ class TcpTransport(Transport):
     def _accept_loop(self) -> None:
         listener = self._listener
         assert listener is not None
+        slots = self._handshake_slots
         while self._accepting:
+            # At most _MAX_HANDSHAKES at once (one thread each); further connections wait in
+            # the listen backlog until one ends (each ends by its deadline at the latest).
+            if not slots.acquire(timeout=0.2):
+                continue
             try:
                 sock, address = listener.accept()
             except TimeoutError:
+                slots.release()
                 continue
             except OSError:
+                slots.release()
                 return
             if not self._accepting:
+                slots.release()
                 sock.close()
                 return
-            threading.Thread(
-                target=self._accept_one,
-                args=(sock, address),
-                name=f"mpc-tcp-handshake-{self.name}",
-                daemon=True,
-            ).start()
+            try:
+                threading.Thread(
+                    target=self._accept_one,
+                    args=(sock, address),
+                    name=f"mpc-tcp-handshake-{self.name}",
+                    daemon=True,
+                ).start()
+            except RuntimeError:  # no thread to be had: refuse this one, keep listening
+                slots.release()
+                sock.close()
 
     def _accept_one(self, sock: socket.socket, address: Any) -> None:
+        try:
+            self._accept_handshake(sock, address)
+        finally:
+            self._handshake_slots.release()
+
+    def _accept_handshake(self, sock: socket.socket, address: Any) -> None:
+        """Handshake with a peer that dialed this party. Whatever fails before the peer has
+        proven its key (key confirmation) is anonymous: anyone can connect and claim a name, so
+        such a failure never aborts `connect` nor blames the party named; it is only noted
+        (`_anonymous_errors`, shown if `connect` times out). So is a connection lost while this
+        party sends its own confirmation (the dialer reports that one)."""
         deadline = time.monotonic() + self._connect_timeout
         if self._reject_reason is not None:
             _reject_late(sock, self._reject_reason)
@@ -853,10 +979,7 @@ class TcpTransport(Transport):
         except _Refused as refused:
             sock.close()
             with self._cond:
-                if refused.peer is None:
-                    self._anonymous_errors.append(str(refused.error))
-                elif refused.peer not in self._links:
-                    self._errors.setdefault(refused.peer, refused.error)
+                self._anonymous_errors.append(str(refused.error))
                 self._cond.notify_all()
             return
         except OSError:
@@ -870,7 +993,9 @@ class TcpTransport(Transport):
         sock: socket.socket | None = None
         while sock is None:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._closed:
+            # after a failed connect keep dialing until the deadline: the peer is told why
+            # (`_register` sends it the abort) instead of waiting out its own timeout
+            if remaining <= 0 or (self._closed and self._reject_reason is None):
                 with self._cond:
                     last = self._dial_errors.get(peer, "no answer")
                     self._errors.setdefault(
@@ -968,7 +1093,11 @@ class TcpTransport(Transport):
             peer = self.names.index(claimed)
         if expected is not None:
             peer = expected
-        who = f"party {self.names[peer]!r}" if peer is not None else f"a peer at {where}"
+            who = f"party {self.names[peer]!r}"
+        elif peer is not None:  # unauthenticated: only a claim (see `_accept_handshake`)
+            who = f"a peer at {where} that claims to be {claimed!r}"
+        else:
+            who = f"a peer at {where}"
 
         def refuse(reason: str, kind: type[MpcError] = ConfigurationError) -> _Refused:
             return _Refused(
@@ -1066,7 +1195,11 @@ class TcpTransport(Transport):
         )
 
         def label() -> str:
-            return f"party {self.names[peer]!r}" if peer is not None else f"a peer at {where}"
+            if peer is None:
+                return f"a peer at {where}"
+            if expected is None:  # accepted: who it is stays a claim until it is refused or in
+                return f"a peer at {where} that claims to be {self.names[peer]!r}"
+            return f"party {self.names[peer]!r}"
 
         def fail(reason: str, kind: type[MpcError] = CommunicationError) -> _Refused:
             return _Refused(
@@ -1221,6 +1354,8 @@ class TcpTransport(Transport):
             if wake is None or self._closed:
                 raise CommunicationError(f"party {self.name!r}: transport is closed")
             poller = self._local.poller = _Poller(links, wake)
+        elif poller.paused:
+            poller.resume()
         return poller
 
     def _transfer(
@@ -1358,11 +1493,14 @@ class TcpTransport(Transport):
                             link.send_lock.release()
                             poller.update(link, False)
                     if event & _READ_EVENTS and not link.reader_done:
-                        array = self._read(link, tag, link in missing)
+                        wanted_here = link in missing
+                        array = self._read(link, tag, wanted_here)
                         if array is not None:
                             results[link.peer] = array
                         if link.reader_done:
                             poller.update(link, link in flying)
+                        elif not wanted_here and not mailbox.has_room(link.peer):
+                            poller.pause(link, link in flying)  # else poll would spin on it
         finally:
             if flying:
                 self._settle(flying, poller)
@@ -1372,9 +1510,18 @@ class TcpTransport(Transport):
     ) -> np.ndarray | None:
         """Dispatch the frames buffered or readable now on `link`; with a `tag`, stop after the
         data frame that carries it, and if `direct`, return that frame's array instead of putting
-        it into the mailbox (the caller waits for exactly it: this saves a store and a take)."""
+        it into the mailbox (the caller waits for exactly it: this saves a store and a take).
+
+        Unless `direct`, stop when the peer's share of the mailbox is full: the rest waits in
+        the socket, so a peer that runs ahead is slowed down by TCP instead of filling memory.
+        (A direct read takes what comes; an honest peer's next frame is the one wanted, as both
+        sides go through the same tags in the same order, and anything else is refused once
+        the share is full.)"""
         link.reader.readable = True
+        has_room = self.mailbox.has_room
         while True:
+            if not direct and not has_room(link.peer):
+                return None
             frame = self._pump(link)
             if frame is None:
                 return None
@@ -1458,9 +1605,9 @@ class TcpTransport(Transport):
         header, array = frame
         if header.kind == framing.KIND_DATA:
             assert array is not None
-            self.mailbox.put(link.peer, header.tag, array)
-            link.delivered += 1
-            if self.mailbox.failure is not None:  # a duplicate tag failed the mailbox
+            if self.mailbox.put(link.peer, header.tag, array):
+                link.delivered += 1
+            elif self.mailbox.failure is not None:  # refused: the mailbox failed
                 self._signal()
         elif header.kind == framing.KIND_ABORT:
             failed = PeerFailedError(f"party {link.name!r} aborted: {header.reason}")

@@ -3,12 +3,14 @@
 Responsibility: let every party check *what code and configuration* the dealer runs before it
 accepts a PRG seed from it, and receive that seed only encrypted to the attested enclave.
 
-* `mpc.tee.measurement`: `measure_dealer` (SHA-256 of the dealer's code files and canonical
-  configuration), `measurement_report` for `mpc tee measure`.
+* `mpc.tee.measurement`: `measure_dealer` (SHA-256 of the dealer's import closure, the versions
+  of its dependencies and its canonical configuration), `measurement_report` for
+  `mpc tee measure`.
 * `mpc.tee.quote`: the `Quote` record, canonical msgpack encoding, platform signature.
 * `mpc.tee.backend`: the `EnclaveBackend` interface and the `AttestationError` family.
 * `mpc.tee.simulated`: `SimulatedBackend` (no hardware; quotes labelled SIMULATED and DEBUG).
-* `mpc.tee.verify`: `QuotePolicy`, `verify_quote` (ordered checks, deny by default).
+* `mpc.tee.verify`: `QuotePolicy`, `verify_quote` (ordered checks, deny by default; the
+  platform keys come from the party's own configuration, never from the dealer).
 * `mpc.tee.channel`: `SeedHandshake` (party), `EnclaveSeedService` (dealer), `open_seed`,
   `seal_seed_for_party`.
 
@@ -53,8 +55,11 @@ from mpc.tee.channel import (
 )
 from mpc.tee.measurement import (
     DEALER_CODE_PATTERNS,
+    DEALER_ENTRY_MODULES,
     DEALER_SECURITY_VERSION,
     dealer_config,
+    dealer_dependencies,
+    dealer_modules,
     measure_dealer,
     measurement_hex,
     measurement_report,
@@ -62,6 +67,7 @@ from mpc.tee.measurement import (
 from mpc.tee.quote import Quote, SignedQuote, new_nonce
 from mpc.tee.simulated import SimulatedBackend
 from mpc.tee.verify import (
+    PLATFORM_KEY_REQUIRED,
     PermissiveAttestationWarning,
     QuotePolicy,
     VerifiedQuote,
@@ -71,7 +77,9 @@ from mpc.tee.verify import (
 
 __all__ = [
     "DEALER_CODE_PATTERNS",
+    "DEALER_ENTRY_MODULES",
     "DEALER_SECURITY_VERSION",
+    "PLATFORM_KEY_REQUIRED",
     "AttestationError",
     "AttestedSeed",
     "ChannelError",
@@ -103,6 +111,8 @@ __all__ = [
     "VerifiedQuote",
     "attest_and_seal",
     "dealer_config",
+    "dealer_dependencies",
+    "dealer_modules",
     "measure_dealer",
     "measurement_hex",
     "measurement_report",

@@ -4,21 +4,24 @@ Responsibility: `SimulatedBackend` implements `EnclaveBackend` in plain Python s
 attested-dealer flow (measure, quote, verify, verified channel, seal) runs and is tested without
 a TEE. It is meant to run inside the dealer's Ray actor: `launch` hashes the dealer code files it
 finds on disk with the dealer configuration (`mpc.tee.measurement`); `quote` signs with a platform
-Ed25519 key generated once per process, whose public key (`platform_public_key`) is the "root of
-trust" the parties pin; every quote is labelled `simulated=True` and `debug=True`; `seal` uses
-AES-256-GCM under a key derived (HKDF-SHA256) from the platform key and the measurement.
+Ed25519 key generated once per process (`platform_public_key`); every quote is labelled
+`simulated=True` and `debug=True`; `seal` uses AES-256-GCM under a key derived (HKDF-SHA256) from
+the platform key and the measurement.
 
 Security model: none against the host. The platform key lives in the same process as the dealer,
-so whoever controls that process (or the machine, or the Ray cluster's driver that hands its
-public key to the parties) can sign any quote, read every seed and unseal everything; the
-measurement is computed by the code it measures. What the simulation does check: that all parties
-agree on the code and configuration of a dealer that follows the protocol, that quotes are fresh,
-bound to this session and to the key the seeds are encrypted under, and that seeds never travel
-in clear. Because of this, verifiers refuse its quotes unless the policy says
-`allow_simulated=True, allow_debug=True` explicitly. A real backend replaces: the measurement
-(computed by the CPU), the platform key (hardware attestation key certified by the vendor), the
-`debug` flag (read from the enclave's attributes), and the seal key (derived by the CPU from the
-enclave identity); see docs/tee.md.
+so whoever controls that process (or the machine) can sign any quote, read every seed and unseal
+everything; the measurement is computed by the code it measures. The key is made at run time: a
+federated party pins the one `mpc dealer serve` prints; a Ray party that allows simulation learns
+it from this backend (`QuotePolicy.simulated_platform_keys`, see `mpc.tee.verify`) and accepts
+such a learned key only on quotes marked SIMULATED and DEBUG, so a dealer that reports its own key
+cannot pass off a "real" enclave quote. What the simulation does check: that all parties agree on
+the code and configuration of a dealer that follows the protocol, that quotes are fresh, bound to
+this session and to the key the seeds are encrypted under, and that seeds never travel in clear.
+Because of this, verifiers refuse its quotes unless the policy says `allow_simulated=True,
+allow_debug=True` explicitly. A real backend replaces: the measurement (computed by the CPU), the
+platform key (hardware attestation key certified by the vendor), the `debug` flag (read from the
+enclave's attributes), and the seal key (derived by the CPU from the enclave identity); see
+docs/tee.md.
 """
 
 from __future__ import annotations
@@ -96,7 +99,9 @@ class SimulatedBackend(EnclaveBackend):
 
     @property
     def platform_public_key(self) -> bytes:
-        """The 32-byte Ed25519 root of trust parties pin (`QuotePolicy.trusted_platform_keys`)."""
+        """The 32-byte Ed25519 quote-signing key: pinned by parties that know it in advance
+        (`QuotePolicy.trusted_platform_keys`), or learned, for SIMULATED, DEBUG quotes only
+        (`QuotePolicy.simulated_platform_keys`)."""
         return ed25519_public_bytes(self._platform_key)
 
     @property

@@ -9,9 +9,11 @@ Checks, in this order (the first failure raises; each is its own `AttestationErr
 whose message starts with "attestation refused at check '<name>'"):
 
 0. format of the signature field (`MalformedQuoteError`);
-1. signature: the signer key is one of the trusted platform keys (`UntrustedPlatformError`) and
-   its Ed25519 signature verifies (`QuoteSignatureError`); only then are the bytes parsed
-   (`MalformedQuoteError`);
+1. signature: the signer key is one of the trusted platform keys, or one of the simulated-only
+   keys (`UntrustedPlatformError` otherwise), and its Ed25519 signature verifies
+   (`QuoteSignatureError`); only then are the bytes parsed (`MalformedQuoteError`); a quote
+   signed by a simulated-only key must be marked both SIMULATED and DEBUG
+   (`UntrustedPlatformError` otherwise);
 2. measurement in the allow-list (`MeasurementNotAllowedError`);
 3. security version >= minimum (`SecurityVersionError`);
 4. flags: simulated refused unless `allow_simulated` (`SimulatedQuoteError`), debug refused
@@ -26,7 +28,14 @@ whose message starts with "attestation refused at check '<name>'"):
 
 Security model: deny by default. A policy must name at least one measurement and one platform
 key; simulated and debug enclaves are refused unless allowed by name; nothing is parsed before
-its signature is checked. `VerifiedQuote` is only a record of what was verified; the channel
+its signature is checked. The root of trust is `trusted_platform_keys`, which must come from the
+verifying party's own configuration (the vendor's attestation root for a hardware backend),
+never from the dealer or from whoever drives the session: a dealer that reports its own key
+could sign any quote. The only exception is `simulated_platform_keys`, for tests: the per-process
+key of the simulated backend, which a party may learn from that backend, is accepted only on
+quotes marked SIMULATED *and* DEBUG, and only by a policy with `allow_simulated=True` and
+`allow_debug=True`; a "not simulated" quote signed by such a key is refused at the signature
+check. `VerifiedQuote` is only a record of what was verified; the channel
 (`mpc.tee.channel.open_seed`) also checks that the sealed seed refers to exactly this quote.
 A real backend changes step 1 (verify the vendor certificate chain and the hardware report, and
 that the report data binds the quote bytes; see docs/tee.md); steps 2-8 stay the same.
@@ -71,6 +80,7 @@ from mpc.tee.quote import (
 
 __all__ = [
     "DEFAULT_MAX_AGE",
+    "PLATFORM_KEY_REQUIRED",
     "PermissiveAttestationWarning",
     "QuotePolicy",
     "VerifiedQuote",
@@ -81,6 +91,17 @@ __all__ = [
 DEFAULT_MAX_AGE = 120.0
 DEFAULT_MAX_CLOCK_SKEW = 30.0
 
+#: Why an enclave dealer cannot be trusted without pinned platform keys, and what to set.
+PLATFORM_KEY_REQUIRED = (
+    "dealer='enclave' needs the platform keys that sign the enclave's quotes, pinned in the "
+    "parties' own configuration (never taken from the dealer or the driver: a dealer that "
+    "reports its own key can sign any quote): pass enclave_platform_keys=[<32-byte Ed25519 "
+    "public key, bytes or 64 hex digits>, ...] to Session (a federated party: platform_keys in "
+    "its policy's [enclave] table); for tests with the simulated enclave pass "
+    "allow_simulated_enclave=True instead (scenarios/enclave_dealer.py: "
+    "--allow-simulated-enclave; its key is then accepted only on SIMULATED, DEBUG quotes)"
+)
+
 
 class PermissiveAttestationWarning(UserWarning):
     """A session accepts simulated or debug enclaves: the dealer is not protected by hardware."""
@@ -90,7 +111,9 @@ def _refuse(check: str, text: str) -> str:
     return f"attestation refused at check '{check}': {text}"
 
 
-def _frozen_keys(name: str, values: Iterable[bytes], lengths: tuple[int, ...]) -> frozenset[bytes]:
+def _frozen_keys(
+    name: str, values: Iterable[bytes], lengths: tuple[int, ...], *, allow_empty: bool = False
+) -> frozenset[bytes]:
     if isinstance(values, bytes | str):
         raise ConfigurationError(f"QuotePolicy.{name} must be a set of byte strings, not one")
     out = frozenset(values)
@@ -100,7 +123,7 @@ def _frozen_keys(name: str, values: Iterable[bytes], lengths: tuple[int, ...]) -
                 f"QuotePolicy.{name}: every entry must be bytes of length "
                 f"{' or '.join(map(str, lengths))}, got {value!r:.80}"
             )
-    if not out:
+    if not out and not allow_empty:
         raise ConfigurationError(
             f"QuotePolicy.{name} is empty: a policy that trusts nothing refuses every quote; "
             "name what you accept (deny by default)"
@@ -110,7 +133,13 @@ def _frozen_keys(name: str, values: Iterable[bytes], lengths: tuple[int, ...]) -
 
 @dataclass(frozen=True)
 class QuotePolicy:
-    """What a party accepts from a dealer enclave. Everything not named is refused."""
+    """What a party accepts from a dealer enclave. Everything not named is refused.
+
+    `trusted_platform_keys`: the pinned roots of trust, from this party's own configuration;
+    a quote they sign is judged by the other checks only. `simulated_platform_keys`: keys learned
+    from the simulated backend (tests only), trusted only for quotes marked SIMULATED and DEBUG;
+    they need `allow_simulated=True` and `allow_debug=True`. At least one key must be named.
+    """
 
     allowed_measurements: AbstractSet[bytes]
     trusted_platform_keys: AbstractSet[bytes]
@@ -119,14 +148,21 @@ class QuotePolicy:
     allow_debug: bool = False
     max_age: float = DEFAULT_MAX_AGE
     max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW
+    simulated_platform_keys: AbstractSet[bytes] = frozenset()
 
     def __post_init__(self) -> None:
         measurements = _frozen_keys(
             "allowed_measurements", self.allowed_measurements, MEASUREMENT_LENGTHS
         )
-        keys = _frozen_keys("trusted_platform_keys", self.trusted_platform_keys, (32,))
+        simulated = _frozen_keys(
+            "simulated_platform_keys", self.simulated_platform_keys, (32,), allow_empty=True
+        )
+        keys = _frozen_keys(
+            "trusted_platform_keys", self.trusted_platform_keys, (32,), allow_empty=bool(simulated)
+        )
         object.__setattr__(self, "allowed_measurements", measurements)
         object.__setattr__(self, "trusted_platform_keys", keys)
+        object.__setattr__(self, "simulated_platform_keys", simulated)
         version = self.min_security_version
         if isinstance(version, bool) or not isinstance(version, int) or version < 0:
             raise ConfigurationError(
@@ -135,6 +171,12 @@ class QuotePolicy:
         for name in ("allow_simulated", "allow_debug"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigurationError(f"QuotePolicy.{name} must be True or False")
+        if simulated and not (self.allow_simulated and self.allow_debug):
+            raise ConfigurationError(
+                "QuotePolicy.simulated_platform_keys (keys learned from the simulated backend) "
+                "sign only SIMULATED, DEBUG quotes: they need allow_simulated=True and "
+                "allow_debug=True; pin a real platform key in trusted_platform_keys instead"
+            )
         for name in ("max_age", "max_clock_skew"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
@@ -176,9 +218,12 @@ def policy_for_dealer(
     extra_measurements: Iterable[bytes] = (),
     root: str | os.PathLike[str] | None = None,
     max_age: float = DEFAULT_MAX_AGE,
+    simulated_platform_keys: Iterable[bytes] = (),
 ) -> QuotePolicy:
     """The policy of a party that computes the expected dealer measurement itself, from its own
-    checkout (`root`, default the imported package) and the session's (protocol, n, t)."""
+    checkout (`root`, default the imported package) and environment, and the session's
+    (protocol, n, t). `trusted_platform_keys` come from the party's own configuration;
+    `simulated_platform_keys` (see `QuotePolicy`) only sign SIMULATED, DEBUG quotes."""
     expected = measure_dealer(root, dealer_config(protocol, n, t))
     return QuotePolicy(
         allowed_measurements=frozenset({expected, *extra_measurements}),
@@ -187,6 +232,7 @@ def policy_for_dealer(
         allow_simulated=allow_simulated,
         allow_debug=allow_debug,
         max_age=max_age,
+        simulated_platform_keys=frozenset(simulated_platform_keys),
     )
 
 
@@ -258,20 +304,36 @@ def verify_quote(
         platform = signer_key(signature)
     except MalformedQuoteError as exc:
         raise MalformedQuoteError(_refuse("format", str(exc))) from None
+    simulated_only = False
     if platform not in policy.trusted_platform_keys:
-        raise UntrustedPlatformError(
-            _refuse(
-                "signature",
-                f"the quote is signed by platform key {fingerprint(platform)}, which this "
-                f"party does not trust (trusted: "
-                f"{', '.join(sorted(fingerprint(k) for k in policy.trusted_platform_keys))})",
+        if platform not in policy.simulated_platform_keys:
+            pinned = sorted(fingerprint(k) for k in policy.trusted_platform_keys)
+            raise UntrustedPlatformError(
+                _refuse(
+                    "signature",
+                    f"the quote is signed by platform key {fingerprint(platform)}, which this "
+                    f"party does not trust (pinned: {', '.join(pinned) or 'none'}; pin the "
+                    "platform keys you trust in your own configuration: a Session's "
+                    "enclave_platform_keys=[...], a federated policy's [enclave] platform_keys)",
+                )
             )
-        )
+        simulated_only = True
     check_signature(quote_bytes, signature)
     try:
         quote = Quote.from_bytes(quote_bytes)
     except MalformedQuoteError as exc:
         raise MalformedQuoteError(_refuse("format", str(exc))) from None
+    if simulated_only and not (quote.simulated and quote.debug):
+        raise UntrustedPlatformError(
+            _refuse(
+                "signature",
+                f"the quote claims simulated={quote.simulated}, debug={quote.debug} but is "
+                f"signed by {fingerprint(platform)}, a key learned from the simulated backend, "
+                "which this party trusts only for SIMULATED, DEBUG quotes; a real enclave's "
+                "platform key must be pinned in your own configuration (a Session's "
+                "enclave_platform_keys=[...], a federated policy's [enclave] platform_keys)",
+            )
+        )
 
     # 2. measurement
     if quote.measurement not in policy.allowed_measurements:
