@@ -108,12 +108,11 @@ def train_and_score(
 
 
 #: What a starter may choose across organisations, and the bounds every hospital enforces. The
-#: model is revealed without noise, so the recipe must keep it an aggregate over many rows: full
-#: batches or batches of at least MIN_BATCH rows, and a step that does not forget all but the
-#: last batch (learning_rate * l2 <= MAX_DECAY; at 1 the weights are the last gradient, which
-#: for a batch of one row is that row).
+#: model is revealed without noise, so the recipe must keep it an aggregate over all rows: full
+#: batches only (with mini-batches a batch size of n-1 leaves a last batch of one row, and two
+#: runs' difference is that row), and a step that does not forget all but the last update
+#: (learning_rate * l2 <= MAX_DECAY; at 1 the weights are the last gradient alone).
 RECIPE = ("sigmoid", "epochs", "learning_rate", "l2", "batch_size")
-MIN_BATCH = 64
 MAX_EPOCHS = 50
 MAX_DECAY = 0.5
 
@@ -141,10 +140,10 @@ def accept_args(args: Mapping[str, Any]) -> dict[str, Any]:
             f"learning_rate must be > 0 and learning_rate * l2 <= {MAX_DECAY} (got {rate} * "
             f"{l2}): a larger decay makes the revealed model the last batch's gradient"
         )
-    if batch is not None and (type(batch) is not int or batch < MIN_BATCH):
+    if batch is not None:
         raise ValueError(
-            f"batch_size must be None (full batch) or at least {MIN_BATCH} across "
-            f"organisations, got {batch!r}: a small batch makes the model reveal few rows"
+            f"across organisations training is full batch (batch_size None), got {batch!r}: "
+            "a small (or last) batch makes the revealed model reveal few rows"
         )
     return {k: args[k] for k in RECIPE}
 

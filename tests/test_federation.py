@@ -178,8 +178,15 @@ def test_public_arguments_outside_the_programs_bounds_are_refused_at_every_party
     east = next(p for p in north.peers if p.name == "east")
     with running(policies) as services:
         with SecureClient("north", key, "north", key.public_bytes, (north.host, north.port)) as c:
+            last_row = {  # a batch of n - 1 rows leaves a last batch of one row
+                **extraction,
+                "learning_rate": 1.0,
+                "l2": 0.0,
+                "batch_size": 59,
+            }
             for args in (
                 extraction,
+                last_row,
                 {**extraction, "batch_size": None, "l2": 0.0, "penalize_intercept": True},
             ):
                 with pytest.raises(MpcError, match="refuses these public arguments"):
@@ -192,6 +199,62 @@ def test_public_arguments_outside_the_programs_bounds_are_refused_at_every_party
         assert services["dealer"]._seen == set()
     with pytest.raises(ValueError, match="batch_size"):  # the starter learns it first
         start_run(policies["north"], program, ["--batch-size", "1"])
+
+
+FAILING_PROGRAM = """
+import numpy as np
+from mpc.errors import ShapeMismatchError
+
+def party_program(ctx, args):
+    mine = np.load(ctx.private["values"])
+    if ctx.me == "east":  # an error whose text quotes this party's private data
+        raise ShapeMismatchError(f"east's largest value is {mine.max():.6f}")
+    x = ctx.input("north", mine if ctx.me == "north" else None)
+    return {"x": ctx.reveal(x)}
+"""
+
+
+def test_the_text_of_a_partys_error_stays_in_its_own_log(tmp_path: Path) -> None:
+    """Peers and the starter learn the error's type and operation, not its text."""
+    program = _program(tmp_path, "failing.py", FAILING_PROGRAM)
+    policies = write_local(tmp_path / "deploy", [program], data=_values(tmp_path))
+    secret = "1.500000"  # east's largest value (tests: _values)
+    with running(policies) as services:
+        with pytest.raises(MpcError) as failed:
+            start(policies, "north", program)
+        for name in HOSPITALS:
+            _wait_results(services, name)
+    assert "ShapeMismatchError" in str(failed.value) and secret not in str(failed.value)
+    assert secret in services["east"].results[-1]["error"]  # east's own log keeps it
+    for name in ("north", "south"):
+        error = services[name].results[-1]["error"]
+        assert "ShapeMismatchError" in error and secret not in error, error
+
+
+def test_busy_refusals_are_not_remembered_and_logs_are_printable(
+    sum_deployment: tuple[dict[str, Path], Path],
+) -> None:
+    from mpc.federation.party_service import printable
+
+    policies, program = sum_deployment
+    north = PartyPolicy.load(policies["north"])
+    key = PartyKey.load(north.key_file)
+    east = next(p for p in north.peers if p.name == "east")
+    with running(policies) as services:
+        assert services["east"]._busy.acquire(blocking=False)  # east is in another run
+        try:
+            with SecureClient("north", key, "east", east.public_key, (east.host, east.port)) as c:
+                for _ in range(50):
+                    proposal = RunRequest(
+                        secrets.token_bytes(16), "north", program_hash(program), {}
+                    )
+                    with pytest.raises(MpcError, match="busy"):
+                        c.call("propose", proposal.to_wire())
+            assert services["east"]._seen == set()
+        finally:
+            services["east"]._busy.release()
+    line = printable("reason\n[east] forged line\x1b[2J\u2028end")
+    assert line.isprintable() and "\n" not in line and "\x1b" not in line
 
 
 def test_a_program_one_party_has_not_approved_is_refused_before_any_input(

@@ -42,6 +42,8 @@ PROPOSE_TIMEOUT = 30.0
 #: Longest cancel reason kept from a coordinator, and how many results stay in memory.
 MAX_REASON = 2000
 KEPT_RESULTS = 100
+#: How many run ids a party remembers to refuse replays (16 bytes each).
+MAX_SEEN_RUNS = 100_000
 #: Largest request a party reads (arguments are at most 64 KiB), and largest answer it sends.
 MAX_REQUEST_BYTES = 2**20
 MAX_OUTPUT_BYTES = 256 * 2**20
@@ -94,6 +96,7 @@ class PartyService:
         )
         self._busy = threading.Lock()
         self._seen: set[bytes] = set()
+        self._seen_order: deque[bytes] = deque()
         self._seen_lock = threading.Lock()
         self._pending: dict[bytes, tuple[RunRequest, threading.Timer]] = {}
         self._background = ThreadPoolExecutor(1, thread_name_prefix=f"mpc-run-{policy.name}")
@@ -140,17 +143,27 @@ class PartyService:
         raise ConfigurationError(f"unknown method {method!r}")
 
     def _claim(self, run_id: bytes) -> None:
+        """Take this party for the run, or refuse: busy (nothing recorded), or a replay.
+
+        The seen ids are bounded (MAX_SEEN_RUNS, oldest forgotten first). A forgotten id that
+        comes again is a new run, not a replay of the old one: every run derives a fresh nonce
+        from all parties' random bytes and a fresh party seed, so no mask or triple repeats.
+        """
+        if not self._busy.acquire(blocking=False):
+            raise ConfigurationError(
+                f"party {self.policy.name!r} is busy with another run; runs execute one at a time"
+            )
         with self._seen_lock:
             if run_id in self._seen:
+                self._busy.release()
                 raise ConfigurationError(
                     f"party {self.policy.name!r} refuses run {run_id.hex()[:12]}: it took part "
                     "in a run with this id before (replay)"
                 )
             self._seen.add(run_id)
-        if not self._busy.acquire(blocking=False):
-            raise ConfigurationError(
-                f"party {self.policy.name!r} is busy with another run; runs execute one at a time"
-            )
+            self._seen_order.append(run_id)
+            while len(self._seen_order) > MAX_SEEN_RUNS:
+                self._seen.discard(self._seen_order.popleft())
 
     def _start(self, starter: str, params: dict[str, Any]) -> dict[str, Any]:
         """A starter asks for a run: propose it to every peer, then run it here."""
@@ -321,9 +334,13 @@ class PartyService:
             path.write_text(json.dumps(entry, indent=1))
 
     def _log(self, text: str) -> None:
-        # one line per event: text from peers cannot forge further log lines
-        line = text.replace("\r", "\\r").replace("\n", "\\n")
-        print(f"[{self.policy.name}] {line}", file=sys.stderr, flush=True)
+        print(f"[{self.policy.name}] {printable(text)}", file=sys.stderr, flush=True)
+
+
+def printable(text: str) -> str:
+    """`text` on one line of printable characters: text from peers (reasons, errors) cannot
+    forge log lines or send terminal escape sequences."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
 def _printable(value: Any) -> Any:

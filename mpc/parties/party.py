@@ -19,7 +19,15 @@ import numpy as np
 
 from mpc.dealers.base import DealerClient
 from mpc.encoding import FixedPoint
-from mpc.errors import ConfigurationError, MpcError, PartyFailedError, PeerFailedError
+from mpc.errors import (
+    CommunicationError,
+    ConfigurationError,
+    DealerError,
+    IntegrityError,
+    MpcError,
+    PartyFailedError,
+    PeerFailedError,
+)
 from mpc.parties.channel import PartyChannel
 from mpc.parties.transport import Transport
 from mpc.program import MaskedMatrix, PartyContext, Secret
@@ -31,6 +39,13 @@ Program = Callable[..., Any]
 #: (program output, reveal log of (array returned, copy)) -> what may leave the party.
 OutputFilter = Callable[[Any, list[tuple[np.ndarray, np.ndarray]]], Any]
 DEFAULT_FIXED_POINT = FixedPoint()
+#: Errors whose text may cross to peers when a runner keeps its errors private.
+SHARED_ERRORS: tuple[type[MpcError], ...] = (
+    CommunicationError,
+    IntegrityError,
+    DealerError,
+    ConfigurationError,
+)
 
 
 @dataclass(frozen=True)
@@ -73,8 +88,10 @@ class PartyRunner:
     ) -> None:
         self.rank = rank
         #: Across organisations the text of an exception (which may quote private data: a row
-        #: that failed to parse, a file path) stays in this party's own log; peers are told
-        #: only its type and operation, unless it is an MpcError (a message mpc wrote).
+        #: that failed to parse, a column's largest value, a file path) stays in this party's
+        #: own log; peers are told only its type and operation, unless it is one of
+        #: SHARED_ERRORS (transport, integrity, dealer and configuration errors, whose text
+        #: mpc writes from public facts).
         self.private_errors = private_errors
         #: Checks what a program returns against the reveal log (runs across organisations:
         #: `mpc.federation.outputs.only_revealed`).
@@ -128,7 +145,7 @@ class PartyRunner:
             )
             if not secondary:
                 told = cause
-                if self.private_errors and not isinstance(exc, MpcError):
+                if self.private_errors and not isinstance(exc, SHARED_ERRORS):
                     told = f"{type(exc).__name__} (details in party {self.name!r}'s own log)"
                 self.transport.abort(f"{told} (in {operation})", run_id)
             raise PartyFailedError(self.name, operation, cause, secondary) from exc
