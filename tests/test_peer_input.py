@@ -1,10 +1,14 @@
 """What a peer (or a stranger) sends cannot break later runs, exhaust memory or threads, or hang
 the session: tags checked against the run, bounded buffers, allocation as bytes arrive, control
 frames with a deadline, a run deadline, anonymous pre-authentication failures, a cap on
-concurrent handshakes (issue 13, item 4). Loopback only."""
+concurrent handshakes (issue 13, item 4); a short deadline for a dialer's hello, and after a
+failed connect a listener that answers only dialers of its own session, each within one
+deadline, while what unauthenticated peers sent stays out of what other parties are told.
+Loopback only."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import sys
@@ -20,7 +24,13 @@ import numpy as np
 import pytest
 from test_tcp_transport import close_all, connect_all, make_transports, relayed_pair
 
-from mpc.errors import IntegrityError, PartyFailedError, PeerFailedError
+from mpc.errors import (
+    CommunicationError,
+    IntegrityError,
+    MpcError,
+    PartyFailedError,
+    PeerFailedError,
+)
 from mpc.parties import framing, mailbox, ray_runtime, tcp
 from mpc.parties.keys import PartyKey
 from mpc.parties.mailbox import Mailbox
@@ -526,5 +536,218 @@ def test_concurrent_handshakes_are_capped(monkeypatch: pytest.MonkeyPatch) -> No
         for thread in threads:
             thread.join(30)
         assert errors == [None, None]
+    finally:
+        close_all(transports)
+
+
+def _connect_in_threads(
+    transports: list[TcpTransport], addresses: dict[str, tuple[str, int]]
+) -> list[BaseException | None]:
+    errors: list[BaseException | None] = [None] * len(transports)
+
+    def run(i: int) -> None:
+        try:
+            transports[i].connect(addresses)
+        except BaseException as e:
+            errors[i] = e
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(transports))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return errors
+
+
+def test_silent_connections_give_their_handshake_slots_back_soon(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Connections that never send a hello hold a handshake slot for _HELLO_DEADLINE, not for
+    the whole connect timeout: they cannot hold up set-up."""
+    monkeypatch.setattr(tcp, "_MAX_HANDSHAKES", 2, raising=False)
+    monkeypatch.setattr(tcp, "_HELLO_DEADLINE", 1.0, raising=False)
+    transports = make_transports(2, connect_timeout=8.0)
+    silent: list[socket.socket] = []
+    try:
+        addresses = {t.name: t.listen() for t in transports}
+        silent = [socket.create_connection(addresses["a"], timeout=5) for _ in range(2)]
+        time.sleep(0.2)  # both slots taken
+        started = time.monotonic()
+        assert _connect_in_threads(transports, addresses) == [None, None]
+        assert time.monotonic() - started < 5.0, "set-up waited for the silent connections"
+        assert any("no hello within 1 s" in e for e in transports[0]._anonymous_errors)
+    finally:
+        for sock in silent:
+            sock.close()
+        close_all(transports)
+
+
+# ---- (h) after a failed connect ------------------------------------------------------------------
+
+
+def _hello_bytes(transport: TcpTransport, rank: int, **override: Any) -> bytes:
+    """The hello `transport` would send when it dials `rank` (fields overridable)."""
+    hello = transport._hello(rank, PartyKey.generate().public_bytes)
+    hello.update(override)
+    data: bytes = msgpack.packb(hello, use_bin_type=True)
+    return framing.length_prefix(len(data)) + data
+
+
+def _read_quietly(sock: socket.socket) -> bytes:
+    """Everything until the peer closes (a reset ends it too)."""
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    return data
+
+
+def test_a_lingering_listener_gives_each_late_dialer_one_deadline_and_a_handshake_slot(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A late dialer that never closes (it keeps sending) is let go after _LATE_DEADLINE, and
+    holds a handshake slot until then: answers to late dialers cannot pile up threads."""
+    monkeypatch.setattr(tcp, "_MAX_HANDSHAKES", 1, raising=False)
+    a, b = make_transports(2, connect_timeout=0.5)
+    socks: list[socket.socket] = []
+    stop = threading.Event()
+    try:
+        address = a.listen()
+        with pytest.raises(CommunicationError, match="'b' did not connect"):
+            a.connect({})
+        before = set(threading.enumerate())
+
+        def answering() -> list[threading.Thread]:
+            return [
+                t
+                for t in threading.enumerate()
+                if t.name == "mpc-tcp-handshake-a" and t not in before and t.is_alive()
+            ]
+
+        socks = [socket.create_connection(address, timeout=5) for _ in range(2)]
+        for sock in socks:
+            sock.sendall(_hello_bytes(b, 0))
+
+        def trickle() -> None:
+            while not stop.wait(0.2):
+                for sock in socks:
+                    with contextlib.suppress(OSError):
+                        sock.send(b"\0")
+
+        threading.Thread(target=trickle, daemon=True).start()
+        time.sleep(0.5)
+        assert len(answering()) == 1  # one slot: the second waits in the backlog
+        for sock in socks:  # the first is let go by its deadline; then the second is answered
+            message = _message(sock)
+            assert message["m"] == "reject" and "'b' did not connect" in message["why"]
+        wait_until(lambda: not answering(), timeout=3.0)
+    finally:
+        stop.set()
+        for sock in socks:
+            sock.close()
+        close_all([a, b])
+
+
+def test_a_lingering_listener_tells_only_dialers_of_its_own_session_and_only_printable_text() -> (
+    None
+):
+    a, b = make_transports(2)
+    other = make_transports(2, session_ids=[b"another run"] * 2)[1]
+    try:
+        address = a.listen()
+        a._linger_rejecting("why\x1b[2J\nnot" + "x" * 1000)
+        with socket.create_connection(address, timeout=5) as stranger:  # no hello at all
+            stranger.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            assert _read_quietly(stranger) == b""
+        with socket.create_connection(address, timeout=5) as late:  # another session's dialer
+            late.sendall(_hello_bytes(other, 0))
+            assert _read_quietly(late) == b"", "told the reason of a run it is not part of"
+        with socket.create_connection(address, timeout=5) as late:  # this session's dialer
+            late.sendall(_hello_bytes(b, 0))
+            message = _message(late)
+        assert message == {"m": "reject", "why": ("why[2Jnot" + "x" * 1000)[:500]}
+    finally:
+        close_all([a, b, other])
+
+
+def test_a_new_run_that_dials_a_port_where_a_failed_run_lingers_reaches_the_new_listener() -> None:
+    """Run 1 of party a failed and its listener lingers; b of run 2 (another session) dials
+    that port before a's run 2 listens: b is not told run 1's reason (it is hung up on and dials
+    again), and run 2 starts once a listens there."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    keys = [PartyKey.generate() for _ in range(2)]
+    pins = [{"b": keys[1].public_bytes}, {"a": keys[0].public_bytes}]
+
+    def party(rank: int, session: bytes, timeout: float) -> TcpTransport:
+        return TcpTransport(
+            rank,
+            ["a", "b"],
+            key=keys[rank],
+            peer_keys=pins[rank],
+            session_id=session,
+            port=port if rank == 0 else 0,
+            connect_timeout=timeout,
+        )
+
+    old = party(0, b"run 1", 0.5)
+    new = [party(0, b"run 2", 10.0), party(1, b"run 2", 10.0)]
+    try:
+        old.listen()
+        with pytest.raises(CommunicationError, match="'b' did not connect"):
+            old.connect({})
+        errors: list[BaseException | None] = [None, None]
+
+        def run(i: int) -> None:
+            try:
+                new[i].connect({"a": ("127.0.0.1", port)})
+            except BaseException as e:
+                errors[i] = e
+
+        dialer = threading.Thread(target=run, args=(1,))
+        dialer.start()
+        time.sleep(1.0)  # b dials while run 1's listener still lingers there
+        assert errors[1] is None, f"b was told run 1's reason: {errors[1]}"
+        new[0].listen()  # the lingering listener of this process gives the port up
+        run(0)
+        dialer.join(30)
+        assert errors == [None, None]
+        new[1].send(0, (0, 0), np.arange(3))
+        np.testing.assert_array_equal(new[0].recv(1, (0, 0), TIMEOUT), np.arange(3))
+    finally:
+        close_all([old, *new])
+
+
+def test_what_an_unauthenticated_peer_sent_stays_in_the_own_error_quoted_and_short() -> None:
+    """A stranger's hello (claiming b) carries long text with control characters: a, which
+    times out waiting for b, quotes it briefly in its own error; neither the abort that the
+    linked party c gets nor the reason that b, dialing late, is told contains it."""
+    keys = [PartyKey.generate() for _ in range(3)]
+    transports = make_transports(3, keys=keys, connect_timeout=2.0)
+    transports[2] = make_transports(3, keys=keys, connect_timeout=10.0)[2]
+    a, b, c = transports
+    secret = "\x1b[2J" + "Z" * 300
+    try:
+        addresses = {t.name: t.listen() for t in transports}
+        with socket.create_connection(addresses["a"], timeout=5) as stranger:
+            stranger.sendall(_hello_bytes(b, 0, to=secret))
+            assert b"reject" in _read_quietly(stranger)
+        # a waits for b, which only listens (c links with both, so its connect succeeds)
+        errors = _connect_in_threads([a, c], addresses)
+        assert isinstance(errors[0], CommunicationError) and errors[1] is None
+        own = str(errors[0])
+        assert "rejected unidentified connections" in own and "Z" * 20 in own
+        assert "Z" * 100 not in own and "\x1b" not in own
+        wait_until(lambda: c.mailbox.failure is not None)
+        told = str(c.mailbox.failure)
+        assert "'a' aborted" in told and "'b' did not connect" in told
+        assert "refused 1 connection(s) that did not authenticate" in told
+        with pytest.raises(MpcError, match="refused this party") as late:  # b dials a late
+            b.connect(addresses)
+        for text in (told, str(late.value)):
+            assert "ZZZ" not in text and "x1b" not in text, text
     finally:
         close_all(transports)

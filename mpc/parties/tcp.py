@@ -18,9 +18,15 @@ Security model (encrypt=True, the default):
   connect time. The dialing party's error names the peer it dialed; the party that was dialed
   cannot tell a misconfigured peer from a stranger that claims its name, so whatever fails
   before key confirmation there is anonymous: it neither aborts `connect` nor blames the party
-  named, and is only listed if `connect` times out. At most _MAX_HANDSHAKES handshakes run at
-  once (further connections wait in the listen backlog). (As with every static-static scheme, a
-  party whose own private key leaks can be impersonated *to* by the thief; protect key files.)
+  named, and is only listed in this party's own error if `connect` times out (what the stranger
+  sent is quoted with repr() and cut short, and never passed on to other parties). The dialer
+  must send its hello within _HELLO_DEADLINE, and at most _MAX_HANDSHAKES handshakes run at once
+  (further connections wait in the listen backlog). After a failed connect the listener stays
+  _REJECT_LINGER s to tell peers that dial late why (only those whose hello names this session;
+  each answer ends within _LATE_DEADLINE and takes a handshake slot). A dialer of a new run on
+  that port is hung up on, and dials again (as after a refused connection) until its deadline.
+  (As with every static-static scheme, a party whose own private key leaks can be impersonated
+  *to* by the thief; protect key files.)
 * Records are AES-256-GCM with one key per direction and a 96-bit nonce equal to a per-direction
   record counter that the receiver expects to increase by exactly one, so a replayed, reordered,
   dropped or modified record fails authentication. The associated data binds sender rank,
@@ -138,10 +144,22 @@ _MAILBOX_BYTES: Final = 128 << 20
 #: of RECORD_CHUNK (a record never spans two pieces).
 _EAGER_ALLOC: Final = 64 << 20
 _PIECE_BYTES: Final = 16 * RECORD_CHUNK
-#: Most handshakes the listener runs at once; further connections wait in the listen backlog.
+#: Most handshakes the listener runs at once (answers to late dialers included, see
+#: _REJECT_LINGER); further connections wait in the listen backlog.
 _MAX_HANDSHAKES: Final = 16
+#: How long the party that is dialed waits for the dialer's hello (seconds): an honest dialer
+#: sends it at once, so a silent connection gives its handshake slot back soon; the rest of the
+#: handshake has the connect deadline.
+_HELLO_DEADLINE: Final = 3.0
 #: After a failed connect, how long the listener stays open to tell late peers why (seconds).
 _REJECT_LINGER: Final = 5.0
+#: The whole exchange with one late dialer (read its hello, answer, wait for it to close) ends
+#: after this long (seconds).
+_LATE_DEADLINE: Final = 2.0
+#: Longest reason sent to a late dialer, and longest quote of a field an unauthenticated peer
+#: chose in an error message (characters).
+_REASON_CHARS: Final = 500
+_QUOTE_CHARS: Final = 80
 #: Listeners that still answer late peers with the reason a connect failed, by (host, port).
 _LINGERING: dict[tuple[str, int], TcpTransport] = {}
 _LINGERING_LOCK = threading.Lock()
@@ -177,6 +195,17 @@ class _WakingMailbox(Mailbox):
 
 class PlaintextTransportWarning(UserWarning):
     """The TCP transport was created with encrypt=False: traffic is readable and forgeable."""
+
+
+def _quote(value: object) -> str:
+    """repr() of a value a peer chose (escapes control characters), cut to _QUOTE_CHARS."""
+    text = repr(value)
+    return text if len(text) <= _QUOTE_CHARS else text[: _QUOTE_CHARS - 3] + "..."
+
+
+def _printable(text: str, limit: int = _REASON_CHARS) -> str:
+    """`text` without non-printable characters, cut to `limit` characters."""
+    return "".join(c for c in text[: 4 * limit] if c.isprintable())[:limit]
 
 
 def _nonce(counter: int) -> bytes:
@@ -220,6 +249,7 @@ class _Reader:
         self._end = 0
         self.readable = True
         self.received = 0  # bytes received through the data-path API
+        self.answered = False  # `read` has received bytes (the handshake: the peer answered)
 
     @property
     def buffered(self) -> int:
@@ -233,14 +263,22 @@ class _Reader:
             self._view[:avail] = self._view[self._start : self._end]
             self._start, self._end = 0, avail
 
-    def read(self, n: int) -> memoryview:
-        """Blocking: the next `n` bytes (n <= buffer size), valid until the next read."""
+    def read(self, n: int, deadline: float | None = None) -> memoryview:
+        """Blocking: the next `n` bytes (n <= buffer size), valid until the next read. With a
+        `deadline` (monotonic), raises TimeoutError once it passes, however the bytes trickle
+        in; without one, the socket's timeout applies to each receive."""
         if self._end - self._start < n:
             self._make_room(n)
             while self._end - self._start < n:
+                if deadline is not None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError("deadline passed")
+                    self._sock.settimeout(remaining)
                 got = self._sock.recv_into(self._view[self._end :])
                 if got == 0:
                     raise EOFError("connection closed by the peer")
+                self.answered = True
                 self._end += got
         return self.take(n)
 
@@ -665,12 +703,15 @@ class _Poller:
 
 
 class _Refused(Exception):
-    """Internal: a handshake failed; `peer` is the rank it is attributed to, if known."""
+    """Internal: a handshake failed; `peer` is the rank it is attributed to, if known. `retry`:
+    the party dialed closed the connection without answering (it may be a listener that is
+    going away, e.g. one that lingers after another session's failed connect): dial again."""
 
-    def __init__(self, peer: int | None, error: MpcError) -> None:
+    def __init__(self, peer: int | None, error: MpcError, retry: bool = False) -> None:
         super().__init__(str(error))
         self.peer = peer
         self.error = error
+        self.retry = retry
 
 
 class TcpTransport(Transport):
@@ -728,11 +769,15 @@ class TcpTransport(Transport):
         self._cond = threading.Condition()
         self._links: dict[int, _Link] = {}
         self._errors: dict[int, MpcError] = {}
-        #: why connections that did not authenticate were refused (the latest few)
+        #: why connections that did not authenticate were refused (the latest few; fields the
+        #: peer chose are quoted by `_quote`), and how many were; only ever in this party's own
+        #: timeout error, never sent to a peer
         self._anonymous_errors: deque[str] = deque(maxlen=8)
+        self._anonymous_count = 0
         self._handshake_slots = threading.BoundedSemaphore(_MAX_HANDSHAKES)
         self._dial_errors: dict[int, str] = {}
         self._listener: socket.socket | None = None
+        self._linger_key: tuple[str, int] | None = None  # (host, bound port), for _LINGERING
         self._accept_thread: threading.Thread | None = None
         self._accepting = False
         self._reject_reason: str | None = None
@@ -805,6 +850,7 @@ class TcpTransport(Transport):
                 ) from e
             listener.settimeout(0.2)
             self._listener = listener
+            self._linger_key = (self._host, int(listener.getsockname()[1]))
             self._accepting = True
             self._accept_thread = threading.Thread(
                 target=self._accept_loop, name=f"mpc-tcp-accept-{self.name}", daemon=True
@@ -843,24 +889,26 @@ class TcpTransport(Transport):
                 daemon=True,
             ).start()
         error: MpcError | None = None
+        reason = ""  # what peers are told: `error` without what unauthenticated peers said
         with self._cond:
             while True:
                 if self._errors:
                     error = self._errors[min(self._errors)]
+                    reason = str(error)
                     break
                 if len(self._links) == self.n - 1:
                     self._connected = True
                     break
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    error = self._timeout_error(addresses)
+                    error, reason = self._timeout_error(addresses)
                     break
                 self._cond.wait(remaining)
         if error is not None:
             with self._cond:  # links that complete from now on are told why, then closed
-                self._reject_reason = str(error)
-            self.abort(str(error))  # peers already linked learn why, instead of a reset
-            self._linger_rejecting(str(error))
+                self._reject_reason = reason
+            self.abort(reason)  # peers already linked learn why, instead of a reset
+            self._linger_rejecting(reason)
             self.close()
             raise error
         self._stop_listening()
@@ -872,7 +920,12 @@ class TcpTransport(Transport):
             self._wake_recv.setblocking(False)
             self._wake_send.setblocking(False)
 
-    def _timeout_error(self, addresses: dict[str, tuple[str, int]]) -> CommunicationError:
+    def _timeout_error(
+        self, addresses: dict[str, tuple[str, int]]
+    ) -> tuple[CommunicationError, str]:
+        """The error of a connect that timed out, and the reason peers are told: the same
+        without the connections refused before they authenticated (what a stranger sent stays
+        in this party's own error; peers only learn how many there were)."""
         parts = []
         for peer in range(self.n):
             if peer == self.rank or peer in self._links:
@@ -884,32 +937,37 @@ class TcpTransport(Transport):
                 parts.append(f"{name!r} not reachable at {host}:{port} ({last})")
             else:
                 parts.append(f"{name!r} did not connect to this party")
-        note = ""
+        message = (
+            f"party {self.name!r}: timed out after {self._connect_timeout:g} s connecting to "
+            f"peers: {'; '.join(parts)}"
+        )
+        note = public = ""
         if self._anonymous_errors:
             note = f"; rejected unidentified connections: {list(self._anonymous_errors)[-3:]}"
-        return CommunicationError(
-            f"party {self.name!r}: timed out after {self._connect_timeout:g} s connecting to "
-            f"peers: {'; '.join(parts)}{note}"
-        )
+            public = f"; it refused {self._anonymous_count} connection(s) that did not authenticate"
+        return CommunicationError(message + note), message + public
 
     def _linger_rejecting(self, reason: str) -> None:
-        """Keep the listener a few seconds after a failed connect, answering every peer that
-        dials late with `reason` (a "reject" message) instead of a refused connection; so every
-        party learns why the run could not start, not only the ones already linked."""
+        """Keep the listener _REJECT_LINGER s after a failed connect, answering every peer of
+        this session that dials late with `reason` (a "reject" message, see `_answer_late`)
+        instead of a refused connection; so every party learns why the run could not start, not
+        only the ones already linked."""
         with self._cond:
-            if self._listener is None:
+            if self._listener is None or self._linger_key is None:
                 return
             self._reject_reason = reason
+            key = self._linger_key
         with _LINGERING_LOCK:
-            _LINGERING[(self._host, self._port)] = self
+            _LINGERING[key] = self
         timer = threading.Timer(_REJECT_LINGER, self._stop_lingering)
         timer.daemon = True
         timer.start()
 
     def _stop_lingering(self) -> None:
+        key = self._linger_key
         with _LINGERING_LOCK:
-            if _LINGERING.get((self._host, self._port)) is self:
-                del _LINGERING[(self._host, self._port)]
+            if key is not None and _LINGERING.get(key) is self:
+                del _LINGERING[key]
         self._stop_listening()
 
     def _stop_listening(self) -> None:
@@ -930,8 +988,9 @@ class TcpTransport(Transport):
         assert listener is not None
         slots = self._handshake_slots
         while self._accepting:
-            # At most _MAX_HANDSHAKES at once (one thread each); further connections wait in
-            # the listen backlog until one ends (each ends by its deadline at the latest).
+            # At most _MAX_HANDSHAKES at once (one thread each, answers to late dialers
+            # included); further connections wait in the listen backlog until one ends (each
+            # ends by its deadline at the latest).
             if not slots.acquire(timeout=0.2):
                 continue
             try:
@@ -967,19 +1026,23 @@ class TcpTransport(Transport):
         """Handshake with a peer that dialed this party. Whatever fails before the peer has
         proven its key (key confirmation) is anonymous: anyone can connect and claim a name, so
         such a failure never aborts `connect` nor blames the party named; it is only noted
-        (`_anonymous_errors`, shown if `connect` times out). So is a connection lost while this
-        party sends its own confirmation (the dialer reports that one)."""
+        (`_anonymous_errors`, shown in this party's own error if `connect` times out, never sent
+        to a peer). So is a connection lost while this party sends its own confirmation (the
+        dialer reports that one). The dialer's hello must come within _HELLO_DEADLINE."""
         deadline = time.monotonic() + self._connect_timeout
-        if self._reject_reason is not None:
-            _reject_late(sock, self._reject_reason)
+        reason = self._reject_reason
+        if reason is not None:
+            self._answer_late(sock, reason)
             return
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            link = self._handshake(sock, None, deadline, f"{address[0]}:{address[1]}")
+            link = self._handshake(
+                sock, None, deadline, f"{address[0]}:{address[1]}", _HELLO_DEADLINE
+            )
         except _Refused as refused:
             sock.close()
             with self._cond:
-                self._anonymous_errors.append(str(refused.error))
+                self._note_anonymous(str(refused.error))
                 self._cond.notify_all()
             return
         except OSError:
@@ -987,11 +1050,40 @@ class TcpTransport(Transport):
             return
         self._register(link)
 
+    def _note_anonymous(self, error: str) -> None:
+        """Note why a connection that did not authenticate was refused (caller holds _cond)."""
+        self._anonymous_errors.append(error)
+        self._anonymous_count += 1
+
+    def _answer_late(self, sock: socket.socket, reason: str) -> None:
+        """Answer a peer that dialed after this party gave up connecting (see
+        `_linger_rejecting`): read its hello, and only if it belongs to this session (its `sid`)
+        tell it `reason` (a "reject" message), else just hang up, so that a dialer of another
+        run (a retry on the same port) is not told this run's reason. One deadline,
+        _LATE_DEADLINE, bounds the whole exchange, which holds a handshake slot meanwhile."""
+        deadline = time.monotonic() + _LATE_DEADLINE
+        try:
+            hello = self._recv_msg(_Reader(sock), deadline)
+            if hello.get("m") != "hello" or hello.get("sid") != self._sid_digest:
+                return
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            self._send_msg(sock, {"m": "reject", "why": _printable(reason)})
+            sock.shutdown(socket.SHUT_WR)
+            # Wait for it to close (closing first could reset the connection before it reads
+            # the reason), but no longer than the deadline.
+            while (remaining := deadline - time.monotonic()) > 0:
+                sock.settimeout(remaining)
+                if not sock.recv(65536):
+                    break
+        except (OSError, EOFError, MpcError):
+            pass
+        finally:
+            sock.close()
+
     def _dial(self, peer: int, host: str, port: int, deadline: float) -> None:
         name = self.names[peer]
         where = f"{host}:{port}"
-        sock: socket.socket | None = None
-        while sock is None:
+        while True:
             remaining = deadline - time.monotonic()
             # after a failed connect keep dialing until the deadline: the peer is told why
             # (`_register` sends it the abort) instead of waiting out its own timeout
@@ -1014,16 +1106,24 @@ class TcpTransport(Transport):
                 with self._cond:
                     self._dial_errors[peer] = f"{type(e).__name__}: {e}"
                 time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            link = self._handshake(sock, peer, deadline, where)
-        except _Refused as refused:
-            sock.close()
-            with self._cond:
-                self._errors.setdefault(peer, refused.error)
-                self._cond.notify_all()
+                continue
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                link = self._handshake(sock, peer, deadline, where)
+            except _Refused as refused:
+                sock.close()
+                with self._cond:
+                    if refused.retry:  # closed unanswered: like a refused connection, retry
+                        self._dial_errors[peer] = "it closed the connection without answering"
+                    else:
+                        self._errors.setdefault(peer, refused.error)
+                        self._cond.notify_all()
+                if refused.retry:
+                    time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+                    continue
+                return
+            self._register(link)
             return
-        self._register(link)
 
     def _register(self, link: _Link) -> None:
         with self._cond:
@@ -1038,7 +1138,7 @@ class TcpTransport(Transport):
                 duplicate = link.peer in self._links
                 link.sock.close()
                 if duplicate:
-                    self._anonymous_errors.append(f"second connection claiming {link.name!r}")
+                    self._note_anonymous(f"second connection claiming {link.name!r}")
                 return
             self._links[link.peer] = link
             link.thread = threading.Thread(
@@ -1075,10 +1175,10 @@ class TcpTransport(Transport):
         _sendmsg_all(sock, [framing.length_prefix(len(data)), data], 4 + len(data))
 
     @staticmethod
-    def _recv_msg(reader: _Reader) -> dict[str, Any]:
-        size = framing.parse_length(reader.read(4), _HANDSHAKE_MAX)
+    def _recv_msg(reader: _Reader, deadline: float) -> dict[str, Any]:
+        size = framing.parse_length(reader.read(4, deadline), _HANDSHAKE_MAX)
         try:
-            message = msgpack.unpackb(reader.read(size), raw=False, strict_map_key=True)
+            message = msgpack.unpackb(reader.read(size, deadline), raw=False, strict_map_key=True)
         except Exception as e:  # msgpack raises many types for malformed input
             raise IntegrityError(f"undecodable handshake message ({type(e).__name__})") from None
         if not isinstance(message, dict) or not isinstance(message.get("m"), str):
@@ -1086,7 +1186,8 @@ class TcpTransport(Transport):
         return message
 
     def _check_hello(self, hello: dict[str, Any], expected: int | None, where: str) -> int:
-        """Validate a peer's hello; return its rank. Raises _Refused (attributed if possible)."""
+        """Validate a peer's hello; return its rank. Raises _Refused (attributed if possible).
+        Fields the peer chose appear in the reason only through `_quote`."""
         claimed = hello.get("name")
         peer: int | None = None
         if isinstance(claimed, str) and claimed in self.names and claimed != self.name:
@@ -1106,14 +1207,18 @@ class TcpTransport(Transport):
 
         if hello.get("m") != "hello" or hello.get("p") != PROTOCOL or hello.get("v") != VERSION:
             raise refuse(
-                f"it speaks {hello.get('p')!r} version {hello.get('v')!r}, this party "
+                f"it speaks {_quote(hello.get('p'))} version {_quote(hello.get('v'))}, this party "
                 f"{PROTOCOL!r} version {VERSION}"
             )
         if hello.get("names") != self.names:
-            raise refuse(f"it has the party list {hello.get('names')!r}, this party {self.names!r}")
+            raise refuse(
+                f"it has the party list {_quote(hello.get('names'))}, this party {self.names!r}"
+            )
         rank = hello.get("rank")
         if type(rank) is not int or not 0 <= rank < self.n or self.names[rank] != claimed:
-            raise refuse(f"it claims rank {rank!r} and name {claimed!r}, which do not match")
+            raise refuse(
+                f"it claims rank {_quote(rank)} and name {_quote(claimed)}, which do not match"
+            )
         if expected is not None and rank != expected:
             raise refuse(
                 f"the address given for {self.names[expected]!r} reached party {claimed!r}"
@@ -1121,7 +1226,7 @@ class TcpTransport(Transport):
         if expected is None and rank <= self.rank:
             raise refuse(f"party {claimed!r} dialed this party, but only higher ranks dial it")
         if hello.get("to") != self.rank:
-            raise refuse(f"it dialed this address expecting rank {hello.get('to')!r}")
+            raise refuse(f"it dialed this address expecting rank {_quote(hello.get('to'))}")
         if hello.get("enc") is not self._encrypt:
             mine = "on" if self._encrypt else "off"
             theirs = "on" if hello.get("enc") else "off"
@@ -1177,16 +1282,24 @@ class TcpTransport(Transport):
         return _LABEL + sender.to_bytes(4, "big") + receiver.to_bytes(4, "big") + self._session_id
 
     def _handshake(
-        self, sock: socket.socket, expected: int | None, deadline: float, where: str
+        self,
+        sock: socket.socket,
+        expected: int | None,
+        deadline: float,
+        where: str,
+        hello_wait: float | None = None,
     ) -> _Link:
         """Run the handshake on a fresh socket; `expected` is the dialed rank (None: accepted).
+        Everything ends by `deadline`; the peer's hello must come within `hello_wait` s too.
 
         Order: dialer hello -> acceptor hello -> dialer confirm -> acceptor confirm. Each confirm
         is record 0 of its direction; a peer that fails a check gets a "reject" with the reason.
         """
         reader = _Reader(sock)
         peer: int | None = expected
-        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        hello_deadline = deadline
+        if hello_wait is not None:
+            hello_deadline = min(deadline, time.monotonic() + hello_wait)
         eph = X25519PrivateKey.generate() if self._encrypt else None
         eph_public = (
             eph.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
@@ -1206,24 +1319,35 @@ class TcpTransport(Transport):
                 peer, kind(f"party {self.name!r}: handshake with {label()} failed: {reason}")
             )
 
+        def send(message: dict[str, Any]) -> None:
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            self._send_msg(sock, message)
+
         def reject(reason: str) -> None:
             with contextlib.suppress(OSError):
-                self._send_msg(sock, {"m": "reject", "why": reason[:500]})
+                send({"m": "reject", "why": reason[:_REASON_CHARS]})
 
-        def receive(what: str) -> dict[str, Any]:
+        def receive(what: str, until: float = deadline) -> dict[str, Any]:
             try:
-                message = self._recv_msg(reader)
+                message = self._recv_msg(reader, until)
             except IntegrityError as e:
                 raise fail(str(e), IntegrityError) from None
             except (EOFError, ConnectionError) as e:
-                raise fail(
+                refused = fail(
                     f"the connection closed while waiting for its {what} ({e}); it may have "
                     "rejected this party"
-                ) from None
+                )
+                # a dialer that got no answer at all tries again (see `_Refused`)
+                refused.retry = expected is not None and not reader.answered
+                raise refused from None
             except TimeoutError:
+                if until < deadline and hello_wait is not None:
+                    raise fail(f"no {what} within {hello_wait:g} s") from None
                 raise fail(f"no {what} within {self._connect_timeout:g} s") from None
             if message["m"] == "reject":
-                why = str(message.get("why", ""))[:500]
+                why = str(message.get("why", ""))[:_REASON_CHARS]
+                if expected is None:  # from a peer that did not authenticate: quote it briefly
+                    raise fail(f"it refused this party: {_quote(why)}", ConfigurationError)
                 raise fail(f"it refused this party: {why!r}", ConfigurationError)
             return message
 
@@ -1236,7 +1360,9 @@ class TcpTransport(Transport):
             message: dict[str, Any], keys: tuple[AESGCM, AESGCM, bytes, bytes] | None
         ) -> None:
             if message["m"] != "confirm":
-                raise fail(f"expected its key confirmation, got {message['m']!r}", IntegrityError)
+                raise fail(
+                    f"expected its key confirmation, got {_quote(message['m'])}", IntegrityError
+                )
             if keys is None:
                 return
             record = message.get("c")
@@ -1259,8 +1385,8 @@ class TcpTransport(Transport):
 
         try:
             if expected is not None:
-                self._send_msg(sock, self._hello(expected, eph_public))
-            hello = receive("hello")
+                send(self._hello(expected, eph_public))
+            hello = receive("hello", hello_deadline)
             try:
                 rank = self._check_hello(hello, expected, where)
             except _Refused as refused:
@@ -1275,16 +1401,21 @@ class TcpTransport(Transport):
                     reject(str(e))
                     raise fail(str(e), IntegrityError) from None
             if expected is None:
-                self._send_msg(sock, self._hello(rank, eph_public))
+                send(self._hello(rank, eph_public))
                 check_confirm(receive("key confirmation"), keys)
-                self._send_msg(sock, confirm_record(keys))
+                send(confirm_record(keys))
             else:
-                self._send_msg(sock, confirm_record(keys))
+                send(confirm_record(keys))
                 check_confirm(receive("key confirmation"), keys)
         except TimeoutError:
             raise fail(f"timed out after {self._connect_timeout:g} s") from None
         except OSError as e:
-            raise fail(f"{type(e).__name__}: {e}") from None
+            lost = fail(f"{type(e).__name__}: {e}")
+            # e.g. reset while sending the hello: a dialer that got no answer at all tries again
+            lost.retry = (
+                expected is not None and not reader.answered and isinstance(e, ConnectionError)
+            )
+            raise lost from None
         sock.settimeout(None)
         return _Link(rank, self.names[rank], sock, reader, keys)
 
@@ -1727,18 +1858,3 @@ class TcpTransport(Transport):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _reject_late(sock: socket.socket, reason: str) -> None:
-    """Tell a peer that dialed after this party gave up why the run could not start."""
-    try:
-        sock.settimeout(2.0)
-        message: bytes = msgpack.packb({"m": "reject", "why": reason[:500]}, use_bin_type=True)
-        sock.sendall(framing.length_prefix(len(message)) + message)
-        sock.shutdown(socket.SHUT_WR)
-        while sock.recv(65536):  # read its hello until it closes (no reset before it reads)
-            pass
-    except OSError:
-        pass
-    finally:
-        sock.close()
