@@ -47,7 +47,8 @@ def _start_federated(program: str, argv: list[str]) -> int:
     parser.add_argument("--key", default=None, help="a starter key the party's policy lists")
     parser.add_argument("--name", default=None, help="the starter name for --key")
     parser.add_argument("--party-key", default=None, help="the party's public key (with --key)")
-    known, program_argv = parser.parse_known_args(argv)
+    debug = "--debug" in argv
+    known, program_argv = parser.parse_known_args([a for a in argv if a != "--debug"])
     try:
         _answer, text = start_run(
             known.policy,
@@ -58,6 +59,8 @@ def _start_federated(program: str, argv: list[str]) -> int:
             party_key=known.party_key,
         )
     except (MpcError, OSError, ValueError) as exc:  # one line: what went wrong, where
+        if debug:
+            raise
         print(f"mpc run: {exc}", file=sys.stderr)
         return 1
     print(text)
@@ -240,11 +243,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The `mpc` command. A refused or failed command (any MpcError: a bad option value, a
+    missing file, an unknown protocol) prints one line `mpc <command>: <message>` and exits 1;
+    Ctrl-C exits 130; `--debug` (anywhere) shows the traceback instead."""
+    from mpc.errors import MpcError
+    from mpc.scenario import DEBUG_OPTION, error_line
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = DEBUG_OPTION in argv
     parser = build_parser()
-    args, rest = parser.parse_known_args(argv)
+    args, rest = parser.parse_known_args([a for a in argv if a != DEBUG_OPTION])
     if rest and args.command != "run":
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    code: int = args.func(args, rest)
+    if debug and args.command == "run":
+        rest = [*rest, DEBUG_OPTION]  # the scenario's own one-line handler reads it
+    try:
+        code: int = args.func(args, rest)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"mpc {args.command}: interrupted", file=sys.stderr, flush=True)
+        return 130
+    except (MpcError, FileNotFoundError, NotADirectoryError) as exc:
+        if debug:
+            raise
+        print(f"mpc {args.command}: {error_line(exc)}", file=sys.stderr, flush=True)
+        return 1
     return code
 
 

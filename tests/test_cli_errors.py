@@ -186,3 +186,23 @@ def test_mpc_errors_stays_cheap_to_import() -> None:
         "assert 'mpc.bench' not in sys.modules and 'ray' not in sys.modules, sorted(sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["tee", "measure", "--root", "/nonexistent-mpc-root"],
+        ["run", "/nonexistent-mpc-program.py", "--policy", "/nonexistent-policy.toml"],
+    ],
+)
+def test_mpc_commands_report_a_refusal_in_one_line_and_debug_shows_the_traceback(
+    argv: list[str],
+) -> None:
+    command = [sys.executable, "-m", "mpc", *argv]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"mpc {argv[0]}: "), done.stderr
+    assert "Traceback" not in done.stderr
+    debug = subprocess.run([*command, "--debug"], capture_output=True, text=True, timeout=120)
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
