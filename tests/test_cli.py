@@ -110,3 +110,12 @@ def test_matplotlib_is_imported_only_where_a_plot_is_drawn() -> None:
         "assert 'matplotlib' not in sys.modules, 'a module of mpc imports matplotlib'\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
+
+
+def test_the_distribution_has_a_name_of_its_own() -> None:
+    """PyPI's "mpc" is an unrelated project: a plug-in that depends on "mpc" would install it."""
+    root = Path(__file__).resolve().parent.parent
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    assert project["name"] not in ("mpc", "MPC")
+    guide = (root / "docs" / "writing-a-protocol.md").read_text()
+    assert f'dependencies = ["{project["name"]}"]' in guide
