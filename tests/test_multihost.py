@@ -155,6 +155,16 @@ class Services:
             check=False,
         )
 
+    def run_ok(
+        self, program: str, *argv: str, starter: str = "north"
+    ) -> subprocess.CompletedProcess[str]:
+        """A run that must succeed, once every hospital has recorded it."""
+        before = len(self.results("east"))
+        done = self.run(program, *argv, starter=starter)
+        assert done.returncode == 0, done.stderr
+        self.wait_for_results(before + 1)
+        return done
+
     def results(self, name: str) -> list[dict[str, Any]]:
         folder = self.policies[name].parent / "results"
         files = sorted(folder.glob("run-*.json"), key=lambda p: p.stat().st_mtime)
@@ -197,18 +207,10 @@ def on_ray(
         yield services
 
 
-# ---- the runs a user makes ---------------------------------------------------------------------
-
-
-def test_joint_statistics_across_hosts_equals_plaintext_and_one_machine(
-    on_ray: Services, data: dict[str, dict[str, str]]
-) -> None:
-    before = len(on_ray.results("east"))
-    done = on_ray.run("joint_statistics.py")
-    assert done.returncode == 0, done.stderr
-    on_ray.wait_for_results(before + 1)
-    csvs = {n: data[n]["csv"] for n in HOSPITALS}
-    private = {n: {"csv": csvs[n]} for n in HOSPITALS}
+def one_machine(
+    private: Mapping[str, Mapping[str, Any]], program: Any, *args: Any
+) -> dict[str, Any]:
+    """North's output of `program` in one process (the single-machine run to compare with)."""
     with Session(
         list(HOSPITALS),
         runtime="local",
@@ -216,11 +218,24 @@ def test_joint_statistics_across_hosts_equals_plaintext_and_one_machine(
         allow_insecure=True,
         private=private,
     ) as session:
-        one_machine = session.run(stats.joint_sums).outputs["north"]
+        output: dict[str, Any] = session.run(program, *args).outputs["north"]
+    return output
+
+
+# ---- the runs a user makes ---------------------------------------------------------------------
+
+
+def test_joint_statistics_across_hosts_equals_plaintext_and_one_machine(
+    on_ray: Services, data: dict[str, dict[str, str]]
+) -> None:
+    done = on_ray.run_ok("joint_statistics.py")
+    csvs = {n: data[n]["csv"] for n in HOSPITALS}
+    private = {n: {"csv": csvs[n]} for n in HOSPITALS}
+    local = one_machine(private, stats.joint_sums)
     plain = stats.plaintext(csvs)
     for name in HOSPITALS:
         sums = on_ray.results(name)[-1]["output"]
-        assert sums == {k: v.tolist() for k, v in one_machine.items()}  # integers: exact
+        assert sums == {k: v.tolist() for k, v in local.items()}  # integers: exact
         assert stats.summarise({k: int(v) for k, v in sums.items()}) == pytest.approx(plain)
     assert f"count {plain['count']:.6f}".split() == done.stdout.split()[:2]
     assert "run" in on_ray.log("dealer") and "opened by 'east'" in on_ray.log("dealer")
@@ -231,23 +246,13 @@ def test_logistic_regression_across_hosts_equals_one_machine(
     on_ray: Services, data: dict[str, dict[str, str]], sigmoid: str
 ) -> None:
     argv = ["--epochs", "5", "--sigmoid", sigmoid]
-    before = len(on_ray.results("east"))
-    done = on_ray.run("hospitals_logreg.py", *argv, starter="south")
-    assert done.returncode == 0, done.stderr
-    on_ray.wait_for_results(before + 1)
+    done = on_ray.run_ok("hospitals_logreg.py", *argv, starter="south")
     args = logreg.public_args(argv)
     private: dict[str, Any] = {}
     for n in HOSPITALS:
         with np.load(data[n]["rows"]) as rows:
             private[n] = {k: rows[k] for k in rows.files}
-    with Session(
-        list(HOSPITALS),
-        runtime="local",
-        dealer="local-insecure",
-        allow_insecure=True,
-        private=private,
-    ) as session:
-        local = session.run(_train_on_own_rows, args).outputs["north"]
+    local = one_machine(private, _train_on_own_rows, args)
     outputs = [on_ray.results(n)[-1]["output"] for n in HOSPITALS]
     assert all(o == outputs[0] for o in outputs)  # one revealed model, the same everywhere
     weights = np.array(outputs[0]["weights"])
@@ -295,10 +300,7 @@ def test_the_starter_cannot_ask_for_plaintext_or_another_protocol(on_ray: Servic
 
 
 def test_a_replayed_run_is_refused(on_ray: Services) -> None:
-    before = len(on_ray.results("south"))
-    done = on_ray.run("joint_statistics.py")  # a run with no public arguments, to replay
-    assert done.returncode == 0, done.stderr
-    on_ray.wait_for_results(before + 1)
+    on_ray.run_ok("joint_statistics.py")  # a run with no public arguments, to replay
     old = on_ray.results("south")[-1]
     # north's key re-sends a proposal south has run before (what a recorded proposal would be)
     script = (

@@ -22,7 +22,13 @@ from typing import Any
 import msgpack
 import numpy as np
 import pytest
-from test_tcp_transport import close_all, connect_all, make_transports, relayed_pair
+from test_tcp_transport import (
+    close_all,
+    connect_all,
+    connect_listening,
+    make_transports,
+    relayed_pair,
+)
 
 from mpc.errors import (
     CommunicationError,
@@ -488,19 +494,7 @@ def test_a_stranger_that_claims_a_name_cannot_abort_set_up(claim: str) -> None:
                 confirm = msgpack.packb({"m": "confirm", "c": b"\0" * 40}, use_bin_type=True)
                 stranger.sendall(framing.length_prefix(len(confirm)) + confirm)
             assert b"reject" in _read_all(stranger)
-        errors: list[BaseException | None] = [None, None]
-
-        def run(i: int) -> None:
-            try:
-                transports[i].connect(addresses)
-            except BaseException as e:
-                errors[i] = e
-
-        threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
+        errors = connect_listening(transports[:2], addresses)
         assert errors == [None, None]
         b.send(0, (0, 0), np.arange(3))
         np.testing.assert_array_equal(a.recv(1, (0, 0), TIMEOUT), np.arange(3))
@@ -522,19 +516,7 @@ def test_concurrent_handshakes_are_capped(monkeypatch: pytest.MonkeyPatch) -> No
         assert len(running) <= 3
         for sock in idle:  # the slots free up; the honest peer is served
             sock.close()
-        errors: list[BaseException | None] = [None, None]
-
-        def run(i: int) -> None:
-            try:
-                transports[i].connect(addresses)
-            except BaseException as e:
-                errors[i] = e
-
-        threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
+        errors = connect_listening(transports[:2], addresses)
         assert errors == [None, None]
     finally:
         close_all(transports)

@@ -132,7 +132,15 @@ def connect_all(
 ) -> list[BaseException | None]:
     """listen + connect every transport concurrently; `route[(dialer, target)]` overrides an
     address. Returns the exception of each party's connect (None on success)."""
-    addresses = {t.name: t.listen() for t in transports}
+    return connect_listening(transports, {t.name: t.listen() for t in transports}, route)
+
+
+def connect_listening(
+    transports: list[TcpTransport],
+    addresses: dict[str, tuple[str, int]],
+    route: dict[tuple[int, int], tuple[str, int]] | None = None,
+) -> list[BaseException | None]:
+    """connect (concurrently) transports that already listen at `addresses`; as connect_all."""
     errors: list[BaseException | None] = [None] * len(transports)
 
     def run(i: int) -> None:
@@ -362,19 +370,7 @@ def test_every_party_learns_why_a_connect_failed_even_if_it_dials_late() -> None
     transports[0] = make_transports(3, keys=keys, pins=pins, connect_timeout=3.0)[0]
     addresses = {t.name: t.listen() for t in transports}
     try:
-        errors: list[BaseException | None] = [None, None]
-
-        def run(i: int) -> None:
-            try:
-                transports[i].connect(addresses)
-            except BaseException as e:
-                errors[i] = e
-
-        threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
+        errors = connect_listening(transports[:2], addresses)
         assert isinstance(errors[0], MpcError) and "pins" in str(errors[0])
         started = time.monotonic()
         with pytest.raises(MpcError, match="refused this party") as late:  # c dials only now

@@ -75,7 +75,6 @@ import os
 import re
 import secrets
 import stat
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -88,7 +87,7 @@ from mpc.dp.accountant import (
     PrivacyBudget,
     Release,
 )
-from mpc.private_files import write_private_file
+from mpc.private_files import create_private_file, write_private_file
 
 __all__ = ["Ledger", "LedgerTransaction"]
 
@@ -104,20 +103,6 @@ def _canonical(obj: Any) -> bytes:
 
 def _mac(key: bytes, prev: bytes, body: dict[str, Any]) -> bytes:
     return hmac.new(key, _DOMAIN + prev + _canonical(body), hashlib.sha256).digest()
-
-
-def _sync_directory(path: Path) -> None:
-    """Make a new directory entry in ``path`` durable (where the platform allows it)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - some platforms cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -276,30 +261,8 @@ class Ledger:
             "head": head.hex(),
         }
 
-    @staticmethod
-    def _write_new_ledger(path: Path, data: bytes) -> None:
-        """Create the ledger ``path`` holding ``data``, all at once: a mode-0600 temporary file,
-        fsynced, then linked to ``path`` (FileExistsError if it exists) and the directory
-        fsynced.  A crash leaves no ledger or a complete one, never a partial first line."""
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise
-            except OSError:  # pragma: no cover - file systems without hard links
-                if path.exists():
-                    raise FileExistsError(path) from None
-                os.replace(tmp, path)  # safe: we hold the lock and checked it is absent
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-        _sync_directory(path.parent)
+    #: Creates the ledger file all at once (no partial first line); tests make it crash.
+    _write_new_ledger = staticmethod(create_private_file)
 
     @classmethod
     def _create(

@@ -16,7 +16,6 @@ import contextlib
 import logging
 import os
 import secrets
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from mpc.federation.policy import PartyPolicy
 from mpc.federation.run import RunOutcome, RunRequest, execute
 from mpc.parties.keys import PartyKey
 from mpc.parties.tuning import ALLOCATOR_ENV
+from mpc.private_files import create_private_file
 from mpc.stats import PartyStats
 
 
@@ -55,15 +55,8 @@ def _ray_token() -> None:
     if token.exists():
         return
     token.parent.mkdir(parents=True, exist_ok=True)
-    fd, scratch = tempfile.mkstemp(dir=token.parent)
-    try:
-        os.write(fd, secrets.token_hex(32).encode())
-        os.close(fd)
-        os.chmod(scratch, 0o600)
-        with contextlib.suppress(FileExistsError):  # another service made it first: use that
-            os.link(scratch, token)
-    finally:
-        os.unlink(scratch)
+    with contextlib.suppress(FileExistsError):  # another service made it first: use that
+        create_private_file(token, secrets.token_hex(32).encode())
 
 
 class RayExecutor(Executor):

@@ -190,12 +190,9 @@ class RayParties:
             self._get(
                 [a.use_ray_transport.remote(self.actors) for a in self.actors], "wiring parties"
             )
-        party_enclave: dict[str, Any] | None = None
-        if self.enclave is not None and self.dealer is not None:
-            platform_keys = self.enclave.get("platform_keys") or [
-                self._get(self.dealer.platform_key.remote(), "asking the enclave's platform key")
-            ]
-            party_enclave = {**self.enclave, "platform_keys": list(platform_keys)}
+        # the parties trust only the platform keys pinned in the session's own settings (never
+        # one the dealer reports: mpc.parties.actors.enclave_policy)
+        party_enclave = self.enclave if self.dealer is not None else None
         self.attestations = self._get(
             [a.attach_dealer.remote(self.dealer, party_enclave) for a in self.actors],
             "attaching the dealer",
