@@ -190,8 +190,9 @@ def _mul_program(
     """Share x (party 0) and y (party 1) once, then time `repeats` products x * y."""
     x_value = bench_data(size)[0] if ctx.rank == 0 else None
     y_value = bench_data(size)[1] if ctx.rank == 1 else None
-    x = ctx.input(ctx.parties[0], x_value)
-    y = ctx.input(ctx.parties[1], y_value)
+    # `bench_data` is in [-1, 1): that public bound admits the product (`mpc.bounds`)
+    x = ctx.input(ctx.parties[0], x_value, bound=1.0)
+    y = ctx.input(ctx.parties[1], y_value, bound=1.0)
     z = x
     for _ in range(warmup):
         z = (x * y).settle()
@@ -214,8 +215,9 @@ def _chain_program(ctx: PartyContext, chain: int, warmup: int, repeats: int) -> 
     Each product's truncation is done by the next product (in its round, where the protocol
     fuses them; else in a round of its own), so the time per product includes one truncation.
     """
-    x = ctx.input(ctx.parties[0], np.array([_CHAIN_START]) if ctx.rank == 0 else None)
-    y = ctx.input(ctx.parties[1], np.array([1.0]) if ctx.rank == 1 else None)
+    # |z| stays <= 1 (y = 1): each product's bound grows only by its truncation's ulp
+    x = ctx.input(ctx.parties[0], np.array([_CHAIN_START]) if ctx.rank == 0 else None, bound=1.0)
+    y = ctx.input(ctx.parties[1], np.array([1.0]) if ctx.rank == 1 else None, bound=1.0)
     z = x
     for _ in range(warmup):
         z = z * y
@@ -254,15 +256,19 @@ def _per_mul(stats: Mapping[str, PartyStats], settled: bool = True) -> tuple[flo
 
 def _mul_streams(cls: type[Protocol], size: int, chained: bool = False) -> list[Stream]:
     """The dealer streams fixed-point products of `size` elements draw from: one product
-    truncated at once, or (`chained`) a chain z = z * y, whose products after the first absorb
-    the truncation of z where the protocol fuses them (`Secret._deferred_product`)."""
+    truncated at once (over the ring with `BeaverMultiplication`'s exact truncation, a
+    "trunc_exact" mask; else a "trunc" pair), or (`chained`) a chain z = z * y, whose products
+    after the first absorb the truncation of z where the protocol fuses them
+    (`Secret._deferred_product`)."""
     needs = cls.needs | cls.optional_needs  # e.g. shamir needs truncation pairs only here
     streams = []
     if Need.TRIPLES in needs:
         streams.append(Stream("triple", ((size,),)))
     if Need.TRUNCATION_PAIRS in needs:
-        fused = chained and issubclass(cls, BeaverMultiplication) and cls.algebra is RING64
-        streams.append(Stream("trunc_triple" if fused else "trunc", ((size,),), FRAC_BITS))
+        ring = issubclass(cls, BeaverMultiplication) and cls.algebra is RING64
+        exact = ring and cls.truncate is BeaverMultiplication.truncate
+        kind = "trunc_triple" if chained and ring else "trunc_exact" if exact else "trunc"
+        streams.append(Stream(kind, ((size,),), FRAC_BITS))
     return streams
 
 

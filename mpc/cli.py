@@ -118,17 +118,26 @@ def _cmd_program_hash(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def _cmd_protocols(args: argparse.Namespace, rest: list[str]) -> int:
-    from mpc.protocols.registry import available_protocols
+    """List every protocol that loads; name each plug-in that does not on stderr (one line each,
+    the others are still listed)."""
+    import warnings
 
-    for name, cls in available_protocols().items():
+    from mpc.protocols.registry import PluginWarning, available_protocols, broken_plugins
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PluginWarning)  # said below, once, in our own words
+        protocols = available_protocols()
+    for name, cls in protocols.items():
         needs = ", ".join(sorted(n.value for n in cls.needs)) or "nothing"
-        if cls.optional_needs:
+        if cls.optional_needs:  # e.g. comparison masks: only comparisons take them
             optional = ", ".join(sorted(n.value for n in cls.optional_needs))
-            needs += f" (for fixed point: {optional})"
+            needs += f"; only for the operations that use them: {optional}"
         print(
             f"{name}\n    {cls.summary}\n    security: {cls.security.describe()}\n"
             f"    needs from a dealer: {needs}"
         )
+    for problem in broken_plugins().values():
+        print(f"mpc protocols: warning: {problem}", file=sys.stderr)
     return 0
 
 

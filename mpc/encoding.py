@@ -38,18 +38,23 @@ class FixedPointRangeError(ValueError):
 
 @dataclass(frozen=True)
 class FixedPoint:
-    """Fixed-point format: ``frac_bits`` fractional bits, values ``|v| < 2**int_bits``."""
+    """Fixed-point format: ``frac_bits`` fractional bits, values ``|v| < 2**int_bits``, and
+    ``failure_bits`` k: a probabilistic truncation is allowed only where its failure probability
+    is at most 2^-k per element (`mpc.bounds.check_truncation`)."""
 
     frac_bits: int = 16
     int_bits: int = 24
+    failure_bits: int = 20
 
     def __post_init__(self) -> None:
-        for field_name in ("frac_bits", "int_bits"):
+        for field_name in ("frac_bits", "int_bits", "failure_bits"):
             value = getattr(self, field_name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"{field_name} must be an int, got {value!r}")
         if self.frac_bits < 0:
             raise ValueError(f"frac_bits must be >= 0, got {self.frac_bits}")
+        if not 1 <= self.failure_bits <= 60:
+            raise ValueError(f"failure_bits must be in [1, 60], got {self.failure_bits}")
         if self.int_bits < 1:
             raise ValueError(f"int_bits must be >= 1, got {self.int_bits}")
         if self.frac_bits + self.int_bits > _MAX_TOTAL_BITS:

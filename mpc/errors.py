@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     )
     from mpc.encoding import FixedPointRangeError
     from mpc.federation.secure_rpc import RemoteError
-    from mpc.ml.data import InvalidDataError
     from mpc.tee.backend import (
         AttestationError,
         ChannelError,
@@ -63,6 +62,15 @@ class ShapeMismatchError(MpcError, ValueError):
     """Operands of a secure operation have incompatible shapes or belong to different sessions."""
 
 
+class InvalidDataError(MpcError, ValueError):
+    """Input or training data that cannot be used (bad labels, NaN, range, shapes)."""
+
+
+class FixedPointOverflowError(ConfigurationError):
+    """A value's public bound is too large for the share algebra: it could wrap around the
+    modulus, or its truncation could fail with more than the accepted probability."""
+
+
 class InsecureDealerError(ConfigurationError):
     """An insecure dealer was used without the explicit allow-insecure flag."""
 
@@ -85,6 +93,31 @@ class PeerFailedError(CommunicationError):
 
 class IntegrityError(CommunicationError):
     """A message failed authentication (bad MAC, wrong tag, replay) and was rejected."""
+
+
+class DivergenceError(CommunicationError):
+    """The parties ran different operations at the same point of a program (for example one
+    took another branch of an `if` on `ctx.me`): every party must run the same operations.
+
+    Raised by a mailbox (`mpc.parties.mailbox`) with what it saw: the `peer`, the message `tag`,
+    the peer's operation label `theirs` (None: the peer had ended its program, after its
+    operation `last_op`); `mpc.parties.channel` then raises one that names the operation.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        peer: str = "",
+        tag: tuple[int, ...] = (),
+        theirs: str | None = None,
+        last_op: int = 0,
+    ) -> None:
+        super().__init__(message)
+        self.peer = peer
+        self.tag = tag
+        self.theirs = theirs
+        self.last_op = last_op
 
 
 class CheatingDetectedError(MpcError):
@@ -115,7 +148,6 @@ _ELSEWHERE: dict[str, str] = {
     "LedgerTamperedError": "mpc.dp.accountant",
     "FixedPointRangeError": "mpc.encoding",
     "RemoteError": "mpc.federation.secure_rpc",
-    "InvalidDataError": "mpc.ml.data",
     "AttestationError": "mpc.tee.backend",
     "MalformedQuoteError": "mpc.tee.backend",
     "UntrustedPlatformError": "mpc.tee.backend",
@@ -162,7 +194,9 @@ __all__ = [
     "DPError",
     "DealerError",
     "DebugQuoteError",
+    "DivergenceError",
     "EnclaveStateError",
+    "FixedPointOverflowError",
     "FixedPointRangeError",
     "InsecureDealerError",
     "IntegrityError",

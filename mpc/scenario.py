@@ -1,10 +1,11 @@
 """Shared command-line options of scenario scripts, so `mpc run` and `python scenario.py` agree.
 
 Responsibility: parse the session options every scenario accepts (parties, protocol, transport,
-runtime, dealer, timeout) into keyword arguments for `mpc.Session`; turn a refused or failed run
-into one line on stderr and an exit code (`one_line_errors`, `cli_main`; `--debug` keeps the
-traceback); import one scenario script from another (or from tests and benchmarks) by path
-(`load_script`); read integer CSV columns.
+runtime, dealer, timeout) into keyword arguments for `mpc.Session`, and the privacy-ledger folder
+(`ledger_folder`: this user's state folder by default, never a temporary one unless allowed);
+turn a refused or failed run into one line on stderr and an exit code (`one_line_errors`,
+`cli_main`; `--debug` keeps the traceback); import one scenario script from another (or from
+tests and benchmarks) by path (`load_script`); read integer CSV columns.
 Security model: options only; `--allow-insecure` must be given explicitly for in-process dealers.
 Error lines carry the errors' own messages, which name parties and operations, never secrets.
 """
@@ -24,9 +25,12 @@ from typing import Any
 import numpy as np
 
 from mpc.errors import MpcError, PartyFailedError
+from mpc.state import refuse_temporary, state_home, state_home_hint
 
 #: The option that keeps the Python traceback of a refused or failed run.
 DEBUG_OPTION = "--debug"
+#: The option that accepts a privacy-ledger folder under the system's temporary folder.
+ALLOW_TEMPORARY_LEDGER = "--allow-temporary-ledger"
 #: Exit codes of `cli_main`: a refused or failed run, and an interrupted one (128 + SIGINT).
 FAILED = 1
 INTERRUPTED = 130
@@ -71,6 +75,39 @@ def add_session_options(parser: argparse.ArgumentParser, default_parties: int = 
         action="store_true",
         help="show the Python traceback when the run is refused or fails",
     )
+
+
+def add_ledger_options(parser: argparse.ArgumentParser) -> None:
+    """``--ledger DIR`` (where the parties' privacy ledgers live) and
+    ``--allow-temporary-ledger``; `ledger_folder` reads them."""
+    parser.add_argument(
+        "--ledger",
+        default=None,
+        help=f"folder of the parties' privacy ledgers (default: {state_home_hint()}/ledgers/"
+        "<scenario>)",
+    )
+    parser.add_argument(
+        ALLOW_TEMPORARY_LEDGER,
+        action="store_true",
+        help="accept a ledger folder under the system's temporary folder (other users can "
+        "reach it and a reboot may erase it)",
+    )
+
+
+def ledger_folder(args: argparse.Namespace, scenario: str) -> Path:
+    """The folder of the parties' ledgers: ``--ledger``, else ``ledgers/<scenario>`` in this
+    user's state folder (`mpc.state.state_home`); ConfigurationError if it is under the
+    system's temporary folder and ``--allow-temporary-ledger`` was not given."""
+    folder = (
+        state_home() / "ledgers" / scenario
+        if args.ledger is None
+        else Path(args.ledger).expanduser()
+    )
+    if not args.allow_temporary_ledger:
+        refuse_temporary(
+            folder, "the privacy ledgers", f"pass {ALLOW_TEMPORARY_LEDGER} to accept it"
+        )
+    return folder
 
 
 def party_names(args: argparse.Namespace, names: Sequence[str]) -> list[str] | None:

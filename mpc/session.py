@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +65,11 @@ class Session:
 
     >>> with Session(["alice", "bob", "carol"]) as s:           # doctest: +SKIP
     ...     result = s.run(program)
+
+    What a program prints at a party is shown here as ``[alice] ...`` while the run goes on
+    (with either runtime); `show_output` turns that off (False) or limits it to some parties
+    (a list of names). A party left out shows nothing here (under Ray its output stays in its
+    worker's log; in-process it is dropped).
     """
 
     def __init__(
@@ -85,6 +90,7 @@ class Session:
         num_cpus: int = 2,
         allow_simulated_enclave: bool = False,
         enclave_platform_keys: Sequence[bytes] | None = None,
+        show_output: bool | Collection[str] = True,
     ) -> None:
         if isinstance(deployment, str):
             deployment = DeploymentConfig.load(deployment)
@@ -137,6 +143,7 @@ class Session:
             deployment=deployment,
             ray_address=ray_address,
             num_cpus=num_cpus,
+            show_output=_shown(show_output, names),
         )
         self.attestations: list[str] = []
         self._backend: Runtime | None = None
@@ -251,6 +258,20 @@ def _party_names(
                 f"party names must be non-empty letters, digits, '-' or '_': got {name!r}"
             )
     return names
+
+
+def _shown(show_output: bool | Collection[str], names: list[str]) -> frozenset[str]:
+    """The parties whose printed output the driver shows."""
+    if isinstance(show_output, bool):
+        return frozenset(names) if show_output else frozenset()
+    chosen = [show_output] if isinstance(show_output, str) else list(show_output)
+    unknown = [p for p in chosen if p not in names]
+    if unknown:
+        raise ConfigurationError(
+            f"show_output names unknown parties {unknown}; parties are {names} (or pass "
+            "show_output=True / False for all / none)"
+        )
+    return frozenset(chosen)
 
 
 def _choose_dealer(

@@ -145,7 +145,7 @@ def plaintext(
 def run(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="A bank and a retailer train a fraud model")
     add_session_options(parser, default_parties=2)
-    parser.add_argument("--sigmoid", default="accurate", choices=SIGMOIDS)
+    parser.add_argument("--sigmoid", default="accurate-clamped", choices=SIGMOIDS)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--learning-rate", type=float, default=1.0)
     parser.add_argument("--rows", type=int, default=6000, help="customers (train + test)")

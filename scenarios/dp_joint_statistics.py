@@ -1,7 +1,8 @@
 """Three hospitals release joint patient statistics with differential privacy and a budget.
 
-The data are those of scenarios/joint_statistics.py (synthetic patient CSVs, age in years and
-total cholesterol in mg/dL, one file per hospital, generated on first run with a fixed seed).
+The data are those of scenarios/joint_statistics.py (patient CSVs, age in years and total
+cholesterol in mg/dL, one file per hospital: yours with --data DIR, else synthetic ones generated
+into scenarios/data/ with a fixed seed, which the script says when it does).
 Each hospital loads only its own file inside its own party and computes, on its own rows:
   * a histogram of cholesterol: below 200, 200-239 and 240 or more (desirable, borderline, high);
   * the sums of age and of cholesterol, each value first clamped to a public range (age
@@ -14,9 +15,11 @@ with noise added under MPC, never in the clear:
     every party divides by the (public) number of patients to get the means.
 Neighbouring data sets replace one patient, so the total number of patients is public (it is
 revealed exactly; per-hospital counts are not). Each release is charged to every hospital's
-ledger (a directory under --ledger, default <tmp>/mpc-dp-stats-ledgers) before anything is
-revealed; running the script again spends more, and a release that would exceed a budget is
-refused (it reveals nothing; the run stops there).
+ledger (a directory under --ledger, default ~/.local/state/mpc/ledgers/dp_joint_statistics, or
+under $XDG_STATE_HOME; printed at the start; a folder under the system's temporary folder is
+refused unless --allow-temporary-ledger) before anything is revealed; running the script again
+spends more, and a release that would exceed a budget is refused (it reveals nothing; the run
+stops there).
 
 Noise: distributed by default (each hospital adds its own piece; the Gaussian split so that any
 --max-colluding hospitals cannot remove the rest, the Laplace as one full draw per hospital), or
@@ -30,8 +33,8 @@ Run:  mpc run scenarios/dp_joint_statistics.py   (or: python scenarios/dp_joint_
 Across organisations (docs/deploy.md): mpc run scenarios/dp_joint_statistics.py --policy P;
       each hospital's policy names its CSV (`csv` under [data]) and its ledger and budget ([dp]).
       options: --epsilon-counts 0.5 --epsilon-means 0.5 --delta 1e-7 --budget-epsilon 2
-      --budget-delta 1e-6 --ledger DIR --noise distributed|dealer --max-colluding T, plus the
-      session options (--runtime local --allow-insecure, ...).
+      --budget-delta 1e-6 --ledger DIR --data DIR --noise distributed|dealer --max-colluding T,
+      plus the session options (--runtime local --allow-insecure, ...).
 """
 
 from __future__ import annotations
@@ -39,7 +42,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,7 +59,9 @@ from mpc.dp.release import format_ledger_status
 from mpc.errors import PartyFailedError
 from mpc.program import PartyContext
 from mpc.scenario import (
+    add_ledger_options,
     add_session_options,
+    ledger_folder,
     load_script,
     one_line_errors,
     party_names,
@@ -67,7 +71,6 @@ from mpc.scenario import (
 from mpc.session import Session
 
 HOSPITALS = ["north", "south", "east", "west", "central"]
-DEFAULT_LEDGER = Path(tempfile.gettempdir()) / "mpc-dp-stats-ledgers"
 REFUSED = 3
 AGE_RANGE = (20, 90)
 CHOLESTEROL_RANGE = (100, 400)
@@ -84,7 +87,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--delta", type=float, default=1e-7, help="delta of the means release")
     parser.add_argument("--budget-epsilon", type=float, default=2.0, help="per hospital")
     parser.add_argument("--budget-delta", type=float, default=1e-6, help="per hospital")
-    parser.add_argument("--ledger", default=str(DEFAULT_LEDGER), help="ledger directory")
+    add_ledger_options(parser)
+    parser.add_argument("--data", default=None, help="folder of the hospitals' CSVs (<name>.csv)")
     parser.add_argument("--noise", default="distributed", choices=["distributed", "dealer"])
     parser.add_argument(
         "--max-colluding", type=int, default=None, help="default: all but one hospital"
@@ -177,7 +181,14 @@ def dp_statistics(ctx: PartyContext, setup: dict[str, Any]) -> dict[str, Any]:
 
 #: Options that each hospital's own policy sets ([dp] and [data]), or that are fixed across
 #: organisations (distributed noise that all other hospitals together cannot remove).
-POLICY_OPTIONS = ("--ledger", "--budget-epsilon", "--budget-delta", "--parties")
+POLICY_OPTIONS = (
+    "--ledger",
+    "--allow-temporary-ledger",
+    "--budget-epsilon",
+    "--budget-delta",
+    "--parties",
+    "--data",
+)
 FIXED_OPTIONS = ("--noise", "--max-colluding")
 RELEASE = ("epsilon_counts", "epsilon_means", "delta")
 
@@ -265,9 +276,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     names = party_names(args, HOSPITALS)
     if names is None:
         return 2
+    ledger = ledger_folder(args, "dp_joint_statistics")
     base = load_script(Path(__file__).resolve().parent / "joint_statistics.py")
-    paths = base.make_data(names)
-    ledger = Path(args.ledger)
+    paths = base.patient_data(names, args.data)
     private: dict[str, dict[str, Any]] = {
         name: {
             "csv": str(path),
@@ -293,7 +304,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         f"histogram epsilon {args.epsilon_counts:g} (discrete Laplace), means epsilon "
         f"{args.epsilon_means:g} delta {args.delta:g} (discrete Gaussian)"
     )
-    print(f"ledgers: {ledger}/<hospital> | starting ...", flush=True)
+    print(f"privacy ledgers: {ledger}/<hospital> | starting ...", flush=True)
     started = time.perf_counter()
     try:
         with Session(names, private=private, **session_kwargs(args)) as session:

@@ -17,8 +17,10 @@ What differs from the non-private scenario (docs/dp.md):
     perturbation, Chaudhuri, Monteleoni & Sarwate 2011; pure-epsilon vector noise by default,
     the discrete Gaussian with --delta > 0) and only the noisy weights are revealed;
   * each hospital keeps its own privacy ledger (a directory under --ledger, default
-    <tmp>/mpc-dp-ledgers) with a budget per data set; the release is charged to every ledger
-    before anything is revealed, so re-running spends more and eventually refuses.
+    ~/.local/state/mpc/ledgers/dp_model_release, or under $XDG_STATE_HOME; printed at the start;
+    a folder under the system's temporary folder is refused unless --allow-temporary-ledger)
+    with a budget per data set; the release is charged to every ledger before anything is
+    revealed, so re-running spends more and eventually refuses.
 
 Noise: --noise dealer (the trusted dealer samples one draw and deals shares; needs runtime ray),
 --noise distributed (every hospital adds a full-scale draw from its own PRG: safe against any
@@ -43,7 +45,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -62,11 +63,17 @@ from mpc.errors import PartyFailedError
 from mpc.ml import LinearModel, LogisticRegression, Standardizer, train_plain
 from mpc.ml.data import deal_breast_cancer_rows
 from mpc.program import PartyContext, Secret
-from mpc.scenario import add_session_options, one_line_errors, party_names, session_kwargs
+from mpc.scenario import (
+    add_ledger_options,
+    add_session_options,
+    ledger_folder,
+    one_line_errors,
+    party_names,
+    session_kwargs,
+)
 from mpc.session import Session
 
 HOSPITALS = ["north", "south", "east", "west", "central"]
-DEFAULT_LEDGER = Path(tempfile.gettempdir()) / "mpc-dp-ledgers"
 REFUSED = 3
 
 #: Public reference ranges (min, max) of the 30 features, in the data set's column order, as
@@ -102,7 +109,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--budget-epsilon", type=float, default=3.0, help="per hospital")
     parser.add_argument("--budget-delta", type=float, default=2e-4, help="per hospital")
-    parser.add_argument("--ledger", default=str(DEFAULT_LEDGER), help="ledger directory")
+    add_ledger_options(parser)
     parser.add_argument("--noise", default="auto", choices=["auto", "dealer", "distributed"])
     parser.add_argument("--features", default="all", choices=sorted(FEATURE_SETS))
     parser.add_argument("--clip-norm", type=float, default=2.0, help="row bound R")
@@ -220,7 +227,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         penalize_intercept=True,
         feature_limit=args.clip_norm,
     )
-    ledger = Path(args.ledger)
+    ledger = ledger_folder(args, "dp_model_release")
     private, (x_train, x_test, y_train, y_test) = deal_rows(
         names, args.rows, ledger, (args.budget_epsilon, args.budget_delta)
     )
@@ -260,7 +267,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         f"release: {type(mechanism).__name__}, costs epsilon={plan.cost.epsilon:g}, "
         f"delta={plan.cost.delta:.2e}; noise variance x{plan.variance_factor:g} ({noise})"
     )
-    print(f"ledgers: {ledger}/<hospital> | starting ...", flush=True)
+    print(f"privacy ledgers: {ledger}/<hospital> | starting ...", flush=True)
     setup = {
         "config": config,
         "columns": columns,

@@ -56,7 +56,7 @@ HOSPITALS = ["north", "south", "east", "west", "central"]
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Three hospitals train a joint logistic model")
     add_session_options(parser, default_parties=3)
-    parser.add_argument("--sigmoid", default="accurate", choices=SIGMOIDS)
+    parser.add_argument("--sigmoid", default="accurate-clamped", choices=SIGMOIDS)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--learning-rate", type=float, default=1.0)
     parser.add_argument("--l2", type=float, default=0.0)

@@ -1,15 +1,21 @@
 """Three hospitals compute joint statistics of their patients without pooling the records.
 
-Each hospital holds a CSV of its own patients (age in years, total cholesterol in mg/dL; synthetic
-data generated on first run with a fixed seed into scenarios/data/). Each hospital loads only its
-own file inside its own party, secret-shares the columns, and the parties compute, on shares:
+Each hospital holds a CSV of its own patients (age in whole years, total cholesterol in whole
+mg/dL): yours with --data DIR (DIR/<hospital>.csv, columns age and cholesterol), else synthetic
+ones generated with a fixed seed into scenarios/data/, which the script says when it does.
+Public ranges, part of the program (its input bounds, `AGE_BOUND` and `CHOLESTEROL_BOUND`):
+|age| <= 150 years and |cholesterol| <= 2000 mg/dL; a hospital refuses to run with a record
+outside them (the error stays in its own log), rather than let a sum wrap around.
+Each hospital loads only its own file inside its own party, secret-shares the columns, and the
+parties compute, on shares:
     count, sum and sum of squares of cholesterol and of age, and the sum of age * cholesterol
 over the union of all patients. Only these sums are revealed; from them every party computes
 the count, mean and variance of cholesterol, and the correlation of age and cholesterol across
 all hospitals. Revealed, and so learned by every hospital: those aggregates (and therefore also
 the mean and variance of age and the covariance). Nothing else.
-All arithmetic is on integers (exact, no fixed-point rounding), so the secure results equal the
-plaintext ones; the script checks that and prints both.
+All arithmetic is on integers (exact, no fixed-point rounding): within those ranges no product
+or sum can wrap (checked from the bounds before the run computes, `mpc.bounds`), so the secure
+results equal the plaintext ones; the script checks that and prints both.
 
 Run:  mpc run scenarios/joint_statistics.py          (or: python scenarios/joint_statistics.py)
 Across organisations (each hospital runs `mpc party serve`, docs/deploy.md):
@@ -19,6 +25,7 @@ Across organisations (each hospital runs `mpc party serve`, docs/deploy.md):
 
 from __future__ import annotations
 
+import argparse
 import csv
 import sys
 import time
@@ -28,12 +35,23 @@ from typing import Any
 
 import numpy as np
 
+from mpc.errors import ConfigurationError
 from mpc.program import PartyContext, Secret
-from mpc.scenario import one_line_errors, parse, party_names, read_int_columns, session_kwargs
+from mpc.scenario import (
+    add_session_options,
+    one_line_errors,
+    party_names,
+    read_int_columns,
+    session_kwargs,
+)
 from mpc.session import Session
 
 HOSPITALS = ["north", "south", "east", "west", "central"]
 DATA_DIR = Path(__file__).resolve().parent / "data"
+#: Public bounds of the columns (the documented ranges): years, mg/dL.
+AGE_BOUND = 150
+CHOLESTEROL_BOUND = 2000
+BOUNDS = {"age": AGE_BOUND, "cholesterol": CHOLESTEROL_BOUND}
 
 
 def make_data(names: Sequence[str], directory: Path = DATA_DIR) -> dict[str, Path]:
@@ -56,6 +74,37 @@ def make_data(names: Sequence[str], directory: Path = DATA_DIR) -> dict[str, Pat
             for j in range(rows):
                 writer.writerow([f"{name}-{j:05d}", int(age[j]), round(cholesterol[j])])
     return paths
+
+
+def patient_data(names: Sequence[str], folder: str | Path | None = None) -> dict[str, Path]:
+    """Each hospital's CSV: ``<folder>/<name>.csv``, which must all exist (nothing is made
+    there); without `folder`, the demo files in scenarios/data/, those missing made from the
+    synthetic generator (saying so on stdout)."""
+    if folder is not None:
+        paths = {n: Path(folder).expanduser() / f"{n}.csv" for n in names}
+        missing = [p.name for p in paths.values() if not p.is_file()]
+        if missing:
+            raise ConfigurationError(
+                f"--data {folder}: no {', '.join(missing)} there (one CSV per hospital, "
+                "<name>.csv, with columns age and cholesterol); nothing was generated"
+            )
+        return paths
+    made = [f"{n}.csv" for n in names if not (DATA_DIR / f"{n}.csv").exists()]
+    paths = make_data(names, DATA_DIR)
+    if made:
+        print(
+            f"synthetic data: generated {', '.join(made)} in {DATA_DIR} (made-up patients, "
+            "fixed seed); --data DIR reads your own CSVs instead",
+            flush=True,
+        )
+    return paths
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Joint statistics of three hospitals' patients")
+    add_session_options(parser)
+    parser.add_argument("--data", default=None, help="folder of the hospitals' CSVs (<name>.csv)")
+    return parser.parse_args(argv)
 
 
 def load(path: str | Path) -> dict[str, np.ndarray]:
@@ -84,7 +133,8 @@ def joint_sums(ctx: PartyContext) -> dict[str, np.ndarray]:
     for owner in ctx.parties:
         mine = load(ctx.private["csv"]) if ctx.me == owner else None
         for col in columns:
-            columns[col].append(ctx.input(owner, mine[col] if mine else None, kind="int"))
+            value = mine[col] if mine else None
+            columns[col].append(ctx.input(owner, value, kind="int", bound=BOUNDS[col]))
     ones = [ctx.constant(np.ones(len(c), dtype=np.int64), kind="int") for c in columns["age"]]
     age, chol, one = (_concat(v) for v in (columns["age"], columns["cholesterol"], ones))
     sums = {
@@ -100,7 +150,7 @@ def joint_sums(ctx: PartyContext) -> dict[str, np.ndarray]:
 
 
 def _concat(parts: list[Secret]) -> Secret:
-    return Secret(parts[0].ctx, np.concatenate([p.share for p in parts]), parts[0].frac)
+    return parts[0].ctx.concat(parts)  # keeps the columns' public bounds
 
 
 def summarise(s: dict[str, int]) -> dict[str, float]:
@@ -133,11 +183,11 @@ def plaintext(paths: dict[str, Path]) -> dict[str, float]:
 
 @one_line_errors
 def run(argv: Sequence[str] | None = None) -> int:
-    args = parse(argv, "Joint statistics of three hospitals' patients")
+    args = parse_args(argv)
     names = party_names(args, HOSPITALS)
     if names is None:
         return 2
-    paths = make_data(names)
+    paths = patient_data(names, args.data)
     private: dict[str, dict[str, Any]] = {n: {"csv": str(p)} for n, p in paths.items()}
     print(f"parties: {', '.join(names)} | protocol {args.protocol} | starting ...", flush=True)
     started = time.perf_counter()

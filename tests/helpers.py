@@ -75,12 +75,12 @@ def record_traffic(
     received: dict[object, list[np.ndarray]] = {}
     original_send, original_recv = transport.send, transport.recv
 
-    def recording_send(to: int, tag: Any, array: np.ndarray) -> int:
+    def recording_send(to: int, tag: Any, array: np.ndarray, label: str = "") -> int:
         sent[tag] = np.array(array)
-        return original_send(to, tag, array)
+        return original_send(to, tag, array, label)
 
-    def recording_recv(frm: int, tag: Any, timeout: float) -> np.ndarray:
-        array = original_recv(frm, tag, timeout)
+    def recording_recv(frm: int, tag: Any, timeout: float, label: str = "") -> np.ndarray:
+        array = original_recv(frm, tag, timeout, label)
         received.setdefault(tag, []).append(np.array(array))
         return array
 

@@ -127,7 +127,9 @@ def test_fixed_point_out_of_range(value: np.ndarray) -> None:
 
 def test_fixed_point_range_follows_the_session_format() -> None:
     def program(ctx: PartyContext) -> Any:
-        return ctx.reveal(ctx.input("alice", 300.0 if ctx.me == "alice" else None))
+        # declared bound: the most the session's format holds, so the encoding is what refuses
+        bound = ctx.fixed_point.max_abs
+        return ctx.reveal(ctx.input("alice", 300.0 if ctx.me == "alice" else None, bound=bound))
 
     with session(fixed_point=FixedPoint(frac_bits=16, int_bits=8)) as s:  # |v| < 256
         with pytest.raises(PartyFailedError) as info:
@@ -172,7 +174,7 @@ def test_input_from_unknown_party() -> None:
 # ---- failures during a run ------------------------------------------------------------------
 def test_failure_at_one_party_aborts_all_promptly() -> None:
     def program(ctx: PartyContext) -> Any:
-        x = ctx.input("alice", np.arange(4.0) if ctx.me == "alice" else None)
+        x = ctx.input("alice", np.arange(4.0) if ctx.me == "alice" else None, bound=3)
         if ctx.me == "bob":
             raise RuntimeError("boom")
         return ctx.reveal(x * x)  # alice and carol wait for bob here
@@ -217,7 +219,9 @@ def test_shamir_without_dealer_cannot_truncate() -> None:
     """Degree reduction needs no dealer, but a fixed-point product needs truncation pairs."""
 
     def integers(ctx: PartyContext) -> Any:
-        a = ctx.input("alice", np.array([3, -4]) if ctx.me == "alice" else None, kind="int")
+        a = ctx.input(
+            "alice", np.array([3, -4]) if ctx.me == "alice" else None, kind="int", bound=4
+        )
         return ctx.reveal(a * a)
 
     def fixed(ctx: PartyContext) -> Any:
@@ -256,9 +260,9 @@ def test_fixed_point_mul_counters() -> None:
 
     Beaver: e = x - a and d = y - b are opened together (one round, one message of 2k elements
     to every peer). The truncation waits for the product's next use: here an addition, which
-    truncates first (dealer pair: c = z - r is opened to party 0 only, the one party that adds
-    public constants in additive sharing; one round, k elements from every other party to party
-    0), counted as "truncate". The in-memory transport counts raw array bytes.
+    truncates first (the ring's exact truncation, `mpc.protocols.truncation`: c = z + 2^62 + r
+    is opened to every party, each needing c's top bit; one round, k elements to every peer),
+    counted as "truncate". The in-memory transport counts raw array bytes.
     """
     k = 7
     n = len(PARTIES)
@@ -266,14 +270,11 @@ def test_fixed_point_mul_counters() -> None:
     peers = n - 1
     beaver_arrays, truncation_arrays = 2, 1
     beaver_bytes = peers * beaver_arrays * element * k
-    truncation_bytes = {
-        party: 0 if rank == 0 else truncation_arrays * element * k
-        for rank, party in enumerate(PARTIES)
-    }
+    truncation_bytes = dict.fromkeys(PARTIES, peers * truncation_arrays * element * k)
 
     def program(ctx: PartyContext) -> Any:
-        x = ctx.input("alice", np.linspace(-1, 1, k) if ctx.me == "alice" else None)
-        y = ctx.input("bob", np.linspace(2, 3, k) if ctx.me == "bob" else None)
+        x = ctx.input("alice", np.linspace(-1, 1, k) if ctx.me == "alice" else None, bound=1)
+        y = ctx.input("bob", np.linspace(2, 3, k) if ctx.me == "bob" else None, bound=3)
         return ctx.reveal(x * y + 0.5)
 
     with session(protocol="additive") as s:
@@ -288,4 +289,4 @@ def test_fixed_point_mul_counters() -> None:
         assert (truncate.calls, truncate.rounds) == (1, 1)
         assert truncate.bytes_sent == truncation_bytes[party]
         assert result.stats[party].by_kind["linear"].rounds == 0
-    assert beaver_bytes + truncation_bytes["carol"] == (2 * 2 * 8 * k) + (8 * k)  # protocol doc
+    assert beaver_bytes + truncation_bytes["carol"] == (2 * 2 * 8 * k) + (2 * 8 * k)

@@ -44,6 +44,11 @@ def tampered_ledgers(tmp_path: Path, script: str = SCRIPT) -> Path:
     return ledgers
 
 
+def in_folder(ledgers: Path) -> list[str]:
+    """The options that put the ledgers in the test's (temporary) folder."""
+    return ["--ledger", str(ledgers), "--allow-temporary-ledger"]
+
+
 def command(how: str, *options: str, script: str = SCRIPT) -> list[str]:
     if how == "python":
         return [sys.executable, str(SCENARIOS / script), *options]
@@ -65,7 +70,7 @@ def test_a_tampered_ledger_is_one_line_without_a_traceback(
     tmp_path: Path, script: str, how: str
 ) -> None:
     ledgers = tampered_ledgers(tmp_path, script)
-    done = run(command(how, *LOCAL, "--ledger", str(ledgers), script=script))
+    done = run(command(how, *LOCAL, *in_folder(ledgers), script=script))
     assert done.returncode == 1, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
@@ -78,7 +83,7 @@ def test_a_tampered_ledger_is_one_line_without_a_traceback(
 @pytest.mark.parametrize("how", ["python", "mpc run"])
 def test_debug_shows_the_traceback(tmp_path: Path, how: str) -> None:
     ledgers = tampered_ledgers(tmp_path)
-    done = run(command(how, *LOCAL, "--ledger", str(ledgers), "--debug"))
+    done = run(command(how, *LOCAL, *in_folder(ledgers), "--debug"))
     assert done.returncode != 0
     assert "Traceback (most recent call last)" in done.stderr
     assert "LedgerTamperedError" in done.stderr

@@ -24,9 +24,10 @@ W = np.array([0.5, 0.625, -0.99609375, 0.875, 0.125, -0.5])
 
 
 def _inputs(ctx: PartyContext) -> tuple[object, object, object]:
-    x = ctx.input("alice", X if ctx.me == "alice" else None)
-    y = ctx.input("bob", Y if ctx.me == "bob" else None)
-    w = ctx.input("carol", W if ctx.me == "carol" else None)
+    # every factor is in [-1, 1] (see the module docstring): the bound that admits long chains
+    x = ctx.input("alice", X if ctx.me == "alice" else None, bound=1)
+    y = ctx.input("bob", Y if ctx.me == "bob" else None, bound=1)
+    w = ctx.input("carol", W if ctx.me == "carol" else None, bound=1)
     return x, y, w
 
 
@@ -172,8 +173,8 @@ def _fused_view(value: float, size: int) -> np.ndarray:
 
     def program(ctx: PartyContext) -> None:
         data = np.full(size, value)
-        x = ctx.input("alice", data if ctx.me == "alice" else None)
-        y = ctx.input("bob", data if ctx.me == "bob" else None)
+        x = ctx.input("alice", data if ctx.me == "alice" else None, bound=1)
+        y = ctx.input("bob", data if ctx.me == "bob" else None, bound=1)
         p = x * y
         if ctx.me == "bob":
             sent.clear()

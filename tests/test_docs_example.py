@@ -13,7 +13,6 @@ sees it. Bounds (frac bits f = 16, ulp = 2^-16), as stated in the doc:
 from __future__ import annotations
 
 import inspect
-import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 import test_protocols as conformance
+from docblocks import blocks
 from helpers import local_parties
 
 from mpc.errors import ConfigurationError
@@ -35,9 +35,10 @@ FRAC = 16
 ULP = 2.0**-FRAC
 
 
-def python_blocks(text: str) -> list[str]:
-    """The bodies of the ```python fenced blocks of a markdown text, in order."""
-    return re.findall(r"^```python[ \t]*\n(.*?)^```[ \t]*$", text, flags=re.S | re.M)
+def python_blocks(doc: Path) -> list[str]:
+    """The bodies of the doc's ```python blocks that are scripts, in order: not those marked as a
+    file of the outside-package example (`<!-- file: ... -->`, tests/test_plugin_package.py)."""
+    return [b.body for b in blocks(doc) if b.lang == "python" and b.marked("file") is None]
 
 
 def conformance_tests() -> list[Callable[..., None]]:
@@ -61,7 +62,7 @@ def doc_namespace(capsys: pytest.CaptureFixture[str]) -> Iterator[dict[str, Any]
     assert NAME not in available_protocols(), "example protocol leaked from an earlier test"
     namespace: dict[str, Any] = {"__name__": "writing_a_protocol_example"}
     try:
-        for i, block in enumerate(python_blocks(DOC.read_text(encoding="utf-8"))):
+        for i, block in enumerate(python_blocks(DOC)):
             exec(compile(block, f"{DOC.name}[python block {i}]", "exec"), namespace)
         namespace["__stdout__"] = capsys.readouterr().out
         yield namespace
@@ -71,7 +72,7 @@ def doc_namespace(capsys: pytest.CaptureFixture[str]) -> Iterator[dict[str, Any]
 
 
 def test_doc_has_one_python_example() -> None:
-    assert len(python_blocks(DOC.read_text(encoding="utf-8"))) == 1
+    assert len(python_blocks(DOC)) == 1
 
 
 def test_example_is_registered(doc_namespace: dict[str, Any]) -> None:
@@ -136,9 +137,9 @@ def test_local_truncation_error_direction(doc_namespace: dict[str, Any]) -> None
     values = np.arange(-150, 150, dtype=np.int64) * 987_654_321  # |x| < 2^38
 
     def program(ctx: PartyContext) -> np.ndarray | None:
-        x = ctx.input("alice", values if ctx.me == "alice" else None, kind="int")
+        x = ctx.input("alice", values if ctx.me == "alice" else None, kind="int", bound=2**38)
         with ctx.channel.operation("truncate"):
-            y = Secret(ctx, ctx.protocol.truncate(x.share, FRAC), 0)
+            y = Secret(ctx, ctx.protocol.truncate(x.share, FRAC), 0, bound=2**38)
         out = ctx.reveal(y)
         assert ctx.channel.stats.by_kind["truncate"].rounds == 0
         return out

@@ -514,6 +514,9 @@ def test_analysis_uses_the_encoded_constants_and_counts_truncation_failures() ->
     assert twice.truncation_delta == pytest.approx(2 * privacy.truncation_delta, rel=0.05)
     field = model_privacy(config, n_rows=455, n_features=30, clip_norm=R, modulus=(1 << 61) - 1)
     assert field.truncation_delta == pytest.approx(8 * privacy.truncation_delta, rel=1e-6)
+    # The ring protocols truncate exactly (no failure within the range fit checks): no δ.
+    exact = model_privacy(config, n_rows=455, n_features=30, clip_norm=R, exact_truncation=True)
+    assert exact.truncation_delta == 0.0 and exact.total == privacy.total
     clamped = model_privacy(
         LogisticRegression(
             **{
@@ -566,12 +569,15 @@ def test_ray_trusted_dealer_deals_noise_shares(tmp_path: Path) -> None:
 
 # ---- scenarios (in-process smoke tests) ----------------------------------------------------------
 
+#: The scenarios' ledgers go to the test's folder, under the system's temporary folder.
+TEMPORARY = "--allow-temporary-ledger"
+
 
 def test_dp_model_release_scenario_spends_and_refuses(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     scenario = load_scenario("dp_model_release")
-    args = [*LOCAL, "--rows", "150", "--epochs", "4", "--ledger", str(tmp_path)]
+    args = [*LOCAL, "--rows", "150", "--epochs", "4", "--ledger", str(tmp_path), TEMPORARY]
     args += ["--budget-epsilon", "1.5"]
     assert scenario.run(args) == 0
     out = capsys.readouterr().out
@@ -587,7 +593,7 @@ def test_dp_model_release_scenario_spends_and_refuses(
 
 def test_dp_joint_statistics_scenario(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     scenario = load_scenario("dp_joint_statistics")
-    args = [*LOCAL, "--ledger", str(tmp_path), "--budget-epsilon", "1.5"]
+    args = [*LOCAL, "--ledger", str(tmp_path), TEMPORARY, "--budget-epsilon", "1.5"]
     assert scenario.run(args) == 0
     out = capsys.readouterr().out
     assert "cholesterol 240 or more" in out and out.rstrip().endswith("OK")

@@ -19,12 +19,13 @@ TOLERANCE = 1e-3
 
 
 def _program(ctx: PartyContext) -> dict[str, list[np.ndarray | None]]:
-    x = ctx.input("alice", X if ctx.me == "alice" else None)
+    # the data's ranges: |X| <= 2, |v|, |u| <= 1 (products of 6 or 40 terms: at most 80)
+    x = ctx.input("alice", X if ctx.me == "alice" else None, bound=2)
     masked = x.masked()
     forward, backward = [], []
     for v, u in zip(VS, US, strict=True):
-        sv = ctx.input("bob", v if ctx.me == "bob" else None)
-        su = ctx.input("bob", u if ctx.me == "bob" else None)
+        sv = ctx.input("bob", v if ctx.me == "bob" else None, bound=1)
+        su = ctx.input("bob", u if ctx.me == "bob" else None, bound=1)
         forward.append(ctx.reveal(masked @ sv))
         backward.append(ctx.reveal(masked.T @ su))
     return {"forward": forward, "backward": backward}
@@ -43,16 +44,16 @@ def test_masked_matrix_is_opened_once() -> None:
     """The first product opens X - A with y - B in one round; later ones open only y - B."""
 
     def program(ctx: PartyContext) -> None:
-        x = ctx.input("alice", X if ctx.me == "alice" else None)
-        v = ctx.input("bob", VS[0] if ctx.me == "bob" else None)
+        x = ctx.input("alice", X if ctx.me == "alice" else None, bound=2)
+        v = ctx.input("bob", VS[0] if ctx.me == "bob" else None, bound=1)
         masked = x.masked()
         for _ in range(5):
             masked @ v
 
     stats = local_parties("additive", 3).run(program)["bob"].stats.by_kind
     # To 2 peers: 240 elements of X - A once, 6 of v - B per product; then the truncation of
-    # the 40 results is opened to party 0 (bob is party 1: he sends 40 to alice).
-    assert stats["matmul"].bytes_sent == 2 * 8 * (240 + 5 * 6) + 5 * 40 * 8
+    # the 40 results (the ring's exact truncation) is opened to every party: 40 to each peer.
+    assert stats["matmul"].bytes_sent == 2 * 8 * (240 + 5 * 6) + 5 * 2 * 40 * 8
     assert stats["matmul"].rounds == 5 * 2
 
 
@@ -61,12 +62,15 @@ def test_masked_matrix_view_is_uniform() -> None:
     from scipy import stats
 
     opened = {}
+    # |X| <= 10^4 and a vector of 2^-8: the product's bound 50 * 10^4 * 2^-8 is admitted
+    small = 2.0**-8
     for label, value in (("zeros", 0.0), ("large", 9999.5)):
 
         def program(ctx: PartyContext, v: float = value) -> np.ndarray:
-            x = ctx.input("alice", np.full((200, 50), v) if ctx.me == "alice" else None)
+            x = ctx.input("alice", np.full((200, 50), v) if ctx.me == "alice" else None, bound=1e4)
             masked = x.masked()
-            masked @ ctx.input("bob", np.ones(50) if ctx.me == "bob" else None)
+            y = np.full(50, small) if ctx.me == "bob" else None
+            masked @ ctx.input("bob", y, bound=small)
             assert masked._operand.opened is not None
             return masked._operand.opened
 

@@ -143,3 +143,37 @@ def test_the_readme_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
     exec(compile(blocks[0], "README.md", "exec"), {"__name__": "readme_example"})
     out = capsys.readouterr().out
     assert "6.99" in out and "wall time" in out  # 1.5 * 4 + 1 at alice, and the cost report
+
+
+def _state(pid: int) -> str | None:
+    """The state letter of process `pid` (R, S, T, Z, ...), or None if there is none."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return None
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_no_party_process_outlives_its_session() -> None:
+    import signal
+    import threading
+
+    def stuck_after_returning(ctx: PartyContext) -> int:
+        if ctx.me == "bob":  # bob's process freezes: Ray can neither close nor end it in time
+
+            def freeze() -> None:
+                time.sleep(0.3)
+                os.kill(os.getpid(), signal.SIGSTOP)
+
+            threading.Thread(target=freeze, daemon=True).start()
+        return os.getpid()
+
+    with Session(["alice", "bob"], timeout=10) as session:
+        pids = session.run(stuck_after_returning).outputs
+        deadline = time.monotonic() + 10
+        while _state(pids["bob"]) != "T" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _state(pids["bob"]) == "T", "bob's process did not freeze"
+    left = {name: _state(pid) for name, pid in pids.items()}
+    assert all(state in (None, "Z") for state in left.values()), left

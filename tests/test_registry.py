@@ -1,8 +1,9 @@
 """The protocol registry: names, duplicates, plug-ins through entry points, compatibility checks.
 
 Plug-in tests replace `mpc.protocols.registry.entry_points` with a fake and reset the module's
-`_entry_points_loaded` flag through `monkeypatch` (restored after each test); every protocol a
-test registers is unregistered in a fixture's finally block, so no test sees another's.
+`_entry_points_loaded` flag and its record of broken plug-ins (`_broken`) through `monkeypatch`
+(restored after each test); every protocol a test registers is unregistered in a fixture's
+finally block, so no test sees another's.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from mpc.protocols.additive import AdditiveBeaver
 from mpc.protocols.base import Need
 from mpc.protocols.registry import (
     ENTRY_POINT_GROUP,
+    PluginWarning,
     available_protocols,
+    broken_plugins,
     check_compatibility,
     get_protocol,
     register_protocol,
@@ -84,6 +87,7 @@ def fake_entry_points(
         cleanup.extend(ep.name for ep in eps)
         monkeypatch.setattr(registry, "entry_points", fake)
         monkeypatch.setattr(registry, "_entry_points_loaded", False)
+        monkeypatch.setattr(registry, "_broken", {})
         return list(eps)
 
     return install
@@ -204,28 +208,82 @@ def test_entry_point_name_is_the_registry_key(
         pytest.param(lambda: object, id="not-a-protocol"),
     ],
 )
-def test_broken_entry_point_is_named(
+def test_broken_entry_point_is_named_and_the_builtins_still_list(
     fake_entry_points: Callable[..., list[FakeEntryPoint]], load: Callable[[], Any]
 ) -> None:
     fake_entry_points(FakeEntryPoint("broken-proto", "gone_pkg.mod:Proto", load))
-    with pytest.raises(ConfigurationError) as info:
-        available_protocols()
-    assert "broken-proto" in str(info.value)
+    with pytest.warns(PluginWarning) as warned:
+        protocols = available_protocols()
+    assert set(BUILTINS) <= set(protocols) and "broken-proto" not in protocols
+    (warning,) = warned
+    message = str(warning.message)
+    assert "'broken-proto'" in message and "gone_pkg.mod:Proto" in message
+    assert "fix or uninstall" in message and "\n" not in message
+    assert broken_plugins() == {"broken-proto": message}
+    with pytest.raises(ConfigurationError) as info:  # asked by name: why it is missing
+        get_protocol("broken-proto")
+    assert str(info.value) == message
+    with pytest.raises(ConfigurationError, match=r"left out, failed to load: broken-proto"):
+        get_protocol("no-such-protocol")
 
 
 def test_broken_entry_point_does_not_hide_the_others(
     fake_entry_points: Callable[..., list[FakeEntryPoint]],
 ) -> None:
-    """registry.py: 'a broken plug-in must not break the others'."""
+    """registry.py: 'a broken plug-in must not hide the others'."""
     fake_entry_points(
         FakeEntryPoint("broken-proto", "gone_pkg.mod:Proto", _fail(ImportError("gone"))),
         FakeEntryPoint(
             "outside-proto", "outside_pkg.protocols:OutsideProtocol", lambda: OutsideProtocol
         ),
     )
-    with pytest.raises(ConfigurationError, match="broken-proto"):
-        get_protocol("outside-proto")
-    assert get_protocol("outside-proto") is OutsideProtocol
+    with pytest.warns(PluginWarning, match="broken-proto"):
+        assert get_protocol("outside-proto") is OutsideProtocol
+    assert available_protocols()["outside-proto"] is OutsideProtocol
+    assert list(broken_plugins()) == ["broken-proto"]
+
+
+def test_cli_lists_the_others_and_names_the_broken_plugin(
+    fake_entry_points: Callable[..., list[FakeEntryPoint]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mpc.cli import main
+
+    fake_entry_points(
+        FakeEntryPoint("broken-proto", "gone_pkg.mod:Proto", _fail(ImportError("gone"))),
+        FakeEntryPoint(
+            "outside-proto", "outside_pkg.protocols:OutsideProtocol", lambda: OutsideProtocol
+        ),
+    )
+    assert main(["protocols"]) == 0
+    out, err = capsys.readouterr()
+    listed = [line for line in out.splitlines() if line and not line.startswith(" ")]
+    assert listed == sorted([*BUILTINS, "outside-proto"])
+    (line,) = err.splitlines()
+    assert line.startswith("mpc protocols: warning: protocol plug-in 'broken-proto'")
+    assert "ImportError: gone" in line
+
+
+def test_cli_does_not_label_comparison_masks_fixed_point(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`additive` takes comparison masks only for comparisons, `shamir` truncation pairs only
+    for fixed-point products: both are listed as optional, neither as 'for fixed point'."""
+    from mpc.cli import main
+
+    assert main(["protocols"]) == 0
+    out = capsys.readouterr().out
+    assert "for fixed point" not in out
+    needs = {}
+    for name in BUILTINS:
+        entry = ("\n" + out).split(f"\n{name}\n", 1)[1].splitlines()
+        needs[name] = next(line.strip() for line in entry if "needs from a dealer" in line)
+    assert needs == {
+        "additive": "needs from a dealer: matrix triples, triples, truncation pairs; only for "
+        "the operations that use them: comparison masks",
+        "shamir": "needs from a dealer: nothing; only for the operations that use them: "
+        "truncation pairs",
+        "shamir-beaver": "needs from a dealer: matrix triples, triples, truncation pairs",
+    }
 
 
 def _run_python(code: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:

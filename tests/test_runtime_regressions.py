@@ -20,7 +20,7 @@ from mpc.protocols.registry import get_protocol
 
 def test_a_local_operation_at_one_party_does_not_shift_message_tags() -> None:
     def program(ctx: PartyContext) -> np.ndarray | None:
-        x = ctx.input("alice", np.array([1.5, -2.0]) if ctx.me == "alice" else None)
+        x = ctx.input("alice", np.array([1.5, -2.0]) if ctx.me == "alice" else None, bound=2)
         if ctx.me == "alice":  # local-only work that the other parties do not do
             _ = (x + 1.0).sum()
         return ctx.reveal(x * x)
@@ -66,8 +66,9 @@ def test_constants_and_concat_at_a_wider_fixed_point_scale() -> None:
     from mpc.program import Secret
 
     def program(ctx: PartyContext) -> tuple[np.ndarray | None, np.ndarray | None]:
-        x = ctx.input("alice", np.array([1.25, -2.0]) if ctx.me == "alice" else None)
-        wide = Secret(ctx, ctx.protocol.mul_public(x.share, np.array(1 << 18, np.uint64)), 34)
+        x = ctx.input("alice", np.array([1.25, -2.0]) if ctx.me == "alice" else None, bound=2)
+        share = ctx.protocol.mul_public(x.share, np.array(1 << 18, np.uint64))
+        wide = Secret(ctx, share, 34, bound=x.bound)  # the same value at 34 fractional bits
         shifted = wide + 0.5
         joined = ctx.concat([shifted, x])
         return ctx.reveal(shifted), ctx.reveal(joined)
@@ -82,8 +83,8 @@ def test_products_of_scalars_and_integer_sessions() -> None:
     and with 0 fractional bits revealed integers stay integers."""
 
     def program(ctx: PartyContext) -> np.ndarray | None:
-        a = ctx.input("alice", np.float64(1.5) if ctx.me == "alice" else None)
-        b = ctx.input("bob", np.float64(-2.25) if ctx.me == "bob" else None)
+        a = ctx.input("alice", np.float64(1.5) if ctx.me == "alice" else None, bound=1.5)
+        b = ctx.input("bob", np.float64(-2.25) if ctx.me == "bob" else None, bound=2.25)
         return ctx.reveal(a * b)
 
     for n in (2, 3):

@@ -51,9 +51,9 @@ def test_shamir_openings_of_any_size_still_detect_a_wrong_share() -> None:
     erin = parties.runners[4].transport
     original = erin.send
 
-    def wrong_send(to: int, tag: object, array: np.ndarray) -> int:
+    def wrong_send(to: int, tag: object, array: np.ndarray, label: str = "") -> int:
         last = tag[1] == 2 and tag[2] == rounds.rounds - 1  # type: ignore[index]
-        return original(to, tag, array + np.uint64(1) if last else array)
+        return original(to, tag, array + np.uint64(1) if last else array, label)
 
     erin.send = wrong_send  # type: ignore[method-assign]
     with pytest.raises(PartyFailedError) as info:
@@ -81,8 +81,9 @@ def test_a_wrong_slice_from_a_peer_is_refused() -> None:
     carol = parties.runners[2].transport
     original = carol.send
 
-    def short_send(to: int, tag: object, array: np.ndarray) -> int:
-        return original(to, tag, array[:-1] if tag[-1] == 1 else array)  # type: ignore[index]
+    def short_send(to: int, tag: object, array: np.ndarray, label: str = "") -> int:
+        short = array[:-1] if tag[-1] == 1 else array  # type: ignore[index]
+        return original(to, tag, short, label)
 
     carol.send = short_send  # type: ignore[method-assign]
     with pytest.raises(PartyFailedError) as info:

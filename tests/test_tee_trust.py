@@ -312,11 +312,14 @@ def package_copy(tmp_path: Path) -> Path:
 
 
 def flip_one_byte(path: Path) -> bytes:
-    """Change one byte of `path` (an empty file gets one); return the original content."""
+    """Change one byte of `path` (an empty file gets one) in its first line (every module of
+    the package opens with its docstring, so the change cannot break an import); return the
+    original content."""
     original = path.read_bytes()
     changed = bytearray(original or b"\n")
     if original:
-        changed[len(changed) // 2] ^= 0x01
+        first_line = original.find(b"\n") if b"\n" in original else len(original)
+        changed[max(0, first_line // 2)] ^= 0x01
     path.write_bytes(bytes(changed))
     return original
 

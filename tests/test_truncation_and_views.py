@@ -15,16 +15,26 @@ from helpers import local_parties, protocol_cases
 from scipy import stats
 
 from mpc.program import PartyContext, Secret
+from mpc.protocols.base import Protocol
 
 CASES_3 = [case for case in protocol_cases((3,))]
 ALPHA = 1e-7
 
 
-def _truncate_program(values: np.ndarray, bits: int) -> Any:
+def _truncate_program(values: np.ndarray, bits: int, probabilistic: bool = False) -> Any:
+    """Truncate integer inputs at the protocol layer (the protocol's `truncate` on the shares,
+    or with `probabilistic` the dealer pair's `Protocol.truncate`): the magnitudes tested here
+    are far beyond what `Secret` products admit (`mpc.bounds`)."""
+    largest = float(np.max(np.abs(values)))
+
     def program(ctx: PartyContext) -> np.ndarray | None:
-        x = ctx.input("alice", values if ctx.me == "alice" else None, kind="int")
+        x = ctx.input("alice", values if ctx.me == "alice" else None, kind="int", bound=largest)
         with ctx.channel.operation("truncate"):
-            y = Secret(ctx, ctx.protocol.truncate(x.share, bits), 0)
+            if probabilistic:
+                share = Protocol.truncate(ctx.protocol, x.share, bits)
+            else:
+                share = ctx.protocol.truncate(x.share, bits)
+            y = Secret(ctx, share, 0)
         return ctx.reveal(y)
 
     return program
@@ -45,12 +55,15 @@ def test_truncation_error_is_at_most_one_ulp(protocol: str, n: int) -> None:
 
 @pytest.mark.parametrize(("protocol", "n"), CASES_3)
 def test_truncation_failure_rate_matches_bound(protocol: str, n: int) -> None:
-    """|x| = 2^(M_bits - 4): failure probability |x|/M = 1/16 per element, as documented."""
+    """The dealer pair's probabilistic truncation (`Protocol.truncate`: the field protocols'
+    truncation, and the one the ring fuses into a next product) at |x| = 2^(M_bits - 4):
+    failure probability |x|/M = 1/16 per element, as documented."""
     modulus_bits = 64 if protocol == "additive" else 61
     magnitude = 1 << (modulus_bits - 4)
     count = 20000
     values = np.where(np.arange(count) % 2 == 0, magnitude, -magnitude).astype(np.int64)
-    got = local_parties(protocol, n).run(_truncate_program(values, 16))["alice"].output
+    program = _truncate_program(values, 16, probabilistic=True)
+    got = local_parties(protocol, n).run(program)["alice"].output
     ok = (got == values >> 16) | (got == (values >> 16) - 1)
     failures = int(np.count_nonzero(~ok))
     modulus = 2**64 if protocol == "additive" else 2**61 - 1
@@ -58,6 +71,19 @@ def test_truncation_failure_rate_matches_bound(protocol: str, n: int) -> None:
     lo = stats.binom.ppf(ALPHA, count, p)
     hi = stats.binom.isf(ALPHA, count, p)
     assert lo <= failures <= hi, (failures, lo, hi)
+
+
+def test_the_rings_exact_truncation_does_not_fail_below_2_62() -> None:
+    """`additive` truncates exactly (`mpc.protocols.truncation`): where the dealer pair fails
+    with probability 1/16 (|x| = 2^60) and up to |x| < 2^62 it is floor(x / 2^16) or one less,
+    every time."""
+    count = 20000
+    magnitudes = np.array([1 << 60, (1 << 62) - 1, (1 << 61) + 12345], dtype=np.int64)
+    values = np.resize(magnitudes, count) * np.where(np.arange(count) % 2 == 0, 1, -1)
+    got = local_parties("additive", 3).run(_truncate_program(values, 16))["alice"].output
+    diff = got - (values >> 16)
+    assert set(np.unique(diff)) <= {0, -1}
+    assert np.count_nonzero(diff == -1) > 1000 and np.count_nonzero(diff == 0) > 1000
 
 
 def _chi2_uniform(values: np.ndarray, modulus: int, buckets: int = 64) -> float:
@@ -69,7 +95,8 @@ def _chi2_uniform(values: np.ndarray, modulus: int, buckets: int = 64) -> float:
 @pytest.mark.parametrize(("protocol", "n"), CASES_3)
 def test_single_party_view_is_uniform_and_independent_of_the_secret(protocol: str, n: int) -> None:
     """Bob's view (his input shares and every message he receives while the parties compute
-    x * y) is uniform whether the secrets are all zeros or all large values."""
+    x * y) is uniform whether the secrets are all zeros or all large values. The large x is
+    multiplied by a small y (|y| <= 2^-5) so that the product is admitted (`mpc.bounds`)."""
     size = 20000
     views: dict[str, list[np.ndarray]] = {}
     for label, value in (("zeros", 0.0), ("large", 12345.678)):
@@ -82,10 +109,11 @@ def test_single_party_view_is_uniform_and_independent_of_the_secret(protocol: st
             frm: int,
             tag: Any,
             timeout: float,
+            label: str = "",
             _orig: Any = original_recv,
             _seen: list[np.ndarray] = seen,
         ) -> np.ndarray:
-            array = _orig(frm, tag, timeout)
+            array = _orig(frm, tag, timeout, label)
             _seen.append(np.array(array))
             return array
 
@@ -95,9 +123,9 @@ def test_single_party_view_is_uniform_and_independent_of_the_secret(protocol: st
         def program(
             ctx: PartyContext, v: float = value, _shares: list[np.ndarray] = shares
         ) -> None:
-            data = np.full(size, v)
-            x = ctx.input("alice", data if ctx.me == "alice" else None)
-            y = ctx.input("carol", data if ctx.me == "carol" else None)
+            x_data, y_data = np.full(size, v), np.full(size, v * 2.0**-19)
+            x = ctx.input("alice", x_data if ctx.me == "alice" else None, bound=12346)
+            y = ctx.input("carol", y_data if ctx.me == "carol" else None, bound=2.0**-5)
             if ctx.me == "bob":
                 _shares.extend([x.share, y.share])
             x * y

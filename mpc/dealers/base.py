@@ -216,6 +216,12 @@ class DealerClient:
         r, r_shifted = self._take(self._stream("trunc", (shape,), bits))
         return r, r_shifted
 
+    def exact_truncation_mask(
+        self, shape: Shape, bits: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        r, r_low, r_top = self._take(self._stream("trunc_exact", (shape,), bits))
+        return r, r_low, r_top
+
     def truncating_triple(self, shape: Shape, bits: int, both: bool) -> tuple[np.ndarray, ...]:
         kind = "trunc_triple2" if both else "trunc_triple"
         return tuple(self._take(self._stream(kind, (shape,), bits)))

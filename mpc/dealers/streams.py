@@ -12,7 +12,8 @@ dealer, which knows all seeds, computes the shares of the remaining ranks (for a
 one share of c for one party) and sends only those. Dealer traffic is then one share per triple
 for additive sharing.
 
-Kinds: "triple", "matrix" (Beaver triples), "trunc" (truncation pairs), "trunc_triple" and
+Kinds: "triple", "matrix" (Beaver triples), "trunc" (truncation pairs), "trunc_exact" (a mask
+with its top bit for the ring's exact truncation), "trunc_triple" and
 "trunc_triple2" (a truncation pair (r, r') whose r' is also the Beaver mask of a product's left
 operand, (r, b, r', c = r' * b), or of both operands, (r, s, r', s', c = r' * s')), "compare"
 (bits of a comparison mask, tree masks and their products, daBits; see
@@ -42,6 +43,9 @@ _COMPONENTS: dict[str, tuple[str, ...]] = {
     "triple": ("a", "b", "c"),
     "matrix": ("a", "b", "c"),
     "trunc": ("r", "r_shifted"),
+    # the ring's exact truncation (`mpc.protocols.truncation`): r, ceil(r mod 2^63 / 2^bits)
+    # and the top bit of r
+    "trunc_exact": ("r", "r_low", "r_top"),
     # a product whose left (or both) operands still await truncation: the truncation masks are
     # the Beaver masks of the truncated operands (see `BeaverMultiplication.mul_settling`)
     "trunc_triple": ("r", "b", "r_shifted", "c"),
@@ -55,13 +59,14 @@ _NEED_OF_KIND = {
     "triple": Need.TRIPLES,
     "matrix": Need.MATRIX_TRIPLES,
     "trunc": Need.TRUNCATION_PAIRS,
+    "trunc_exact": Need.TRUNCATION_PAIRS,
     "trunc_triple": Need.TRUNCATION_PAIRS,
     "trunc_triple2": Need.TRUNCATION_PAIRS,
     "mask": Need.MATRIX_TRIPLES,
     "masked_matrix": Need.MATRIX_TRIPLES,
     "compare": Need.COMPARISON_MASKS,
 }
-_DERIVED = {"c", "r_shifted", "s_shifted", "and_monomials", "mask", "dabit"}
+_DERIVED = {"c", "r_shifted", "s_shifted", "r_low", "r_top", "and_monomials", "mask", "dabit"}
 #: Components that are XOR shares of packed bit planes (all others are shares in the algebra).
 _XOR = {"mask_bits", "and_masks", "and_monomials", "dabit_bits"}
 
@@ -164,6 +169,15 @@ def matmul_shape(shape_x: Shape, shape_y: Shape) -> Shape:
     return tuple(shape_x[:-1]) + tuple(shape_y[1:])
 
 
+def exact_truncation_parts(algebra: Algebra, r: np.ndarray, bits: int) -> tuple[np.ndarray, ...]:
+    """For the ring's exact truncation: ceil((r mod 2^63) / 2^bits) and r's top bit (0 or 1)."""
+    if algebra.modulus != 1 << 64:
+        raise ValueError("exact truncation masks need sharing over the ring Z_2^64")
+    middle = np.bitwise_and(r, np.uint64((1 << 63) - 1))
+    low = np.right_shift(np.add(middle, np.uint64((1 << bits) - 1)), np.uint64(bits))
+    return low, np.right_shift(r, np.uint64(63))
+
+
 def derive_secret(
     algebra: Algebra,
     stream: Stream,
@@ -195,6 +209,8 @@ def derive_secret(
         return algebra.mul(secrets["r_shifted"], secrets["s_shifted"])
     if component in ("r_shifted", "s_shifted"):
         return algebra.from_signed(algebra.to_signed(secrets[component[0]]) >> stream.bits)
+    if component in ("r_low", "r_top"):
+        return exact_truncation_parts(algebra, secrets["r"], stream.bits)[component == "r_top"]
     raise ValueError(f"component {component!r} of {stream.kind!r} is not derived")
 
 

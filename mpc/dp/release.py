@@ -86,7 +86,9 @@ sigmoid's loss, ``1/(8a)`` for the piecewise one, plus the fixed-point drift), `
 
 each times ``2^(2f)`` (the scale of a product) over M, times the epochs.  With 455 rows, R = 2,
 λ = 0.03 and 10 epochs this is about 4e-5: the release is (ε, δ + 4e-5)-DP.  That is the price
-of probabilistic truncation; it is reported with every release (``ModelPrivacy``) and charged.
+of probabilistic truncation (the Shamir field); it is reported with every release
+(``ModelPrivacy``) and charged.  The ring protocols truncate exactly (``mpc.bounds``: no failure
+within the range `fit` checks before training), so with them this δ is 0.
 
 Security model
 --------------
@@ -760,11 +762,14 @@ def model_privacy(
     clip_norm: float | None,
     fixed_point: FixedPoint | None = None,
     modulus: int = 1 << 64,
+    exact_truncation: bool = False,
 ) -> ModelPrivacy:
     """The sensitivity, fixed-point slack and truncation-failure δ of the weights that
     ``config.fit`` computes on `n_rows` clipped rows of `n_features` features (module
     docstring).  Public numbers only.  Raises InvalidPrivacyParameterError /
     MissingSensitivityError for a configuration the analysis does not cover, saying what to set.
+    With `exact_truncation` (the ring protocols' truncation cannot fail: `mpc.bounds`, and
+    `fit` refuses a schedule whose values leave its range) the truncation δ is 0.
     """
     if clip_norm is None:
         raise MissingSensitivityError(
@@ -814,18 +819,22 @@ def model_privacy(
     encoded, shift = encode_constants(
         [np.asarray(config.learning_rate / n_rows), config.decay(width)], f
     )
-    delta_trunc = truncation_failure_delta(
-        n_rows=n_rows,
-        width=width,
-        clip_norm=float(clip_norm),
-        weight_bound=weight_bound,
-        epochs=config.epochs,
-        sigmoid=config.sigmoid,
-        constants=encoded,
-        shift=shift,
-        frac_bits=f,
-        modulus=modulus,
-        residual=residual,
+    delta_trunc = (
+        0.0
+        if exact_truncation
+        else truncation_failure_delta(
+            n_rows=n_rows,
+            width=width,
+            clip_norm=float(clip_norm),
+            weight_bound=weight_bound,
+            epochs=config.epochs,
+            sigmoid=config.sigmoid,
+            constants=encoded,
+            shift=shift,
+            frac_bits=f,
+            modulus=modulus,
+            residual=residual,
+        )
     )
     return ModelPrivacy(
         bound,
@@ -858,6 +867,7 @@ def model_release_plan(
     delta: float = 0.0,
     fixed_point: FixedPoint | None = None,
     modulus: int = 1 << 64,
+    exact_truncation: bool = False,
 ) -> tuple[VectorLaplaceMechanism | DiscreteGaussianMechanism, ModelPrivacy]:
     """The output-perturbation mechanism for the weights `config.fit` computes, and the
     analysis it is calibrated to: ``delta == 0`` gives the pure-ε CMS vector noise,
@@ -870,6 +880,7 @@ def model_release_plan(
         clip_norm=clip_norm,
         fixed_point=fixed_point,
         modulus=modulus,
+        exact_truncation=exact_truncation,
     )
     mechanism = model_release_mechanism(
         epsilon=epsilon,
@@ -945,6 +956,7 @@ def release_model(
         delta=delta,
         fixed_point=ctx.fixed_point,
         modulus=ctx.protocol.algebra.modulus,
+        exact_truncation=ctx.protocol.exact_truncation(),
     )
     values = dp_reveal(
         ctx,

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mpc.parties.keys import PartyKey
+from mpc.state import temporary_root
 
 
 @dataclass(frozen=True)
@@ -193,12 +194,15 @@ def write_example(
                 for key, made in (("csv", csvs), ("rows", rows))
             }
     hosts = {n: Host(host, base_port + 2 * i, base_port + 2 * i + 1) for i, n in enumerate(names)}
+    # a throwaway example in a temporary folder keeps its ledgers there too (its policies say so)
+    temporary = {"allow_temporary": True} if temporary_root(folder) is not None else {}
     dp = {
         n: {
             "directory": str(folder / n / "ledger"),
             "dataset": f"patients-{n}",
             "epsilon": dp_epsilon,
             "delta": 1e-6,
+            **temporary,
         }
         for n in names
     }

@@ -16,6 +16,7 @@ revealed output only; a peer's output stays at the peer (its log and results fol
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 import sys
@@ -35,6 +36,7 @@ from mpc.federation.programs import accepted_args, check_args, find_approved
 from mpc.federation.run import RUN_ID_BYTES, RunOutcome, RunRequest, execute
 from mpc.federation.secure_rpc import SecureClient, SecureServer
 from mpc.parties.keys import PartyKey
+from mpc.parties.output import capture, discard, show_line
 
 #: How long a starter waits for a whole run, and a coordinator for a peer to answer a proposal.
 RUN_TIMEOUT = 3600.0
@@ -60,14 +62,19 @@ class Executor(ABC):
 
 
 class InProcessExecutor(Executor):
-    """Runs in the service's own process (tests, or an organisation without Ray)."""
+    """Runs in the service's own process (tests, or an organisation without Ray). What the
+    program prints goes to the service's log as ``[party] line`` with the policy's
+    `show_output`, and nowhere without it."""
 
     def __init__(self, policy: PartyPolicy, key: PartyKey) -> None:
         self.policy = policy
         self.key = key
 
     def execute(self, request: RunRequest) -> RunOutcome:
-        return execute(self.policy, self.key, request)
+        shown = self.policy.show_output
+        sink = functools.partial(show_program_line, self.policy.name) if shown else discard
+        with capture(sink):
+            return execute(self.policy, self.key, request)
 
 
 class PartyService:
@@ -335,6 +342,12 @@ class PartyService:
 
     def _log(self, text: str) -> None:
         print(f"[{self.policy.name}] {printable(text)}", file=sys.stderr, flush=True)
+
+
+def show_program_line(party: str, stream: int, line: str) -> None:
+    """Show a line that the program printed at `party` in the service's log (`show_line`), in
+    printable characters only."""
+    show_line(party, stream, printable(line))
 
 
 def printable(text: str) -> str:

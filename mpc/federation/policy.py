@@ -21,6 +21,7 @@ from typing import Any
 from mpc.encoding import FixedPoint
 from mpc.errors import ConfigurationError
 from mpc.parties.keys import load_public
+from mpc.state import refuse_temporary
 
 TRANSPORTS = ("tcp", "tcp-plaintext")
 
@@ -95,12 +96,28 @@ class EnclavePolicy:
 
 @dataclass(frozen=True)
 class DpPolicy:
-    """This party's differential-privacy ledger: where it lives, the data set, the budget."""
+    """This party's differential-privacy ledger: where it lives, the data set, the budget.
+
+    Attributes:
+        allow_temporary: accept a `directory` under the system's temporary folder, where other
+            users can reach the ledger and a reboot may erase it (`mpc party serve` refuses it
+            otherwise: `check_location`).
+    """
 
     directory: Path
     dataset: str
     epsilon: float
     delta: float = 0.0
+    allow_temporary: bool = False
+
+    def check_location(self, origin: str) -> None:
+        """ConfigurationError if the ledger would live in a temporary folder, unless allowed."""
+        if not self.allow_temporary:
+            refuse_temporary(
+                self.directory,
+                f"{origin} [dp]: the privacy ledger",
+                "set allow_temporary = true in [dp] to accept it",
+            )
 
     def ledger_description(self) -> dict[str, Any]:
         """The `ctx.private["dp_ledger"]` entry that mpc.dp.release reads."""
@@ -133,7 +150,9 @@ class PartyPolicy:
             own key.
         ray_address: this organisation's own Ray ("local": a new private instance; "none": run
             in the service's process without Ray).
-        show_output: print the party's program output (its own log) in the service's log.
+        show_output: show the party's program output in the service's log: what the program
+            prints, as ``[name] line``, and each run's revealed output (False: neither; what
+            the program prints then stays in the party's own Ray log, or nowhere in-process).
         results_folder: where the service writes each run's revealed results (None: nowhere).
     """
 
@@ -335,7 +354,11 @@ def _settings(raw: Any, where: str) -> ProtocolSettings:
     if not 0 < timeout <= 3600:
         raise ConfigurationError(f"{where}: timeout must be in (0, 3600] seconds")
     try:
-        fixed = FixedPoint(int(t.get("frac_bits", int, 16)), int(t.get("int_bits", int, 24)))
+        fixed = FixedPoint(
+            int(t.get("frac_bits", int, 16)),
+            int(t.get("int_bits", int, 24)),
+            int(t.get("failure_bits", int, 20)),
+        )
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(f"{where}: {exc}") from None
     threshold = t.get("threshold", int, None)
@@ -425,12 +448,17 @@ def _party_policy(data: dict[str, Any], path: Path) -> PartyPolicy:
         raise ConfigurationError(f"{origin} [data]: each data source is a path (a string)")
     dp = None
     if "dp" in data:
-        t = _Table(data["dp"], f"{origin} [dp]", {"directory", "dataset", "epsilon", "delta"})
+        t = _Table(
+            data["dp"],
+            f"{origin} [dp]",
+            {"directory", "dataset", "epsilon", "delta", "allow_temporary"},
+        )
         dp = DpPolicy(
             t.path("directory", base),
             str(t.get("dataset", str)),
             float(t.get("epsilon", (int, float))),
             float(t.get("delta", (int, float), 0.0)),
+            bool(t.get("allow_temporary", bool, False)),
         )
     raw_starters = top.get("starters", dict, {})
     starters_table = _Table(raw_starters, f"{origin} [starters]", set(raw_starters))

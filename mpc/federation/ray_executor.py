@@ -5,6 +5,9 @@ organisation's own Ray, place one party actor on this node, and execute each agr
 Security model: Ray is used only inside one organisation (any member of a Ray cluster can run
 code on every node of it). The actor reads the same policy file and key as the service; nothing
 of Ray crosses to another organisation: peers and the dealer are reached over encrypted TCP.
+With the policy's `show_output`, what the program prints is shown in the service's log as
+``[party] line`` (printable characters only; `mpc.parties.output`); without it, it stays in the
+actor's own Ray log (Ray's forwarding of worker output to the service is off either way).
 A private instance (`"local"`) starts with Ray token authentication (refused off; the token in
 the service user's ~/.ray/auth_token) and a loopback node address; Ray's ports still listen on every
 interface, so an organisation's firewall should open only the party's control and data ports.
@@ -20,25 +23,33 @@ from pathlib import Path
 from typing import Any
 
 from mpc.errors import ConfigurationError
-from mpc.federation.party_service import Executor
+from mpc.federation.party_service import Executor, show_program_line
 from mpc.federation.policy import PartyPolicy
 from mpc.federation.run import RunOutcome, RunRequest, execute
 from mpc.parties.keys import PartyKey
+from mpc.parties.output import DRAIN_SECONDS, OutputBuffer, OutputRelay, RelaysOutput
+from mpc.parties.ray_setup import quiet_token_notice
 from mpc.parties.tuning import ALLOCATOR_ENV
 from mpc.private_files import create_private_file
 from mpc.stats import PartyStats
 
 
-class PartyRunActor:
+class PartyRunActor(RelaysOutput):
     """The party inside its organisation's Ray (wrapped with ray.remote by `RayExecutor`)."""
 
     def __init__(self, policy_path: str) -> None:
         self.policy = PartyPolicy.load(policy_path)
         self.key = PartyKey.load(self.policy.key_file)
+        self._output = OutputBuffer() if self.policy.show_output else None
 
-    def execute(self, request: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-        outcome = execute(self.policy, self.key, RunRequest.from_wire(request))
-        return outcome.output, outcome.stats.as_dict()
+    def execute(self, request: dict[str, Any]) -> tuple[Any, dict[str, Any], int]:
+        """Run `request`: (output, stats, lines printed so far: see `take_output`)."""
+        if self._output is None:
+            outcome = execute(self.policy, self.key, RunRequest.from_wire(request))
+            return outcome.output, outcome.stats.as_dict(), 0
+        with self._output.capturing():
+            outcome = execute(self.policy, self.key, RunRequest.from_wire(request))
+        return outcome.output, outcome.stats.as_dict(), self._output.count
 
 
 def _ray_token() -> None:
@@ -73,27 +84,34 @@ class RayExecutor(Executor):
                 # own Ray requires a token only its processes know (Ray token authentication),
                 # and the node announces itself on loopback only.
                 _ray_token()
+                quiet_token_notice()  # token authentication on is what we want: no notice
                 ray.init(
+                    address="local",  # its own instance, even if a `ray start` cluster is up
                     num_cpus=num_cpus,
                     include_dashboard=False,
                     logging_level=logging.WARNING,
-                    log_to_driver=policy.show_output,
+                    log_to_driver=False,
                     _node_ip_address="127.0.0.1",
                 )
             else:
-                ray.init(address=policy.ray_address, logging_level=logging.WARNING)
+                ray.init(
+                    address=policy.ray_address, logging_level=logging.WARNING, log_to_driver=False
+                )
             self._started = True
         node = ray.get_runtime_context().get_node_id()
         self.actor: Any = (
             ray.remote(PartyRunActor)
             .options(
                 num_cpus=0,
+                max_concurrency=2,  # a run, and the relay's call for its output
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
                 runtime_env={"env_vars": ALLOCATOR_ENV},
             )
             .remote(str(Path(policy.origin)))
         )
         self.timeout = policy.settings.timeout
+        shown = {policy.name: self.actor} if policy.show_output else {}
+        self._relay = OutputRelay(shown, show_program_line).start()
 
     def execute(self, request: RunRequest) -> RunOutcome:
         import ray
@@ -101,14 +119,23 @@ class RayExecutor(Executor):
         from mpc.parties.ray_runtime import _original
 
         try:
-            output, stats = ray.get(self.actor.execute.remote(request.to_wire()))
+            output, stats, printed = ray.get(self.actor.execute.remote(request.to_wire()))
         except ray.exceptions.RayTaskError as exc:
+            with contextlib.suppress(Exception):  # show what it printed before it failed
+                self._relay.wait_for(
+                    {
+                        n: ray.get(self.actor.printed.remote(), timeout=DRAIN_SECONDS)
+                        for n in self._relay.parties
+                    }
+                )
             raise _original(exc) from None
+        self._relay.wait_for(dict.fromkeys(self._relay.parties, printed))
         return RunOutcome(output, PartyStats.from_dict(stats))
 
     def close(self) -> None:
         import ray
 
+        self._relay.stop()
         if not ray.is_initialized():
             return
         ray.kill(self.actor)

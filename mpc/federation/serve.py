@@ -1,7 +1,8 @@
 """Long-running services: `mpc party serve` and `mpc dealer serve`, until Ctrl-C or SIGTERM.
 
-Responsibility: load a policy, start the service, print where it listens and which key it
-presents, and stop cleanly (closing sockets and this organisation's Ray) on a signal.
+Responsibility: load a policy, start the service, print where it listens, which key it presents
+and where its privacy ledger is (refused under a temporary folder unless the policy allows it),
+and stop cleanly (closing sockets and this organisation's Ray) on a signal.
 Security model: see `mpc.federation.party_service` and `mpc.federation.dealer_service`.
 """
 
@@ -32,6 +33,8 @@ def serve_party(policy_path: str, use_ray: bool = True) -> int:
 
     try:
         policy = PartyPolicy.load(policy_path)
+        if policy.dp is not None:
+            policy.dp.check_location(policy.origin)
         executor: Executor | None = None
         if use_ray and policy.ray_address != "none":
             from mpc.federation.ray_executor import RayExecutor
@@ -48,6 +51,8 @@ def serve_party(policy_path: str, use_ray: bool = True) -> int:
         f"{service.key.fingerprint}; {len(policy.peers)} peers; runs in {where}; Ctrl-C stops",
         flush=True,
     )
+    if policy.dp is not None:
+        print(f"privacy ledger: {policy.dp.directory} (data set {policy.dp.dataset!r})", flush=True)
     try:
         _wait_for_signal()
     finally:

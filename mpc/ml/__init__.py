@@ -9,9 +9,9 @@ and `mpc.ml.data` (what sharing reveals: data shapes and, for horizontal standar
 joint mean and standard deviation of every feature).
 """
 
+from mpc.errors import InvalidDataError
 from mpc.ml.data import (
     FEATURE_LIMIT,
-    InvalidDataError,
     SharedDataset,
     Standardizer,
     check_features,

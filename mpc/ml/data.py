@@ -38,7 +38,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from mpc.errors import MpcError
+from mpc.errors import InvalidDataError
 from mpc.program import PartyContext, Secret
 
 FloatArray = npt.NDArray[np.float64]
@@ -54,10 +54,6 @@ FEATURE_LIMIT = 64.0
 STATS_FRAC_BITS = 64
 STATS_LIMB_BITS = 26
 STATS_LIMBS = 5
-
-
-class InvalidDataError(MpcError, ValueError):
-    """Training or prediction data that cannot be used (bad labels, NaN, range, shapes)."""
 
 
 # ---- plaintext checks ---------------------------------------------------------------------------
@@ -279,7 +275,10 @@ def joint_standardizer(
                 f"features of {ctx.me}: a column's sum of squares overflows float64; rescale it"
             )
         local = _to_limbs(np.concatenate([[float(arr.shape[0])], arr.sum(axis=0), squares]))
-    parts = [ctx.input(name, local if ctx.me == name else None, kind="int") for name in names]
+    limb = float(1 << STATS_LIMB_BITS)  # each limb of `_to_limbs` is below 2^26 in magnitude
+    parts = [
+        ctx.input(name, local if ctx.me == name else None, kind="int", bound=limb) for name in names
+    ]
     widths = {name: p.shape[1] for name, p in zip(names, parts, strict=True)}
     if len(set(widths.values())) != 1:
         columns = {name: (w - 1) // 2 for name, w in widths.items()}
@@ -333,7 +332,9 @@ def share_horizontal(
         if standardizer is not None:
             arr = standardizer.transform(arr)
         check_feature_range(arr, feature_limit, what=f"features of {ctx.me}")
-    x_parts = [ctx.input(name, arr if ctx.me == name else None) for name in names]
+    x_parts = [
+        ctx.input(name, arr if ctx.me == name else None, bound=feature_limit) for name in names
+    ]
     columns = {name: int(p.shape[1]) for name, p in zip(names, x_parts, strict=True)}
     if len(set(columns.values())) != 1:
         raise InvalidDataError(
@@ -344,7 +345,8 @@ def share_horizontal(
     y_shared = None
     if labels:
         y_parts = [
-            ctx.input(name, own_labels if ctx.me == name else None, kind="int") for name in names
+            ctx.input(name, own_labels if ctx.me == name else None, kind="int", bound=1)
+            for name in names
         ]
         y_shared = _concat(ctx, y_parts, 0)
     return SharedDataset(
@@ -395,10 +397,12 @@ def share_vertical(
         if y is None:
             raise InvalidDataError(f"party {ctx.me!r} is the label owner but passed no labels")
         labels = check_labels(y, None if arr is None else arr.shape[0], what=f"labels of {ctx.me}")
-    x_parts = [ctx.input(name, arr if ctx.me == name else None) for name in names]
+    x_parts = [
+        ctx.input(name, arr if ctx.me == name else None, bound=feature_limit) for name in names
+    ]
     y_shared = None
     if label_owner is not None:
-        y_shared = ctx.input(label_owner, labels, kind="int")
+        y_shared = ctx.input(label_owner, labels, kind="int", bound=1)
     rows = {name: int(p.shape[0]) for name, p in zip(names, x_parts, strict=True)}
     if y_shared is not None:
         rows = {**rows, f"{label_owner} (labels)": int(y_shared.shape[0])}

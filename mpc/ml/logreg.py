@@ -21,6 +21,13 @@ data-independent; the same at every party and in `train_plain`). Per full-batch 
 for X w, the sigmoid's rounds, 2 for X^T r, 1 for the update (one truncation for lr/|B| and the
 L2 term together).
 
+Range: every product is checked by `mpc.bounds` against public bounds: |x| <= feature_limit,
+|p - y| <= 1 plus the sigmoid's error, and a per-coordinate bound W on the weights that
+follows the update, W <- |1 - lr l2| W + lr feature_limit |p - y| (starting from 0). `fit`
+checks the whole schedule before the first round (`check_range`): the logits' bound
+(columns x feature_limit x W) must stay within what the sigmoid takes (`sigmoid.input_limit`)
+and what a product admits, and so must the gradient sum (batch x feature_limit x |p - y|).
+
 Security model: semi-honest, as the session's protocol. `fit` reveals nothing: weights, logits,
 probabilities and gradients stay shared; the number of rounds and message sizes depend only on
 public sizes (rows, features, epochs, batch size). Public: the configuration, the data shapes,
@@ -43,11 +50,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from mpc import bounds
 from mpc.encoding import FixedPoint
-from mpc.errors import ConfigurationError, UnsupportedOperationError
+from mpc.errors import ConfigurationError, InvalidDataError, UnsupportedOperationError
 from mpc.ml.data import (
     FEATURE_LIMIT,
-    InvalidDataError,
     SharedDataset,
     Standardizer,
     check_features,
@@ -58,8 +65,11 @@ from mpc.ml.data import (
 from mpc.ml.sigmoid import (
     NEEDS_COMPARISON,
     SIGMOIDS,
+    admit_truncation,
     as_fixed,
     check_name,
+    input_limit,
+    max_error_bound,
     mul,
     sigmoid,
     sigmoid_plain,
@@ -248,7 +258,7 @@ class LogisticRegression:
     l2: float = 0.0
     fit_intercept: bool = True
     batch_size: int | None = None
-    sigmoid: str = "accurate"
+    sigmoid: str = "accurate-clamped"
     standardize: bool = True
     feature_limit: float = FEATURE_LIMIT
     shuffle_seed: int | None = 0
@@ -295,6 +305,8 @@ class LogisticRegression:
         n_features: int,
         fixed_point: FixedPoint | None = None,
         feature_limit: float | None = None,
+        protocol: type[Protocol] | None = None,
+        zero_one: bool = True,
     ) -> None:
         """ConfigurationError if the learning rate or the batch can leave the fixed-point range.
 
@@ -302,7 +314,9 @@ class LogisticRegression:
         sigmoid, every gradient entry is at most L/2, so one step moves a logit by at most
         lr * (d L^2 + 1) / 2; that must stay below the fixed-point bound 2^int_bits. The gradient
         sum over a batch of B rows, at most B L (|p - y| <= 1), must stay below it as well.
-        Both use public numbers only (sizes, configuration, the feature bound).
+        With the session's `protocol` (class), also the whole schedule of bounds that `fit` tracks
+        (`weight_bounds`): every logit and gradient product must be admitted (`mpc.bounds`).
+        All use public numbers only (sizes, configuration, the feature bound).
         """
         fp = fixed_point or FixedPoint()
         bound = fp.max_abs
@@ -323,6 +337,84 @@ class LogisticRegression:
                 f"{batch * limit:.3g}, beyond the fixed-point bound {bound:g}; use batch_size "
                 f"<= {int(bound // limit) - 1} (or a smaller feature_limit)"
             )
+        if protocol is not None:
+            self._check_schedule(n_rows, n_features, fp, limit, protocol, zero_one)
+
+    def residual_limit(self, zero_one: bool = True) -> float:
+        """A bound on |p - y|: 1 plus the sigmoid's error for labels in {0, 1} (p lies within
+        that error of [0, 1] wherever the logits stay within `sigmoid.input_limit`); one more
+        for labels only known to satisfy |y| <= 1 (`zero_one=False`)."""
+        return (1.0 if zero_one else 2.0) + max_error_bound(self.sigmoid)[0]
+
+    def weight_bounds(
+        self,
+        n_rows: int,
+        n_features: int,
+        fixed_point: FixedPoint,
+        feature_limit: float,
+        zero_one: bool = True,
+    ) -> list[float]:
+        """The public bound W on every weight before each step of training, in order (the
+        first is 0): W <- max|1 - decay| W + lr_eff * batch * max(L, 1) * R + 2 ulp, with the
+        encoded constants of the update (`update_coefficients`) and R = `residual_limit`."""
+        width = n_features + (1 if self.fit_intercept else 0)
+        column = max(feature_limit, 1.0) if self.fit_intercept else feature_limit
+        ulp = 2.0**-fixed_point.frac_bits
+        weights, out = 0.0, [0.0]
+        for epoch in range(1, self.epochs + 1):
+            for rows in self.batches(n_rows, epoch):
+                grad, decay = self.update_coefficients(len(rows), width, fixed_point.frac_bits)
+                shrink = float(np.max(np.abs(1.0 - decay)))
+                # the gradient sum is itself truncated (below 2 ulp), then the update (2 ulp)
+                step = grad * (len(rows) * column * self.residual_limit(zero_one) + 2 * ulp)
+                weights = shrink * weights + step + 2 * ulp
+                out.append(weights)
+        return out
+
+    def _check_schedule(
+        self,
+        n_rows: int,
+        n_features: int,
+        fixed_point: FixedPoint,
+        feature_limit: float,
+        protocol: type[Protocol],
+        zero_one: bool,
+    ) -> None:
+        """Refuse a schedule whose logits or gradient sums leave what the products admit."""
+        exact = protocol.exact_truncation()
+        products = bounds.product_limit(
+            protocol.algebra, fixed_point.frac_bits, fixed_point.failure_bits, exact
+        )
+        width = n_features + (1 if self.fit_intercept else 0)
+        column = max(feature_limit, 1.0) if self.fit_intercept else feature_limit
+        logits = min(products, input_limit(self.sigmoid, products))
+        batch = self.batch_rows(n_rows)
+        gradient = batch * column * self.residual_limit(zero_one)
+        hint = (
+            "lower feature_limit, learning_rate or epochs, add l2, or use fewer fractional bits "
+            "(FixedPoint(frac_bits=...))"
+        )
+        if gradient >= products:
+            raise ConfigurationError(
+                f"a gradient sum over {batch} rows with |x| <= {column:g} can reach "
+                f"{gradient:.3g}, beyond the {products:.3g} a product admits with "
+                f"{protocol.algebra.name} (mpc.bounds); use batch_size <= "
+                f"{int(products // (column * self.residual_limit(zero_one)))} or {hint}"
+            )
+        weights = self.weight_bounds(n_rows, n_features, fixed_point, feature_limit, zero_one)
+        for step, bound in enumerate(weights[:-1], start=1):
+            reach = width * column * bound
+            if reach >= logits:
+                if logits < products:
+                    why = f"the sigmoid {self.sigmoid!r} takes |z| <= {logits:.3g}"
+                    fix = "use sigmoid 'accurate-clamped' or 'piecewise' (any z; additive), or "
+                else:
+                    why = f"a product admits {products:.3g} with {protocol.algebra.name}"
+                    fix = ""
+                raise ConfigurationError(
+                    f"at step {step} the logits X w can reach {reach:.3g} ({width} columns of "
+                    f"|x| <= {column:g}, weights |w| <= {bound:.3g}), but {why}; {fix}{hint}"
+                )
 
     # ---- sharing data ---------------------------------------------------------------------------
     def share_horizontal(
@@ -422,9 +514,11 @@ class LogisticRegression:
         records carry the Brier loss, revealed to every party (a leak the caller accepts).
         """
         x, labels, limit = _resolve(data, y, self.feature_limit)
+        zero_one = isinstance(data, SharedDataset)  # labels checked 0/1 by their owners
         n, d = x.shape
-        self.check_range(n, d, ctx.fixed_point, limit)
         _check_protocol(ctx, self.sigmoid)
+        self.check_range(n, d, ctx.fixed_point, limit, type(ctx.protocol), zero_one)
+        weight_bounds = iter(self.weight_bounds(n, d, ctx.fixed_point, limit, zero_one)[1:])
         started = time.perf_counter()
         design = x
         if self.fit_intercept:
@@ -455,6 +549,9 @@ class LogisticRegression:
                     z = xb @ w
                 p = sigmoid(z, self.sigmoid)
                 residual = p - yb
+                # p is within the sigmoid's error of [0, 1] (the logits stay where that error
+                # bound holds: `check_range`), y is 0 or 1
+                residual = residual._bounded(self.residual_limit(zero_one))
                 if reveal_loss:
                     with ctx.channel.operation("logreg.loss"):
                         part = mul(residual, residual).sum()
@@ -466,6 +563,8 @@ class LogisticRegression:
                         [(grad_sum, self.learning_rate / len(rows)), (w, decay)],
                         skip_zero=True,
                     )
+                # (1 - decay) w - lr g exactly, up to the truncation: `weight_bounds`
+                w = w._bounded(next(weight_bounds))
             loss = None
             if loss_sum is not None:
                 with ctx.channel.operation("logreg.loss"):
@@ -487,11 +586,32 @@ def _resolve(
             raise TypeError("pass labels either inside the SharedDataset or as y, not both")
         if data.y is None:
             raise InvalidDataError("this dataset was shared without labels; cannot train on it")
+        # the owners checked |x| <= feature_limit and 0/1 labels before sharing (`mpc.ml.data`),
+        # which the dataset's bounds must show (a dataset built by hand cannot claim more)
+        ulp = 2.0**-data.x.frac  # the shared features' encoding rounds by half of one
+        if data.x.bound > data.feature_limit + ulp or data.y.bound > 1.0:
+            raise ConfigurationError(
+                f"the dataset's shared features are bounded by {data.x.bound:g} and its labels "
+                f"by {data.y.bound:g}, beyond its feature_limit {data.feature_limit:g} and 1; "
+                "share it with share_horizontal / share_vertical (which check both)"
+            )
         x, labels, limit = data.x, data.y, data.feature_limit
     else:
         if y is None:
             raise TypeError("fit(ctx, X, y): shared labels y are required with a shared matrix")
-        x, labels, limit = data, y, default_limit
+        if not isinstance(data, Secret) or not isinstance(y, Secret):
+            raise TypeError("fit expects shared data (Secret values), e.g. from share_horizontal")
+        if y.bound > 1.0:
+            raise ConfigurationError(
+                f"the labels' public bound is {y.bound:g}; share 0/1 labels with a declared "
+                "bound: ctx.input(..., kind='int', bound=1)"
+            )
+        x, labels, limit = data, y, min(default_limit, data.bound)
+        if data.bound > default_limit + 2.0**-data.frac:  # (the encoding's half an ulp)
+            raise ConfigurationError(
+                f"the features' public bound is {data.bound:g}, beyond feature_limit "
+                f"{default_limit:g}; declare it when sharing (ctx.input(..., bound=...))"
+            )
     if not isinstance(x, Secret) or not isinstance(labels, Secret):
         raise TypeError("fit expects shared data (Secret values), e.g. from share_horizontal")
     if x.ndim != 2:
@@ -530,6 +650,8 @@ def _combine(terms: list[tuple[Secret, Any]], *, skip_zero: bool = False) -> Sec
     encoded, shift = encode_constants([c for _, c in kept], f)
     proto = ctx.protocol
     alg = proto.algebra
+    largest = sum(x.bound * float(np.max(np.abs(c))) for x, c in kept)
+    bound = admit_truncation(ctx, largest, f + shift)
     total: np.ndarray | None = None
     for (x, _), big in zip(kept, encoded, strict=True):
         part = proto.mul_public(x.share, alg.from_signed(big))
@@ -538,7 +660,7 @@ def _combine(terms: list[tuple[Secret, Any]], *, skip_zero: bool = False) -> Sec
     share = proto.add_public(
         proto.truncate(total, shift), alg.from_signed(np.asarray(1, dtype=np.int64))
     )
-    return Secret(ctx, share, f)
+    return Secret(ctx, share, f, bound=bound + 2.0 ** (1 - f))
 
 
 def encode_constants(

@@ -28,19 +28,25 @@ add 1 ulp back (`mul`, `scale`), which makes the error zero-mean and within +-1 
 for the repeated squarings of `accurate`, which double the absolute error of a value near 1 at
 every step. Divisions by powers of two are truncations by more bits, not public products.
 
+Bounds: every result carries a public bound (`Secret.bound`, `mpc.bounds`): the products here
+are checked like `Secret`'s, and each sigmoid's output gets the bound its formula proves
+(|y| <= 1 plus its error) where interval arithmetic would lose the cancellations.
+
 Security model: every function here computes on shares only and reveals nothing. The number of
 rounds and the message sizes depend only on the shape of z, never on its value.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from mpc.program import PartyContext, Secret
+from mpc import bounds
+from mpc.program import PartyContext, Secret, extra_factor_bits
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -106,6 +112,21 @@ def _truncate(ctx: PartyContext, share: np.ndarray, bits: int) -> np.ndarray:
     return proto.add_public(proto.truncate(share, bits), _ulp(ctx))
 
 
+def admit_truncation(ctx: PartyContext, bound: float, scale: int) -> float:
+    """Refuse truncating a value |v| <= bound at `scale` bits if it could fail (`mpc.bounds`);
+    return `bound`: callers add the truncation's error, below 2 ulp (`TRUNCATION_SLACK`)."""
+    fp = ctx.fixed_point
+    algebra, operation = ctx.protocol.algebra, ctx.channel.current_operation
+    exact = ctx.protocol.exact_truncation()
+    bounds.check_truncation(bound, scale, algebra, fp.failure_bits, exact, operation)
+    return bound
+
+
+def _slack(ctx: PartyContext) -> float:
+    """What a debiased truncation may add to |value|: below 2 ulp."""
+    return 2.0 ** (1 - ctx.fixed_point.frac_bits)
+
+
 def mul(a: Secret, b: Secret, shift: int = 0) -> Secret:
     """a * b / 2^shift of two fixed-point secrets: one product, one debiased truncation (2 rounds).
 
@@ -116,9 +137,11 @@ def mul(a: Secret, b: Secret, shift: int = 0) -> Secret:
     f = ctx.fixed_point.frac_bits
     proto = ctx.protocol
     with ctx.channel.operation("mul"):
+        bound = admit_truncation(ctx, a.bound * b.bound, a.frac + b.frac) / 2.0**shift
+        bound += _slack(ctx)
         share = proto.mul(a.share, b.share)
         share = _truncate(ctx, share, a.frac + b.frac + shift - f)
-    return Secret(ctx, share, f)
+    return Secret(ctx, share, f, bound=bound)
 
 
 def truncate(x: Secret, bits: int) -> Secret:
@@ -127,7 +150,8 @@ def truncate(x: Secret, bits: int) -> Secret:
     if bits <= 0:
         raise ValueError(f"bits must be positive, got {bits}")
     with x.ctx.channel.operation("truncate"):
-        return Secret(x.ctx, _truncate(x.ctx, x.share, bits), x.frac)
+        bound = admit_truncation(x.ctx, x.bound, x.frac) / 2.0**bits + _slack(x.ctx)
+        return Secret(x.ctx, _truncate(x.ctx, x.share, bits), x.frac, bound=bound)
 
 
 def scale(x: Secret, c: Any) -> Secret:
@@ -137,7 +161,8 @@ def scale(x: Secret, c: Any) -> Secret:
     constant such as lr / N keeps 16 significant bits instead of the handful it would have at
     scale 2^16; the product is then truncated by 16 + e bits. The value before truncation has the
     magnitude of |x| * 2^32 (as for any fixed-point product), so the truncation's failure
-    probability is that of x times a number of magnitude 1.
+    probability is that of x times a number of magnitude 1. Where x's bound makes that
+    inadmissible, e is lowered (`mpc.program.extra_factor_bits`: precision, not range, is lost).
     """
     x = as_fixed(x)
     ctx = x.ctx
@@ -147,13 +172,14 @@ def scale(x: Secret, c: Any) -> Secret:
         raise ValueError("scale: the constant must be finite")
     biggest = float(np.max(np.abs(arr))) if arr.size else 0.0
     extra = 0 if biggest == 0.0 else max(0, int(np.floor(-np.log2(biggest))))
-    extra = min(extra, 24)
+    extra = min(extra, 24, max(extra_factor_bits(ctx, x.bound, x.frac, biggest), 0))
     big = np.rint(arr * float(2 ** (f + extra))).astype(np.int64)
     proto = ctx.protocol
     with ctx.channel.operation("mul_public_fixed"):
+        bound = admit_truncation(ctx, x.bound * biggest, x.frac + f + extra) + _slack(ctx)
         share = proto.mul_public(x.share, proto.algebra.from_signed(big))
         share = _truncate(ctx, share, f + extra)
-    return Secret(ctx, share, f)
+    return Secret(ctx, share, f, bound=bound)
 
 
 def _flat(z: Secret) -> tuple[Secret, tuple[int, ...]]:
@@ -181,11 +207,14 @@ def sigmoid_piecewise(z: Secret) -> Secret:
     slope_bits = f + PIECEWISE_EXTRA_BITS
     slope = proto.algebra.from_signed(np.asarray(round(PIECEWISE_SLOPE * 2**slope_bits)))
     with ctx.channel.operation("sigmoid"):
-        u = Secret(ctx, proto.mul_public(flat.share, slope), f + slope_bits) + 0.5
+        u_bound = flat.bound * PIECEWISE_SLOPE + 0.5
+        bounds.check_wrap(u_bound, f + slope_bits, proto.algebra, ctx.channel.current_operation)
+        u = Secret(ctx, proto.mul_public(flat.share, slope), f + slope_bits, bound=u_bound) + 0.5
         both = ctx.concat([u, 1.0 - u])
         _, picked = both.ltz_times(both)  # [u < 0] u and [u > 1] (1 - u)
-        wide = u - picked[:n] + picked[n:]
-        out = Secret(ctx, _truncate(ctx, wide.share, slope_bits), f)
+        wide = (u - picked[:n] + picked[n:])._bounded(1.0)  # clip(u, 0, 1), exact
+        bound = admit_truncation(ctx, wide.bound, wide.frac) + _slack(ctx)
+        out = Secret(ctx, _truncate(ctx, wide.share, slope_bits), f, bound=bound)
     return out.reshape(*shape)
 
 
@@ -220,6 +249,11 @@ def _exp_neg(u: Secret) -> Secret:
     """
     half_square = mul(u, u, shift=1)
     e = (1.0 - u) + half_square
+    # T(u) = 1 - u + u^2/2 is convex with T(0) = 1, so on [0, U] it is at most max(1, T(U)), and
+    # at least 1/2; a few ulp of fixed-point error on top (interval arithmetic, 1 + U + U^2/2,
+    # would refuse the squarings that follow).
+    top = u.bound
+    e = e._bounded(max(1.0, 1.0 - top + top * top / 2.0) + 2.0**-10)
     for _ in range(EXP_SQUARINGS):
         e = mul(e, e)
     return e
@@ -263,7 +297,7 @@ def sigmoid_accurate(z: Secret, clamp: float | None = None) -> Secret:
     with ctx.channel.operation("sigmoid"):
         if clamp is None:
             sign, signed = flat.ltz_times(flat)  # s and s z (exact)
-            magnitude = flat - 2 * signed  # (1 - 2s) z
+            magnitude = (flat - 2 * signed)._bounded(flat.bound)  # (1 - 2s) z = |z|
         else:
             if not 0.0 < clamp <= ACCURATE_RANGE:
                 raise ValueError(f"clamp must be in (0, {ACCURATE_RANGE:g}], got {clamp}")
@@ -278,11 +312,13 @@ def sigmoid_accurate(z: Secret, clamp: float | None = None) -> Secret:
                 - times_z[n : 2 * n]
                 + times_z[2 * n :]
                 + (above + below) * float(clamp)
-            )
+            )._bounded(min(flat.bound, clamp))  # |z| clamped to B
         u = truncate(magnitude, EXP_SQUARINGS)
         e = _exp_neg(u)
         y = _reciprocal_1_2(e)
         out = y + sign * (1.0 - (y + y))  # int * fixed: exact
+        if u.bound <= ACCURATE_RANGE / 2**EXP_SQUARINGS + 2.0**-10:  # |z| <= 112: in range
+            out = out._bounded(1.0 + ACCURATE_MAX_ERROR)
     return out.reshape(*shape)
 
 
@@ -297,6 +333,35 @@ _SECURE: dict[str, Callable[[Secret], Secret]] = {
     "accurate": sigmoid_accurate,
     "accurate-clamped": sigmoid_accurate_clamped,
 }
+
+
+def input_limit(method: str, product_limit: float) -> float:
+    """The largest public bound on |z| that the secure `method` takes: its own valid range
+    (`accurate`: ACCURATE_RANGE; `poly`: POLY_INTERVAL, where its error bound holds, and what
+    the chain of `mul`s in `sigmoid_poly` admits, each |x * y| below `product_limit` from
+    `mpc.bounds.product_limit`); `piecewise` and `accurate-clamped` take any z (inf)."""
+    check_name(method)
+    if method == "accurate":
+        return ACCURATE_RANGE
+    if method != "poly":
+        return math.inf
+    b1, b3, b5 = (abs(c) for c in POLY_COEFFICIENTS)
+    ulp = 2.0**-16
+
+    def admitted(z: float) -> bool:
+        t = z / POLY_INTERVAL + ulp
+        t2 = t * t + ulp
+        inner = b5 * t2 + b3 + ulp
+        inner2 = t2 * inner + ulp + b1
+        return max(t * t, t2 * inner, t * inner2) < product_limit
+
+    low, high = 0.0, POLY_INTERVAL
+    if admitted(high):
+        return high
+    for _ in range(100):
+        middle = (low + high) / 2
+        low, high = (middle, high) if admitted(middle) else (low, middle)
+    return low
 
 
 def check_name(name: str) -> str:

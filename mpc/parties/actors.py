@@ -29,7 +29,9 @@ from mpc.dealers.seeded import NoiseDealerClient, NoiseKey, SeededDealer
 from mpc.dealers.streams import Stream, WireStream
 from mpc.errors import ConfigurationError, DealerError, PeerFailedError
 from mpc.parties.keys import PartyKey
+from mpc.parties.output import OutputBuffer, RelaysOutput
 from mpc.parties.party import PartyRunner, Program, SessionConfig
+from mpc.parties.processes import process_tag
 from mpc.parties.transport import Transport
 from mpc.parties.tuning import tune_allocator
 from mpc.protocols.base import Protocol
@@ -97,6 +99,11 @@ class DealerActor:
                 self._backend, session_id, n, self._dealer.seed_for
             )
 
+    def process(self) -> tuple[str, int, int] | None:
+        """This actor's process (`mpc.parties.processes.ProcessTag`), so that the session can
+        make sure it ends; None where it cannot be recognised later."""
+        return _process_wire()
+
     def platform_key(self) -> bytes:
         """The simulated platform's quote-signing public key: a party that allows simulation
         accepts it only on SIMULATED, DEBUG quotes (`enclave_policy`), never as a root of trust."""
@@ -143,8 +150,13 @@ class DealerActor:
         }
 
 
-class PartyActor:
-    """One party, living in its own Ray worker process."""
+class PartyActor(RelaysOutput):
+    """One party, living in its own Ray worker process.
+
+    With `show_output`, what its program prints during a run is kept for the driver to take
+    (`take_output`; `mpc.parties.output`) instead of going to the worker's own log; `run` then
+    also returns how many lines were printed so far, so that the driver can wait for them.
+    """
 
     def __init__(
         self,
@@ -154,8 +166,10 @@ class PartyActor:
         session_id: bytes,
         private: Mapping[str, Any] | None = None,
         key_path: str | None = None,
+        show_output: bool = False,
     ) -> None:
         tune_allocator()
+        self._output = OutputBuffer() if show_output else None
         self.rank = rank
         self.config = config
         self.kind = transport
@@ -172,6 +186,11 @@ class PartyActor:
     @property
     def name(self) -> str:
         return self.config.parties[self.rank]
+
+    def process(self) -> tuple[str, int, int] | None:
+        """This party's process (`mpc.parties.processes.ProcessTag`), so that the session can
+        make sure it ends; None where it cannot be recognised later."""
+        return _process_wire()
 
     def node_id(self) -> str:
         """The Ray node this party runs on (to check placement)."""
@@ -291,17 +310,29 @@ class PartyActor:
 
     def run(
         self, run_id: int, program: Program, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[Any, dict[str, dict[str, float]]]:
+    ) -> tuple[Any, dict[str, dict[str, float]], int]:
+        """Run the program; (output, stats, lines printed so far: see `take_output`)."""
         if self.runner is None:
             raise ConfigurationError("party actor is not set up")
         if self.transport is not None:
             self.transport.mailbox.begin_run(run_id)
-        outcome = self.runner.run(run_id, program, args, kwargs)
-        return outcome.output, outcome.stats.as_dict()
+        if self._output is None:
+            outcome = self.runner.run(run_id, program, args, kwargs)
+            return outcome.output, outcome.stats.as_dict(), 0
+        with self._output.capturing():
+            outcome = self.runner.run(run_id, program, args, kwargs)
+        return outcome.output, outcome.stats.as_dict(), self._output.count
 
     def close(self) -> None:
+        if self._output is not None:
+            self._output.close()
         if self.transport is not None:
             self.transport.close()
+
+
+def _process_wire() -> tuple[str, int, int] | None:
+    tag = process_tag()
+    return None if tag is None else tag.to_wire()
 
 
 def enclave_policy(

@@ -13,10 +13,14 @@ mode, AES-GCM records of at most 1 MiB in encrypted mode, see `mpc.parties.tcp`)
 payload is inline is fixed by its size, and the receiver checks that the record has exactly the
 size the header implies.
 
-A data header is fixed binary (little-endian), 8 + 8 * (tag length + ndim) bytes::
+A data header is fixed binary (little-endian), 8 + 8 * (tag length + ndim) bytes, plus the
+operation label rounded up to a multiple of 8 bytes (so that an inline payload stays aligned)::
 
-    u8 marker 0x01 | u8 dtype code | u8 tag length | u8 ndim | u32 zero
-    | tag entries as i64 | shape entries as u64
+    u8 marker 0x01 | u8 dtype code | u8 tag length | u8 ndim | u8 label length | u8 zero
+    | u16 zero | tag entries as i64 | shape entries as u64 | label (ASCII), zero-padded
+
+The label names the operation that sent the message (e.g. ``mul``; see
+`mpc.parties.channel`), so that a receiver can tell that the parties ran different operations.
 
 Control headers ("abort" with its reason and run id, "bye") are msgpack maps with short keys
 (``k`` kind, ``r`` reason, ``u`` run); a msgpack map never starts with byte 0x01.
@@ -24,7 +28,8 @@ Control headers ("abort" with its reason and run id, "bye") are msgpack maps wit
 Security model: every field of a header that comes from a peer is untrusted. Control headers are
 decoded with msgpack only (never pickle), the dtype code must name one of a small allow-list of
 fixed-size numeric types, tag and shape lengths are bounded, the header length must be exact, the
-payload length is prod(shape) * itemsize and at most 1 GiB, and control headers are at most
+payload length is prod(shape) * itemsize and at most 1 GiB, a label is at most
+`MAX_LABEL_BYTES` printable ASCII characters with zero padding, and control headers are at most
 64 KiB, so a peer cannot make this party allocate unbounded memory or build an object array
 (the TCP transport also allocates a large payload only as its bytes arrive). Every violation
 raises `IntegrityError`. A tag may have 0 to 64 entries here; whether it belongs to the current
@@ -52,13 +57,15 @@ MAX_PAYLOAD_BYTES: Final = 1 << 30
 #: Most entries of a tag and most dimensions of an array.
 MAX_TAG_LEN: Final = 64
 MAX_NDIM: Final = 32
+#: Longest operation label of a data message (printable ASCII).
+MAX_LABEL_BYTES: Final = 64
 #: Longest abort reason that is put on the wire (longer ones are truncated).
 MAX_REASON_CHARS: Final = 2000
 #: Payloads up to this many bytes travel inside the first record, right after the header.
 INLINE_MAX: Final = 64 * 1024
 #: Size of the fixed part of a data header, and of the largest data header.
 DATA_FIXED_BYTES: Final = 8
-MAX_DATA_HEADER_BYTES: Final = DATA_FIXED_BYTES + 8 * (MAX_TAG_LEN + MAX_NDIM)
+MAX_DATA_HEADER_BYTES: Final = DATA_FIXED_BYTES + 8 * (MAX_TAG_LEN + MAX_NDIM) + MAX_LABEL_BYTES
 #: Largest first record (plaintext bytes): a control header, or a data header with its payload.
 MAX_FIRST_RECORD: Final = max(MAX_HEADER_BYTES, MAX_DATA_HEADER_BYTES + INLINE_MAX)
 #: First byte of a data header (a msgpack map starts with 0x80-0x8f, 0xde or 0xdf).
@@ -79,9 +86,13 @@ _ITEMSIZE: Final = {s: d.itemsize for s, d in _DTYPES.items()}
 _CODE_OF: Final = {s: i for i, s in enumerate(DTYPE_CODES)}
 _CODE_DTYPE: Final = tuple(_DTYPES[s] for s in DTYPE_CODES)
 _CODE_ITEMSIZE: Final = tuple(d.itemsize for d in _CODE_DTYPE)
-_FIXED: Final = struct.Struct("<BBBBI")
+_FIXED: Final = struct.Struct("<BBBBBBH")
 _local = threading.local()  # one msgpack Packer per thread (a Packer is not thread-safe)
-_STRUCTS: dict[tuple[int, int], struct.Struct] = {}
+_STRUCTS: dict[tuple[int, int, int], struct.Struct] = {}
+#: Labels seen (sent: text -> bytes; received: padded bytes -> text), checked once each.
+_MAX_CACHED_LABELS: Final = 1024
+_LABEL_BYTES: dict[str, bytes] = {}
+_LABELS: dict[bytes, str] = {}
 
 Buffer = bytes | bytearray | memoryview
 
@@ -96,6 +107,7 @@ class Header(NamedTuple):
     nbytes: int = 0
     reason: str = ""
     run: int | None = None
+    label: str = ""
 
 
 def length_prefix(n: int) -> bytes:
@@ -158,24 +170,64 @@ def _check_tag(tag: Any) -> tuple[int, ...]:
     return tuple(int(x) for x in tag)
 
 
-def _struct(ntag: int, ndim: int) -> struct.Struct:
-    layout = _STRUCTS.get((ntag, ndim))
+def _padded(label_len: int) -> int:
+    return -(-label_len // 8) * 8
+
+
+def _struct(ntag: int, ndim: int, padded: int = 0) -> struct.Struct:
+    layout = _STRUCTS.get((ntag, ndim, padded))
     if layout is None:
-        layout = _STRUCTS[(ntag, ndim)] = struct.Struct(f"<BBBBI{ntag}q{ndim}Q")
+        layout = _STRUCTS[(ntag, ndim, padded)] = struct.Struct(f"<BBBBBBH{ntag}q{ndim}Q{padded}s")
     return layout
 
 
-def data_header_size(ntag: int, ndim: int) -> int:
-    """Bytes of the data header of a message with a tag of `ntag` ints and `ndim` dimensions."""
-    return DATA_FIXED_BYTES + 8 * (ntag + ndim)
+def data_header_size(ntag: int, ndim: int, label_len: int = 0) -> int:
+    """Bytes of the data header of a message with a tag of `ntag` ints, `ndim` dimensions and
+    an operation label of `label_len` characters."""
+    return DATA_FIXED_BYTES + 8 * (ntag + ndim) + _padded(label_len)
 
 
-def encode_data(tag: Tag, array: np.ndarray) -> tuple[bytes, memoryview]:
+def is_label(label: str) -> bool:
+    """Whether `label` can travel as an operation label (printable ASCII, not too long)."""
+    return len(label) <= MAX_LABEL_BYTES and label.isascii() and label.isprintable()
+
+
+def _label_bytes(label: str) -> bytes:
+    """`label` as the bytes of a data header (checked once per distinct label)."""
+    raw = _LABEL_BYTES.get(label)
+    if raw is None:
+        if not is_label(label):
+            raise ConfigurationError(
+                f"an operation label must be at most {MAX_LABEL_BYTES} printable ASCII "
+                f"characters, got {label[:80]!r}"
+            )
+        raw = label.encode("ascii")
+        if len(_LABEL_BYTES) < _MAX_CACHED_LABELS:
+            _LABEL_BYTES[label] = raw
+    return raw
+
+
+def _label_of(raw: bytes, label_len: int) -> str:
+    """The label in the `raw` (padded) label bytes of a received header (a peer's distinct
+    labels are checked once each, and at most `_MAX_CACHED_LABELS` of them are kept)."""
+    label = _LABELS.get(raw)
+    if label is None or len(label) != label_len:
+        label = raw[:label_len].decode("ascii", "replace")
+        if not is_label(label) or raw[label_len:].count(0) != len(raw) - label_len:
+            raise _bad("the operation label is not printable ASCII with zero padding")
+        if len(_LABELS) < _MAX_CACHED_LABELS:
+            _LABELS[raw] = label
+    return label
+
+
+def encode_data(tag: Tag, array: np.ndarray, label: str = "") -> tuple[bytes, memoryview]:
     """Header bytes and payload view of a data message (the payload is not copied).
 
+    `label` names the operation that sends it (printable ASCII, at most `MAX_LABEL_BYTES`).
     The returned view aliases `array` (or a contiguous little-endian copy of it if needed).
     """
     tag = _check_tag(tag)
+    raw = _label_bytes(label) if label else b""
     wire = array
     if type(wire) is not np.ndarray or not wire.flags.c_contiguous:
         wire = wire_array(np.asarray(array))
@@ -185,8 +237,8 @@ def encode_data(tag: Tag, array: np.ndarray) -> tuple[bytes, memoryview]:
         code = _CODE_OF[wire.dtype.str]
     shape = wire.shape
     try:
-        header = _struct(len(tag), len(shape)).pack(
-            DATA_MARKER, code, len(tag), len(shape), 0, *tag, *shape
+        header = _struct(len(tag), len(shape), _padded(len(raw))).pack(
+            DATA_MARKER, code, len(tag), len(shape), len(raw), 0, 0, *tag, *shape, raw
         )
     except struct.error:
         raise ConfigurationError(
@@ -246,24 +298,30 @@ def parse_data_header(data: Buffer) -> tuple[Header, int]:
     with an inline payload); return it and its size. IntegrityError if anything is off."""
     if len(data) < DATA_FIXED_BYTES:
         raise _bad(f"{len(data)} bytes are too short for a data header")
-    marker, code, ntag, ndim, zero = _FIXED.unpack_from(data)
-    if marker != DATA_MARKER or zero != 0:
+    marker, code, ntag, ndim, label_len, zero, zero2 = _FIXED.unpack_from(data)
+    if marker != DATA_MARKER or zero != 0 or zero2 != 0:
         raise _bad("not a data header")
     if code >= len(DTYPE_CODES):
         raise _bad(f"dtype code {code} is not on the allow-list {list(DTYPE_CODES)}")
-    if ntag > MAX_TAG_LEN or ndim > MAX_NDIM:
-        raise _bad(f"tag of {ntag} or {ndim} dimensions exceed {MAX_TAG_LEN} / {MAX_NDIM}")
-    size = DATA_FIXED_BYTES + 8 * (ntag + ndim)
+    if ntag > MAX_TAG_LEN or ndim > MAX_NDIM or label_len > MAX_LABEL_BYTES:
+        raise _bad(
+            f"tag of {ntag}, {ndim} dimensions or a label of {label_len} bytes exceed "
+            f"{MAX_TAG_LEN} / {MAX_NDIM} / {MAX_LABEL_BYTES}"
+        )
+    padded = _padded(label_len)
+    size = DATA_FIXED_BYTES + 8 * (ntag + ndim) + padded
     if len(data) < size:
         raise _bad(f"{len(data)} bytes are too short for a data header of {size} bytes")
-    fields = _struct(ntag, ndim).unpack_from(data)
-    shape = fields[5 + ntag :]
+    fields = _struct(ntag, ndim, padded).unpack_from(data)
+    label = _label_of(fields[-1], label_len) if label_len else ""
+    shape = fields[7 + ntag : -1]
     nbytes = _CODE_ITEMSIZE[code]
     for x in shape:
         nbytes *= x
     if nbytes > MAX_PAYLOAD_BYTES:
         raise _bad(f"shape {shape} of {nbytes} bytes exceeds the limit of {MAX_PAYLOAD_BYTES}")
-    return Header(KIND_DATA, fields[5 : 5 + ntag], DTYPE_CODES[code], shape, nbytes), size
+    header = Header(KIND_DATA, fields[7 : 7 + ntag], DTYPE_CODES[code], shape, nbytes, label=label)
+    return header, size
 
 
 def parse_header(data: Buffer) -> Header:

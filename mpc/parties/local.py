@@ -1,7 +1,9 @@
 """In-process executor: n parties as threads over the in-memory transport.
 
 Responsibility: run one SPMD program at n parties inside this process, for protocol tests and
-quick experiments, with the same party code (`PartyRunner`) as the Ray runtime.
+quick experiments, with the same party code (`PartyRunner`) as the Ray runtime. What a party's
+program prints is shown as ``[party] line`` (`mpc.parties.output`), or dropped for a party whose
+output is not shown.
 Security model: none between parties (one process); use it to test correctness, not to protect
 data. Dealers used here are in-process and therefore insecure.
 """
@@ -11,13 +13,14 @@ from __future__ import annotations
 import functools
 import secrets
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from mpc.dealers.base import Dealer, DealerClient, Items
 from mpc.dealers.seeded import SeededDealer, local_noise_client
 from mpc.dealers.streams import Stream
 from mpc.parties.memory import MemoryNetwork
+from mpc.parties.output import capture, discard, show_line
 from mpc.parties.party import PartyOutcome, PartyRunner, Program, SessionConfig, root_cause
 from mpc.parties.tuning import tune_allocator
 from mpc.protocols.registry import get_protocol
@@ -32,15 +35,20 @@ def _fetch(
 
 
 class LocalParties:
-    """n party runners wired together in memory; reusable for several runs."""
+    """n party runners wired together in memory; reusable for several runs.
+
+    `show_output` names the parties whose printed output is shown (None: every party).
+    """
 
     def __init__(
         self,
         config: SessionConfig,
         dealer: Dealer | None,
         private: Mapping[str, Mapping[str, Any]] | None = None,
+        show_output: Collection[str] | None = None,
     ) -> None:
         self.config = config
+        self.show_output = frozenset(config.parties if show_output is None else show_output)
         tune_allocator()  # as in party actors: reuse big share buffers (see mpc.parties.tuning)
         names = list(config.parties)
         self.network = MemoryNetwork(names)
@@ -103,10 +111,13 @@ class LocalParties:
         failures: dict[str, BaseException] = {}
 
         def work(runner: PartyRunner) -> None:
+            name = runner.name
+            sink = functools.partial(show_line, name) if name in self.show_output else discard
             try:
-                outcomes[runner.name] = runner.run(self._run_id, program, args, kwargs)
+                with capture(sink):
+                    outcomes[name] = runner.run(self._run_id, program, args, kwargs)
             except BaseException as exc:  # collected and re-raised at the caller
-                failures[runner.name] = exc
+                failures[name] = exc
 
         threads = [
             threading.Thread(target=work, args=(r,), name=f"party-{r.name}", daemon=True)

@@ -13,6 +13,11 @@ refused as a replay. With `max_messages` / `max_bytes`, the messages a peer has 
 receive has taken yet are bounded: a message beyond them is refused, and `has_room` tells a
 transport to stop reading from that peer before (TCP then slows the peer down). At most
 `MAX_EARLY_FAILURES` failures of runs not begun yet are kept, and none for a run after the next.
+Messages carry the label of the operation that sent them (`mpc.parties.channel`): a receive
+that expects another label raises `DivergenceError` (the parties ran different operations), and so
+does a receive from a peer whose end-of-program message (`END_LABEL`: how many messages it sent
+this party in the run, and its last operation) says that it will send nothing more. Labels are
+only compared and quoted (a transport has checked that they are short and printable).
 """
 
 from __future__ import annotations
@@ -25,12 +30,15 @@ from typing import Final
 
 import numpy as np
 
-from mpc.errors import IntegrityError, ReceiveTimeoutError
+from mpc.errors import DivergenceError, IntegrityError, ReceiveTimeoutError
 
 Tag = tuple[int, ...]
 
 #: Most failures of runs that have not begun yet that a mailbox keeps.
 MAX_EARLY_FAILURES: Final = 4
+#: Label of the message a party sends every peer when its program has ended: a uint64 array
+#: [messages it sent that peer in the run, its last operation number].
+END_LABEL: Final = "<end>"
 
 
 class Mailbox:
@@ -53,7 +61,9 @@ class Mailbox:
         self._max_messages = sys.maxsize if max_messages is None else max_messages
         self._max_bytes = sys.maxsize if max_bytes is None else max_bytes
         self._cond = threading.Condition()
-        self._messages: dict[tuple[int, Tag], np.ndarray] = {}
+        self._messages: dict[tuple[int, Tag], tuple[np.ndarray, str]] = {}
+        self._arrived: dict[tuple[int, int], int] = {}  # (sender, run) -> messages that came
+        self._ended: dict[tuple[int, int], tuple[int, int]] = {}  # -> (messages sent, last op)
         self._held: dict[int, list[int]] = {}  # sender -> [messages, bytes] stored, not taken
         self._seen: set[tuple[int, Tag]] = set()
         self._failure: Exception | None = None
@@ -66,8 +76,12 @@ class Mailbox:
             return f"party {self._names[sender]!r}"
         return f"party {sender}"
 
-    def put(self, sender: int, tag: Tag, array: np.ndarray) -> bool:
-        """Store a message for the receive that will ask for it; True if it was stored.
+    def _name(self, sender: int) -> str:
+        return self._names[sender] if 0 <= sender < len(self._names) else str(sender)
+
+    def put(self, sender: int, tag: Tag, array: np.ndarray, label: str = "") -> bool:
+        """Store a message (sent by operation `label`) for the receive that will ask for it;
+        True if it was stored (or was an end-of-program message, `END_LABEL`).
 
         False if it was dropped (a late message of an earlier run) or refused: an empty tag, a
         run after the next, a replay, or more than this sender may hold; a refusal fails the
@@ -78,6 +92,8 @@ class Mailbox:
             run = self._run
             if not tag or (run is not None and not run <= tag[0] <= run + 1):
                 return self._refuse_tag(sender, tag)
+            if label == END_LABEL:
+                return self._end(sender, tag, array)
             held = self._held.get(sender)
             if held is None:
                 held = self._held[sender] = [0, 0]
@@ -89,12 +105,59 @@ class Mailbox:
                 )
             if not self._first(key):
                 return False
-            self._messages[key] = array
+            self._count(sender, tag)
+            self._messages[key] = (array, label)
             held[0] += 1
             held[1] += array.nbytes
             if self._waiting:
                 self._cond.notify_all()
             return True
+
+    def _count(self, sender: int, tag: Tag) -> None:
+        """Count a message that arrived from `sender` in the run of `tag` (caller holds the
+        lock)."""
+        if tag:
+            key = (sender, tag[0])
+            self._arrived[key] = self._arrived.get(key, 0) + 1
+
+    def _end(self, sender: int, tag: Tag, array: np.ndarray) -> bool:
+        """Note `sender`'s end-of-program message (caller holds the lock)."""
+        if array.dtype != np.uint64 or array.shape != (2,):
+            return self._refuse(f"{self._who(sender)} sent a malformed end-of-program message")
+        if not self._first((sender, tag)):
+            return False
+        self._ended[(sender, tag[0])] = (int(array[0]), int(array[1]))
+        if self._waiting:
+            self._cond.notify_all()
+        return True
+
+    def _check_ended(self, sender: int, tag: Tag, label: str) -> None:
+        """Raise `DivergenceError` if `sender` has ended the run of `tag` and everything it sent
+        this party has arrived: the message (sender, tag) will never come (caller holds the
+        lock)."""
+        if not tag:
+            return
+        ended = self._ended.get((sender, tag[0]))
+        if ended is not None and self._arrived.get((sender, tag[0]), 0) >= ended[0]:
+            raise DivergenceError(
+                f"{self._owner}: {self._who(sender)} has ended its program (after its operation "
+                f"#{ended[1]}) while this party waits for its message with tag {tag}"
+                + (f" ({label})" if label else ""),
+                peer=self._name(sender),
+                tag=tag,
+                last_op=ended[1],
+            )
+
+    def _check_label(self, sender: int, tag: Tag, label: str, theirs: str) -> None:
+        """Raise `DivergenceError` if the message (sender, tag) came from another operation."""
+        if label and theirs and label != theirs:
+            raise DivergenceError(
+                f"{self._owner}: {self._who(sender)} sent the message with tag {tag} from "
+                f"operation {theirs!r}, where this party does {label!r}",
+                peer=self._name(sender),
+                tag=tag,
+                theirs=theirs,
+            )
 
     def _refuse_tag(self, sender: int, tag: Tag) -> bool:
         """Drop or refuse a message whose tag is not of the current run (caller holds the
@@ -123,7 +186,9 @@ class Mailbox:
         if it is a duplicate."""
         with self._cond:
             first = self._first((sender, tag))
-            if not first and self._waiting:
+            if first:
+                self._count(sender, tag)
+            elif self._waiting:
                 self._cond.notify_all()
             return first
 
@@ -176,31 +241,51 @@ class Mailbox:
     def failure(self) -> Exception | None:
         return self._failure
 
+    def wait_failure(self, timeout: float) -> Exception | None:
+        """The failure a peer reported, waiting up to `timeout` seconds for one (e.g. after a
+        send failed because that peer's party already stopped: its abort says why)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._failure is not None, timeout)
+            return self._failure
+
     def _taken(self, sender: int, msg: np.ndarray) -> None:
         held = self._held[sender]
         held[0] -= 1
         held[1] -= msg.nbytes
 
-    def take(self, sender: int, tag: Tag) -> np.ndarray | None:
-        """Remove and return the message (sender, tag) if it is here, else None (no wait)."""
+    def take(self, sender: int, tag: Tag, label: str = "") -> np.ndarray | None:
+        """Remove and return the message (sender, tag) if it is here, else None (no wait).
+
+        With a `label`, raise `DivergenceError` if the message came from another operation, or if
+        it can never come (`sender` has ended its program)."""
         with self._cond:
-            msg = self._messages.pop((sender, tag), None)
-            if msg is not None:
-                self._taken(sender, msg)
+            entry = self._messages.pop((sender, tag), None)
+            if entry is None:
+                self._check_ended(sender, tag, label)
+                return None
+            msg, theirs = entry
+            self._taken(sender, msg)
+            self._check_label(sender, tag, label, theirs)
             return msg
 
-    def get(self, sender: int, tag: Tag, timeout: float, sender_name: str = "") -> np.ndarray:
-        """Wait up to `timeout` seconds for the message (sender, tag) and remove it."""
+    def get(
+        self, sender: int, tag: Tag, timeout: float, sender_name: str = "", label: str = ""
+    ) -> np.ndarray:
+        """Wait up to `timeout` seconds for the message (sender, tag) and remove it (checking
+        its `label` as `take` does)."""
         key = (sender, tag)
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
-                msg = self._messages.pop(key, None)
-                if msg is not None:
+                entry = self._messages.pop(key, None)
+                if entry is not None:
+                    msg, theirs = entry
                     self._taken(sender, msg)
+                    self._check_label(sender, tag, label, theirs)
                     return msg
                 if self._failure is not None:
                     raise self._failure
+                self._check_ended(sender, tag, label)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     who = sender_name or f"party {sender}"
@@ -228,8 +313,10 @@ class Mailbox:
             self._early = {r: e for r, e in self._early.items() if r == run + 1}
             self._messages = {k: v for k, v in self._messages.items() if keep(k[1])}
             self._seen = {k for k in self._seen if keep(k[1])}
+            self._arrived = {k: v for k, v in self._arrived.items() if keep((k[1],))}
+            self._ended = {k: v for k, v in self._ended.items() if keep((k[1],))}
             self._held = {}
-            for (sender, _), msg in self._messages.items():
+            for (sender, _), (msg, _label) in self._messages.items():
                 held = self._held.setdefault(sender, [0, 0])
                 held[0] += 1
                 held[1] += msg.nbytes

@@ -32,10 +32,10 @@ class MemoryTransport(Transport):
         self._network = network
         self.mailbox = network.mailboxes[rank]
 
-    def send(self, to: int, tag: Tag, array: np.ndarray) -> int:
+    def send(self, to: int, tag: Tag, array: np.ndarray, label: str = "") -> int:
         view = array.view()
         view.flags.writeable = False
-        self._network.mailboxes[to].put(self.rank, tag, view)
+        self._network.mailboxes[to].put(self.rank, tag, view, label)
         return int(array.nbytes)
 
     def abort(self, reason: str, run: int | None = None) -> None:

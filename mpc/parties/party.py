@@ -1,8 +1,11 @@
 """Party-side execution of one SPMD program: shared by the in-process and the Ray runtimes.
 
 Responsibility: build the protocol instance, channel and context of one party for one run,
-execute the program, and turn any failure into an abort that reaches every peer plus one
-`PartyFailedError` naming this party and the operation in progress.
+execute the program, tell the peers when it has ended (`PartyChannel.finish`), and turn any
+failure into an abort that reaches every peer plus one `PartyFailedError` naming this party and
+the operation that failed (the one the exception escaped from; for a failure outside every
+operation, the program API call it came from, placed after the last operation that
+communicated).
 Security model: runs inside the party; it holds the party's private data, its dealer seed and
 its shares. The program's return value leaves the party, so it must not contain `Secret`s.
 """
@@ -117,6 +120,7 @@ class PartyRunner:
         channel = PartyChannel(self.transport, run_id, self.config.timeout)
         if self.dealer is not None:
             self.dealer.begin_run(run_id)
+        phase = "setup"
         try:
             protocol = self._protocol_cls(
                 channel, self._prg.derive(("run", run_id)), self.dealer, self.config.threshold
@@ -131,14 +135,17 @@ class PartyRunner:
             )
             if self.output_filter is not None:
                 ctx.revealed = []  # keep the reveal log the filter checks against
+            phase = "program"
             output = program(ctx, *args, **(kwargs or {}))
+            phase = "output"
             _refuse_secrets(output)
             if self.output_filter is not None:
                 assert ctx.revealed is not None
                 output = self.output_filter(output, ctx.revealed)
+            channel.finish()
             return PartyOutcome(output, channel.stats)
         except BaseException as exc:
-            operation = channel.current_operation
+            operation = _failed_in(channel, exc, phase)
             cause = exc.cause if isinstance(exc, PartyFailedError) else _describe(exc)
             secondary = isinstance(exc, PeerFailedError) or (
                 isinstance(exc, PartyFailedError) and exc.secondary
@@ -149,6 +156,53 @@ class PartyRunner:
                     told = f"{type(exc).__name__} (details in party {self.name!r}'s own log)"
                 self.transport.abort(f"{told} (in {operation})", run_id)
             raise PartyFailedError(self.name, operation, cause, secondary) from exc
+
+
+#: Names of the `mpc.program` methods behind Python operators, as a program would say them.
+_API_NAMES = {
+    "__add__": "add",
+    "__radd__": "add",
+    "__sub__": "sub",
+    "__rsub__": "sub",
+    "__neg__": "neg",
+    "__mul__": "mul",
+    "__rmul__": "mul",
+    "__truediv__": "div",
+    "__matmul__": "matmul",
+    "__rmatmul__": "matmul",
+    "__getitem__": "index",
+    "__lt__": "compare",
+    "__gt__": "compare",
+}
+
+
+def _failed_in(channel: PartyChannel, exc: BaseException, phase: str) -> str:
+    """The operation to name for `exc`: the one it escaped from, else what it was raised in
+    ('reveal (local, after input #1)', 'program code (after mul #3)', 'setup', ...)."""
+    inside = channel.failed_operation(exc)
+    if inside is not None:
+        return inside
+    if phase == "setup":
+        return "setup"
+    last = channel.last_operation
+    after = f" (after {last})" if last else ""
+    if phase == "output":
+        return f"program output{after}"
+    api = _api_call(exc)
+    if api is not None:
+        return channel.local_label(api)
+    return f"program code{after}"
+
+
+def _api_call(exc: BaseException) -> str | None:
+    """The `mpc.program` method that the program (or a library it called) called when `exc`
+    was raised, e.g. 'reveal' for a bad `ctx.reveal(x, to=...)`; None if it was not raised
+    inside one."""
+    for frame, _ in traceback.walk_tb(exc.__traceback__):
+        if frame.f_globals.get("__name__") == "mpc.program":
+            name = frame.f_code.co_name
+            return _API_NAMES.get(name, name.strip("_"))
+    return None
 
 
 def _describe(exc: BaseException) -> str:

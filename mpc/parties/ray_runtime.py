@@ -8,7 +8,10 @@ pushed to every other party at once (they abort their receives) and raised at th
 (`await_parties`): once one party has returned (finished or failed), every other one must return
 within `STRAGGLER_TIMEOUTS` receive timeouts (and the whole run within `run_timeout`, if set);
 a party that does not (stuck outside a receive, where no receive timeout fires) is told to
-abort, then its actor is stopped, and the caller gets one `PartyFailedError` naming it.
+abort, then its actor is stopped, and the caller gets one `PartyFailedError` naming it. What a
+party's program prints is shown here as ``[party] line`` while the run goes on, for the parties
+in `show_output` (`mpc.parties.output.OutputRelay`; Ray's own forwarding of worker output stays
+off, with its pid prefixes and deduplication of lines that parties print alike).
 Security model: see `mpc.session` and `mpc.parties.actors`. The driver passes each party's
 private data only to that party's actor.
 """
@@ -26,7 +29,9 @@ from mpc.dealers.streams import Stream
 from mpc.deploy import DeploymentConfig
 from mpc.errors import ConfigurationError, MpcError, PartyFailedError
 from mpc.parties.actors import DealerActor, PartyActor
+from mpc.parties.output import OutputRelay
 from mpc.parties.party import Program, SessionConfig, root_cause
+from mpc.parties.processes import ProcessTag, end_processes
 from mpc.parties.tuning import ALLOCATOR_ENV
 from mpc.stats import PartyStats
 
@@ -38,6 +43,9 @@ STRAGGLER_TIMEOUTS = 10.0
 #: How long a party that missed the run deadline gets, after it is told to abort, before its
 #: actor is stopped (seconds).
 ABORT_GRACE = 5.0
+#: How long the actors' processes get to exit once the session closed, before they are killed
+#: (seconds).
+EXIT_GRACE = 3.0
 
 
 class RayParties:
@@ -55,8 +63,12 @@ class RayParties:
         enclave: Mapping[str, Any] | None = None,
         run_timeout: float | None = None,
         straggler_timeout: float | None = None,
+        show_output: frozenset[str] | None = None,
     ) -> None:
         self.config = config
+        #: The parties whose printed output the driver shows (None: every party).
+        self.show_output = frozenset(config.parties if show_output is None else show_output)
+        self._relay = OutputRelay({})
         #: Longest a whole run may take (None: no limit besides the straggler deadline).
         self.run_timeout = run_timeout
         #: How long the other parties may take once one has returned (see `await_parties`).
@@ -76,6 +88,8 @@ class RayParties:
         self.dealer: Any = None
         self._started_ray = False
         self._run_id = 0
+        #: The actors' processes, ended by `close` if they outlive it (`end_processes`).
+        self.processes: list[ProcessTag] = []
 
     def _specs(self) -> list[Any]:
         if self.deployment is None:
@@ -87,9 +101,12 @@ class RayParties:
 
         if not ray.is_initialized():
             if self.ray_address:
-                ray.init(address=self.ray_address, logging_level=logging.WARNING)
+                ray.init(
+                    address=self.ray_address, logging_level=logging.WARNING, log_to_driver=False
+                )
             else:
                 ray.init(
+                    address="local",  # a new instance, even if a `ray start` cluster is up
                     num_cpus=self.num_cpus,
                     include_dashboard=False,
                     logging_level=logging.WARNING,
@@ -126,6 +143,7 @@ class RayParties:
                     self.session_id,
                     self.private.get(name),
                     spec.key_file if spec is not None else None,
+                    show_output=name in self.show_output,
                 )
             )
         if self.with_dealer:
@@ -147,7 +165,28 @@ class RayParties:
                     "simulated" if self.enclave is not None else None,
                 )
             )
+        self._record_processes()
         self._wire(specs)
+        self._relay = OutputRelay(
+            {
+                n: a
+                for n, a in zip(self.config.parties, self.actors, strict=True)
+                if n in self.show_output
+            }
+        ).start()
+
+    def _record_processes(self) -> None:
+        """Ask each actor for its process, so that `close` can make sure none outlives it (an
+        actor that failed to start records nothing: `_wire` then says why)."""
+        import ray
+
+        refs = [a.process.remote() for a in [*self.actors, self.dealer] if a is not None]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=SETUP_TIMEOUT)
+        for ref in ready:
+            with contextlib.suppress(Exception):
+                wire = ray.get(ref)
+                if wire is not None:
+                    self.processes.append(ProcessTag.from_wire(wire))
 
     def _get(self, refs: Any, what: str) -> Any:
         import ray
@@ -253,6 +292,7 @@ class RayParties:
             run_timeout=self.run_timeout,
             abort_grace=ABORT_GRACE,
         )
+        self._await_output(results, failures)
         if late:  # the others' failures (receive timeouts) are most likely its consequence
             failures = {late[0]: failures[late[0]], **failures}
         if failures:
@@ -260,22 +300,42 @@ class RayParties:
         outputs = {n: results[n][0] for n in names}
         return outputs, {n: PartyStats.from_dict(results[n][1]) for n in names}
 
-    def close(self) -> None:
+    def _await_output(
+        self, results: Mapping[str, Any], failures: Mapping[str, BaseException]
+    ) -> None:
+        """Return from a run only once what its parties printed is shown (`OutputRelay`)."""
         import ray
 
-        if not ray.is_initialized():
-            return
-        with contextlib.suppress(Exception):  # dead actors cannot close; they are killed below
-            ray.get([a.close.remote() for a in self.actors], timeout=10)
-        for actor in [*self.actors, self.dealer]:
-            if actor is not None:
-                with contextlib.suppress(Exception):
-                    ray.kill(actor)
-        self.actors = []
-        self.dealer = None
-        if self._started_ray:
-            ray.shutdown()
-            self._started_ray = False
+        counts = {n: results[n][2] for n in self._relay.parties if n in results}
+        failed = [n for n in self._relay.parties if n in failures]
+        if failed:  # a failed run returns no count: ask for it
+            refs = [self.actors[self.config.parties.index(n)].printed.remote() for n in failed]
+            with contextlib.suppress(Exception):
+                counts.update(zip(failed, ray.get(refs, timeout=SETUP_TIMEOUT / 20), strict=True))
+        self._relay.wait_for(counts)
+
+    def close(self) -> None:
+        """Close the parties' transports, stop the actors (and the Ray this session started),
+        then end any actor process still alive after `EXIT_GRACE` s (one stuck in Ray's own
+        shutdown would otherwise outlive the session)."""
+        import ray
+
+        self._relay.stop()
+
+        processes, self.processes = self.processes, []
+        if ray.is_initialized():
+            with contextlib.suppress(Exception):  # dead actors cannot close; they are killed
+                ray.get([a.close.remote() for a in self.actors], timeout=10)
+            for actor in [*self.actors, self.dealer]:
+                if actor is not None:
+                    with contextlib.suppress(Exception):
+                        ray.kill(actor)
+            self.actors = []
+            self.dealer = None
+            if self._started_ray:
+                ray.shutdown()
+                self._started_ray = False
+        end_processes(processes, EXIT_GRACE)
 
 
 def await_parties(

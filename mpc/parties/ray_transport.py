@@ -29,8 +29,8 @@ class RayTransport(Transport):
         super().__init__(rank, names)
         self._peers = peers
 
-    def send(self, to: int, tag: Tag, array: np.ndarray) -> int:
-        header, payload = framing.encode_data(tag, array)
+    def send(self, to: int, tag: Tag, array: np.ndarray, label: str = "") -> int:
+        header, payload = framing.encode_data(tag, array, label)
         data = bytes(payload)
         self._peers[to].deliver.remote(self.rank, header, data)
         return len(header) + len(data)
@@ -43,7 +43,7 @@ class RayTransport(Transport):
         except Exception as exc:
             self.mailbox.fail(exc)
             return
-        self.mailbox.put(sender, parsed.tag, array)
+        self.mailbox.put(sender, parsed.tag, array, parsed.label)
 
     def abort(self, reason: str, run: int | None = None) -> None:
         for rank, peer in enumerate(self._peers):

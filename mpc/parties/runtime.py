@@ -85,7 +85,12 @@ class EnclaveSettings:
 
 @dataclass(frozen=True)
 class RuntimeSettings:
-    """Everything a runtime needs besides the session's protocol configuration."""
+    """Everything a runtime needs besides the session's protocol configuration.
+
+    Attributes:
+        show_output: the parties whose printed output the driver shows, as ``[party] line``
+            (None: every party; `mpc.parties.output`).
+    """
 
     transport: str
     dealer_kind: str | None
@@ -95,6 +100,7 @@ class RuntimeSettings:
     deployment: DeploymentConfig | None = None
     ray_address: str | None = None
     num_cpus: int = 2
+    show_output: frozenset[str] | None = None
 
 
 class Runtime(Protocol):
@@ -128,14 +134,16 @@ def make_runtime(name: str, config: SessionConfig, settings: RuntimeSettings) ->
 def _local(config: SessionConfig, settings: RuntimeSettings) -> Runtime:
     from mpc.parties.local import LocalParties
 
-    return LocalParties(config, settings.local_dealer, settings.private)
+    return LocalParties(config, settings.local_dealer, settings.private, settings.show_output)
 
 
 def _ray(config: SessionConfig, settings: RuntimeSettings) -> Runtime:
     import secrets
 
     from mpc.parties.ray_runtime import RayParties
+    from mpc.parties.ray_setup import cluster_address, quiet_token_notice
 
+    quiet_token_notice()
     return RayParties(
         config,
         transport=settings.transport,
@@ -143,9 +151,10 @@ def _ray(config: SessionConfig, settings: RuntimeSettings) -> Runtime:
         enclave=None if settings.enclave is None else settings.enclave.as_dict(),
         private=settings.private,
         deployment=settings.deployment,
-        ray_address=settings.ray_address,
+        ray_address=cluster_address(settings.ray_address),
         num_cpus=settings.num_cpus,
         session_id=secrets.token_bytes(16),
+        show_output=settings.show_output,
     )
 
 

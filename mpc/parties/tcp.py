@@ -36,7 +36,7 @@ Security model (encrypt=True, the default):
   anything is allocated and then checked by decryption; every other length follows from the
   authenticated header. Any failure fails the mailbox with `IntegrityError` naming the peer and
   closes that connection: the run cannot continue, but no forged data is ever delivered. (This
-  is wire protocol version 2; the handshake refuses peers that speak another version.)
+  is wire protocol version 3; the handshake refuses peers that speak another version.)
 * What an authenticated peer sends is bounded too: the mailbox checks every tag against the
   current run and keeps at most _MAILBOX_MESSAGES messages / _MAILBOX_BYTES bytes per peer that no
   receive has asked for (beyond that this party stops reading from the peer, and refuses more
@@ -109,7 +109,7 @@ from mpc.parties.mailbox import Mailbox, Tag
 from mpc.parties.transport import Transport
 
 PROTOCOL: Final = "mpc-tcp"
-VERSION: Final = 2
+VERSION: Final = 3
 _LABEL: Final = b"mpc-tcp/2"
 
 #: Plaintext bytes per payload record (larger payloads are split into several records).
@@ -168,6 +168,9 @@ _LINGERING_LOCK = threading.Lock()
 #: cost more than the message itself on a busy machine (a chain of products: 0.38-0.42 ->
 #: 0.33-0.35 ms per product, 3 parties on 2 cores). It costs at most this much CPU per wait.
 _SPIN_WAIT: Final = 100e-6
+#: After a failed send, how long to wait for the abort that says why the peer stopped (it may
+#: come over another link, e.g. from the party whose failure made this peer stop).
+_ABORT_GRACE: Final = 1.0
 _SEND_FLAGS: Final = getattr(socket, "MSG_NOSIGNAL", 0)
 _DONTWAIT: Final = getattr(socket, "MSG_DONTWAIT", 0)
 _NOWAIT_FLAGS: Final = _SEND_FLAGS | _DONTWAIT
@@ -1434,37 +1437,48 @@ class TcpTransport(Transport):
             )
         return link
 
-    def send(self, to: int, tag: Tag, array: np.ndarray) -> int:
-        """Send `array` to party `to`; return the bytes put on the wire.
+    def send(self, to: int, tag: Tag, array: np.ndarray, label: str = "") -> int:
+        """Send `array` to party `to` from operation `label`; return the bytes put on the wire.
 
         While the socket is full, this thread reads incoming frames (so two parties that send
         large arrays to each other never wait for each other). Gives up after _SEND_TIMEOUT s
         if the peer does not read.
         """
         link = self._link(to)
-        header, payload = framing.encode_data(tag, array)
+        header, payload = framing.encode_data(tag, array, label)
         _, sent = self._transfer(
-            tag, [(link, header, payload)], [], time.monotonic() + _SEND_TIMEOUT, _SEND_TIMEOUT
+            tag,
+            [(link, header, payload)],
+            [],
+            time.monotonic() + _SEND_TIMEOUT,
+            _SEND_TIMEOUT,
+            label,
         )
         return sent
 
-    def recv(self, frm: int, tag: Tag, timeout: float) -> np.ndarray:
-        """Receive the array that party `frm` sent with `tag`, waiting at most `timeout` s.
+    def recv(self, frm: int, tag: Tag, timeout: float, label: str = "") -> np.ndarray:
+        """Receive the array that party `frm` sent with `tag`, waiting at most `timeout` s
+        (`DivergenceError` if it came from another operation than `label`, see `Mailbox.take`).
 
         While it waits, the calling thread reads the connections itself (saving a thread
         hand-off per message); the receiver threads drain them at other times.
         """
         link = self._link(frm)
         if link.delivered != link.claimed:
-            array = self.mailbox.take(frm, tag)
+            array = self.mailbox.take(frm, tag, label)
             if array is not None:
                 link.claimed += 1
                 return array
-        got, _ = self._transfer(tag, [], [link], time.monotonic() + timeout, timeout)
+        got, _ = self._transfer(tag, [], [link], time.monotonic() + timeout, timeout, label)
         return got[frm]
 
     def exchange(
-        self, tag: Tag, outgoing: Mapping[int, np.ndarray], expect: Iterable[int], timeout: float
+        self,
+        tag: Tag,
+        outgoing: Mapping[int, np.ndarray],
+        expect: Iterable[int],
+        timeout: float,
+        label: str = "",
     ) -> tuple[dict[int, np.ndarray], int]:
         """One round: send every outgoing array and receive from every rank in `expect`, all
         with `tag`, in one loop that writes to and reads from all peers as their sockets allow
@@ -1472,9 +1486,10 @@ class TcpTransport(Transport):
         deadline = time.monotonic() + timeout
         sends = []
         for to, array in outgoing.items():
-            header, payload = framing.encode_data(tag, array)
+            header, payload = framing.encode_data(tag, array, label)
             sends.append((self._link(to), header, payload))
-        return self._transfer(tag, sends, [self._link(frm) for frm in expect], deadline, timeout)
+        wanted = [self._link(frm) for frm in expect]
+        return self._transfer(tag, sends, wanted, deadline, timeout, label)
 
     def _poller(self) -> _Poller:
         poller: _Poller | None = getattr(self._local, "poller", None)
@@ -1496,8 +1511,10 @@ class TcpTransport(Transport):
         wanted: list[_Link],
         deadline: float,
         timeout: float,
+        label: str = "",
     ) -> tuple[dict[int, np.ndarray], int]:
-        """Write `sends` and receive `tag` from every link in `wanted` before `deadline`.
+        """Write `sends` and receive `tag` (of operation `label`) from every link in `wanted`
+        before `deadline`.
 
         Frames go out without blocking; whatever a socket does not take at once is written when
         poll says it has room, while every readable connection is read. A frame once started is
@@ -1527,6 +1544,9 @@ class TcpTransport(Transport):
                 except OSError as e:
                     link.abandon()
                     link.send_lock.release()
+                    reason = mailbox.wait_failure(_ABORT_GRACE)
+                    if reason is not None:  # a peer stopped first and said why
+                        raise reason from e
                     raise CommunicationError(
                         f"party {self.name!r}: sending to party {link.name!r} failed: {e}"
                     ) from e
@@ -1548,7 +1568,7 @@ class TcpTransport(Transport):
                         if link.peer in results:  # read for this round (see `_read`)
                             continue
                         if link.delivered != link.claimed:
-                            array = mailbox.take(link.peer, tag)
+                            array = mailbox.take(link.peer, tag, label)
                             if array is not None:
                                 link.claimed += 1
                                 results[link.peer] = array
@@ -1574,7 +1594,7 @@ class TcpTransport(Transport):
                             # Bytes already taken from the socket (poll cannot report them) may
                             # hold the frame this round waits for.
                             delivered = link.delivered
-                            array = self._read(link, tag, True)
+                            array = self._read(link, tag, True, label)
                             if array is not None:
                                 results[link.peer] = array
                             progress = progress or link.delivered != delivered
@@ -1616,6 +1636,9 @@ class TcpTransport(Transport):
                             done = True
                             flying.remove(link)
                             link.send_lock.release()
+                            reason = mailbox.wait_failure(_ABORT_GRACE)
+                            if reason is not None:  # a peer stopped first and said why
+                                raise reason from e
                             raise CommunicationError(
                                 f"party {self.name!r}: sending to party {link.name!r} failed: {e}"
                             ) from e
@@ -1625,7 +1648,7 @@ class TcpTransport(Transport):
                             poller.update(link, False)
                     if event & _READ_EVENTS and not link.reader_done:
                         wanted_here = link in missing
-                        array = self._read(link, tag, wanted_here)
+                        array = self._read(link, tag, wanted_here, label)
                         if array is not None:
                             results[link.peer] = array
                         if link.reader_done:
@@ -1637,11 +1660,13 @@ class TcpTransport(Transport):
                 self._settle(flying, poller)
 
     def _dispatch_readable(
-        self, link: _Link, tag: Tag | None, direct: bool = False
+        self, link: _Link, tag: Tag | None, direct: bool = False, label: str = ""
     ) -> np.ndarray | None:
         """Dispatch the frames buffered or readable now on `link`; with a `tag`, stop after the
-        data frame that carries it, and if `direct`, return that frame's array instead of putting
-        it into the mailbox (the caller waits for exactly it: this saves a store and a take).
+        data frame that carries it, and if `direct` (and the frame's label is `label`), return
+        that frame's array instead of putting it into the mailbox (the caller waits for exactly
+        it: this saves a store and a take; a frame of another operation goes to the mailbox,
+        whose `take` reports the divergence).
 
         Unless `direct`, stop when the peer's share of the mailbox is full: the rest waits in
         the socket, so a peer that runs ahead is slowed down by TCP instead of filling memory.
@@ -1658,7 +1683,7 @@ class TcpTransport(Transport):
                 return None
             header = frame[0]
             if tag is not None and header.tag == tag and header.kind == framing.KIND_DATA:
-                if direct:
+                if direct and header.label == label:
                     if self.mailbox.record(link.peer, tag):
                         link.delivered += 1
                         link.claimed += 1
@@ -1669,7 +1694,7 @@ class TcpTransport(Transport):
                 return None
             self._dispatch(link, frame)
 
-    def _read(self, link: _Link, tag: Tag, direct: bool) -> np.ndarray | None:
+    def _read(self, link: _Link, tag: Tag, direct: bool, label: str = "") -> np.ndarray | None:
         """Read and dispatch the frames that have arrived on `link`, up to one with `tag` (the
         rest waits in the socket: a large next message is not allocated while this round's
         arrays are still being used); that one is returned if `direct` (see
@@ -1677,7 +1702,7 @@ class TcpTransport(Transport):
         if not link.read_lock.acquire(timeout=_RECV_SLICE):
             return None  # the receiver thread is reading it; it signals what it delivers
         try:
-            return self._dispatch_readable(link, tag, direct)
+            return self._dispatch_readable(link, tag, direct, label)
         finally:
             link.last_read = time.monotonic()
             link.read_lock.release()
@@ -1736,7 +1761,7 @@ class TcpTransport(Transport):
         header, array = frame
         if header.kind == framing.KIND_DATA:
             assert array is not None
-            if self.mailbox.put(link.peer, header.tag, array):
+            if self.mailbox.put(link.peer, header.tag, array, header.label):
                 link.delivered += 1
             elif self.mailbox.failure is not None:  # refused: the mailbox failed
                 self._signal()

@@ -1,8 +1,9 @@
 """Transport interface: how one party sends arrays to, and receives arrays from, its peers.
 
 Responsibility: the abstract point-to-point channel that protocols use through the party runtime.
-Every transport delivers whole numpy arrays keyed by a deterministic tag, counts the bytes it puts
-on the wire, and turns a peer failure into an error at every pending receive.
+Every transport delivers whole numpy arrays keyed by a deterministic tag, each with the label of
+the operation that sent it (checked by the receiving mailbox), counts the bytes it puts on the
+wire, and turns a peer failure into an error at every pending receive.
 Security model: implementations decide confidentiality and integrity (see each one's docstring);
 none of them ever unpickles bytes from a peer.
 """
@@ -34,28 +35,36 @@ class Transport(ABC):
         return self.names[self.rank]
 
     @abstractmethod
-    def send(self, to: int, tag: Tag, array: np.ndarray) -> int:
-        """Send `array` to party `to`; return the number of bytes put on the wire.
+    def send(self, to: int, tag: Tag, array: np.ndarray, label: str = "") -> int:
+        """Send `array` to party `to` from operation `label` (printable ASCII, at most
+        `mpc.parties.framing.MAX_LABEL_BYTES`); return the number of bytes put on the wire.
 
         The caller must not modify `array` afterwards (in-memory transports do not copy).
         """
 
-    def recv(self, frm: int, tag: Tag, timeout: float) -> np.ndarray:
-        """Receive the array that party `frm` sent with `tag`, waiting at most `timeout` s."""
-        return self.mailbox.get(frm, tag, timeout, sender_name=self.names[frm])
+    def recv(self, frm: int, tag: Tag, timeout: float, label: str = "") -> np.ndarray:
+        """Receive the array that party `frm` sent with `tag`, waiting at most `timeout` s;
+        `DivergenceError` if it came from another operation than `label` (see `Mailbox.take`)."""
+        return self.mailbox.get(frm, tag, timeout, sender_name=self.names[frm], label=label)
 
     def exchange(
-        self, tag: Tag, outgoing: Mapping[int, np.ndarray], expect: Iterable[int], timeout: float
+        self,
+        tag: Tag,
+        outgoing: Mapping[int, np.ndarray],
+        expect: Iterable[int],
+        timeout: float,
+        label: str = "",
     ) -> tuple[dict[int, np.ndarray], int]:
-        """One round: send `outgoing[to]` to every `to`, then receive from every rank in
-        `expect`, all with `tag`; return the received arrays by rank and the bytes sent.
+        """One round of operation `label`: send `outgoing[to]` to every `to`, then receive from
+        every rank in `expect`, all with `tag`; return the received arrays by rank and the
+        bytes sent.
 
         Each receive waits at most `timeout` s. Transports may overlap the sends and receives.
         """
         sent = 0
         for to, array in outgoing.items():
-            sent += self.send(to, tag, array)
-        return {frm: self.recv(frm, tag, timeout) for frm in expect}, sent
+            sent += self.send(to, tag, array, label)
+        return {frm: self.recv(frm, tag, timeout, label) for frm in expect}, sent
 
     @abstractmethod
     def abort(self, reason: str, run: int | None = None) -> None:

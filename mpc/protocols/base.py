@@ -105,6 +105,13 @@ class CorrelatedRandomness(TypingProtocol):
 
     def truncation_pair(self, shape: Shape, bits: int) -> tuple[np.ndarray, np.ndarray]: ...
 
+    def exact_truncation_mask(
+        self, shape: Shape, bits: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Shares of a uniform ring element r, of ceil((r mod 2^63) / 2^bits) and of r's top
+        bit (`mpc.protocols.truncation`; ring only)."""
+        ...
+
     def truncating_triple(self, shape: Shape, bits: int, both: bool) -> tuple[np.ndarray, ...]:
         """Shares of a truncation pair (r, r' = r_s >> bits) whose r' is the Beaver mask of a
         product's left operand: (r, b, r', r' * b); or, if `both`, of two pairs that mask both
@@ -392,6 +399,12 @@ class Protocol(ABC):
         default multiplies after the comparison (one more round); protocols may fuse them."""
         bit = self.less_than_zero(x)
         return bit, self.mul(bit, y)
+
+    @classmethod
+    def exact_truncation(cls) -> bool:
+        """True if `truncate` cannot fail while |x| < 2^(bits - 2) (error at most one unit);
+        False if it fails with probability |x| / M (the dealer pair below): `mpc.bounds`."""
+        return False
 
     def truncate(self, x: np.ndarray, bits: int) -> np.ndarray:
         """Probabilistic truncation by `bits` with a dealer pair (r, r >> bits). One round.

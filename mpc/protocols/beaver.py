@@ -29,10 +29,22 @@ import numpy as np
 
 from mpc.algebra import Ring64
 from mpc.protocols.base import MaskedOperand, Need, Protocol
+from mpc.protocols.truncation import truncate_exact
 
 
 class BeaverMultiplication(Protocol):
-    """Mixin: `mul` and `matmul` by Beaver triples."""
+    """Mixin: `mul` and `matmul` by Beaver triples; over the ring, exact truncation."""
+
+    def truncate(self, x: np.ndarray, bits: int) -> np.ndarray:
+        """Over the ring: exact for |x| < 2^62 (`mpc.protocols.truncation`), one round; over a
+        field: the dealer pair's probabilistic truncation (`Protocol.truncate`)."""
+        if isinstance(self.algebra, Ring64):
+            return truncate_exact(self, x, bits)
+        return super().truncate(x, bits)
+
+    @classmethod
+    def exact_truncation(cls) -> bool:
+        return isinstance(cls.algebra, Ring64) and cls.truncate is BeaverMultiplication.truncate
 
     def mul(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         alg = self.algebra
@@ -85,9 +97,10 @@ class BeaverMultiplication(Protocol):
     def settles_in_products(self) -> bool:
         # Fusing replaces `truncate` and `mul` by the dealer-pair truncation and the Beaver
         # product: only where those are the ones in use (a protocol with its own truncation,
-        # e.g. a local one, or its own product keeps them).
+        # e.g. a local one, or its own product keeps them). The fused truncation is the
+        # probabilistic one: `mpc.program` fuses only where its failure is admitted.
         return (
-            type(self).truncate is Protocol.truncate
+            type(self).truncate is BeaverMultiplication.truncate
             and type(self).mul is BeaverMultiplication.mul
             and isinstance(self.algebra, Ring64)
             and self.dealer is not None

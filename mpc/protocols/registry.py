@@ -4,7 +4,9 @@ Responsibility: `register_protocol`, `get_protocol`, `available_protocols`, and 
 session check that a dealer provides what a protocol needs and that (n, t) is supported.
 Outside packages declare protocols in the `mpc.protocols` entry-point group
 (`name = "package.module:ProtocolClass"`); they are loaded lazily, the first time the registry
-is asked for a name it does not know or for the full list, never at `import mpc`.
+is asked for a name it does not know or for the full list, never at `import mpc`. A plug-in that
+fails to load is left out with a `PluginWarning` naming it (`broken_plugins()`); the built-ins
+and the other plug-ins stay available, and asking for the broken one by name says why it failed.
 Security model: loading an entry point runs that package's code, like any import; only installed
 packages are considered.
 """
@@ -12,7 +14,8 @@ packages are considered.
 from __future__ import annotations
 
 import threading
-from importlib.metadata import entry_points
+import warnings
+from importlib.metadata import EntryPoint, entry_points
 
 from mpc.errors import ConfigurationError
 from mpc.protocols.base import Need, Protocol
@@ -23,6 +26,12 @@ _lock = threading.RLock()
 _registry: dict[str, type[Protocol]] = {}
 _builtins_loaded = False
 _entry_points_loaded = False
+#: Entry points that failed to load at the last loading: name -> what went wrong.
+_broken: dict[str, str] = {}
+
+
+class PluginWarning(UserWarning):
+    """A protocol plug-in (entry point) could not be loaded and is left out."""
 
 
 def register_protocol(cls: type[Protocol], *, name: str | None = None) -> type[Protocol]:
@@ -67,24 +76,41 @@ def _load_builtins() -> None:
 
 
 def _load_entry_points() -> None:
-    global _entry_points_loaded
+    global _entry_points_loaded, _broken
     if _entry_points_loaded:
         return
     _entry_points_loaded = True
-    broken: list[str] = []
+    broken: dict[str, str] = {}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name in _registry:
             continue
         try:  # a broken plug-in must not hide the others: load all, then report
             register_protocol(ep.load(), name=ep.name)
         except Exception as exc:
-            broken.append(f"{ep.name!r} ({ep.value}): {exc}")
-    if broken:
-        raise ConfigurationError(
-            "could not load protocol plug-in(s) "
-            + "; ".join(broken)
-            + " (the other plug-ins are loaded; fix or uninstall the broken package)"
-        )
+            broken[ep.name] = _describe_failure(ep, exc)
+    _broken = broken
+    for problem in broken.values():
+        warnings.warn(problem, PluginWarning, stacklevel=3)
+
+
+def _describe_failure(ep: EntryPoint, exc: Exception) -> str:
+    """One line: which entry point, from which distribution, failed how, and what to do."""
+    dist = getattr(getattr(ep, "dist", None), "name", None)
+    source = f", declared by the distribution {dist!r}" if dist else ""
+    reason = " ".join(str(exc).split()) or "(no message)"
+    return (
+        f"protocol plug-in {ep.name!r} ({ep.value}{source}) could not be loaded and is left "
+        f"out: {type(exc).__name__}: {reason}; fix or uninstall the package that declares it"
+    )
+
+
+def broken_plugins() -> dict[str, str]:
+    """The protocol plug-ins that failed to load, by entry-point name, each with a one-line
+    description of the failure (loads the entry points if that was not done yet)."""
+    with _lock:
+        _load_builtins()
+        _load_entry_points()
+        return dict(_broken)
 
 
 def get_protocol(name: str) -> type[Protocol]:
@@ -96,14 +122,19 @@ def get_protocol(name: str) -> type[Protocol]:
         try:
             return _registry[name]
         except KeyError:
-            choices = ", ".join(sorted(_registry))
-            raise ConfigurationError(
-                f"unknown protocol {name!r}; available protocols: {choices}"
-            ) from None
+            pass
+        if name in _broken:
+            raise ConfigurationError(_broken[name])
+        choices = ", ".join(sorted(_registry))
+        left_out = f" (left out, failed to load: {', '.join(sorted(_broken))})" if _broken else ""
+        raise ConfigurationError(
+            f"unknown protocol {name!r}; available protocols: {choices}{left_out}"
+        )
 
 
 def available_protocols() -> dict[str, type[Protocol]]:
-    """All registered protocols, built in and from installed plug-ins, by name."""
+    """All registered protocols, built in and from installed plug-ins, by name; a plug-in that
+    fails to load is left out with a `PluginWarning` (see `broken_plugins`)."""
     with _lock:
         _load_builtins()
         _load_entry_points()
