@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from mpc.errors import MpcError, PartyFailedError
-from mpc.state import refuse_temporary, state_home, state_home_hint
+from mpc.state import refuse_temporary, state_home, state_home_hint, state_home_path
 
 #: The option that keeps the Python traceback of a refused or failed run.
 DEBUG_OPTION = "--debug"
@@ -98,11 +98,14 @@ def ledger_folder(args: argparse.Namespace, scenario: str) -> Path:
     """The folder of the parties' ledgers: ``--ledger``, else ``ledgers/<scenario>`` in this
     user's state folder (`mpc.state.state_home`); ConfigurationError if it is under the
     system's temporary folder and ``--allow-temporary-ledger`` was not given."""
-    folder = (
-        state_home() / "ledgers" / scenario
-        if args.ledger is None
-        else Path(args.ledger).expanduser()
-    )
+    if args.ledger is not None:
+        folder = Path(args.ledger).expanduser()
+    else:  # refused before anything is created under a temporary folder
+        if not args.allow_temporary_ledger:
+            refuse_temporary(
+                state_home_path(), "the privacy ledgers", f"pass {ALLOW_TEMPORARY_LEDGER}"
+            )
+        folder = state_home() / "ledgers" / scenario
     if not args.allow_temporary_ledger:
         refuse_temporary(
             folder, "the privacy ledgers", f"pass {ALLOW_TEMPORARY_LEDGER} to accept it"
@@ -150,9 +153,11 @@ def read_int_columns(path: str | Path, columns: Sequence[str]) -> dict[str, np.n
 
 
 def error_line(exc: BaseException) -> str:
-    """``exc``'s type and message on one line (a party's failure names its cause's type)."""
+    """``exc``'s type and message on one line (a party's failure names its cause's type), with
+    every character that is not printable (escape sequences a peer's abort text may carry)
+    shown as '?'."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    message = " | ".join(lines)
+    message = "".join(c if c.isprintable() else "?" for c in " | ".join(lines))
     if isinstance(exc, PartyFailedError):
         return message
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__

@@ -211,3 +211,15 @@ def test_mpc_commands_report_a_refusal_in_one_line_and_debug_shows_the_traceback
     assert "Traceback" not in done.stderr
     debug = subprocess.run([*command, "--debug"], capture_output=True, text=True, timeout=120)
     assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_a_peers_escape_sequences_never_reach_the_terminal() -> None:
+    """An abort text from a peer (which becomes part of this party's error) with terminal
+    escapes (clipboard write, cursor moves) is printed with them replaced by '?'."""
+    from mpc.errors import PartyFailedError
+    from mpc.scenario import error_line
+
+    hostile = "party 'b' aborted: \x1b]52;c;ZXZpbA==\x07\x1b[1A\x1b[2Krun finished OK"
+    line = error_line(PartyFailedError("a", "mul #3", hostile))
+    assert "\x1b" not in line and "\x07" not in line
+    assert "?]52;c;ZXZpbA==??[1A?[2Krun finished OK" in line

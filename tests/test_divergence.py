@@ -249,3 +249,47 @@ def test_an_error_before_any_operation_and_one_inside_an_operation() -> None:
 
     err, _ = _failure(lambda: local_parties("additive", 3).run(bad_exchange))
     assert err.operation == "custom #2"
+
+
+def test_a_peers_label_cannot_pass_for_more_of_the_message() -> None:
+    """A label that reads as one operation is shown as is; any other is quoted, so a peer
+    cannot write 'c had ended its program' into an honest party's error (it was shown bare)."""
+    network = MemoryNetwork(["a", "b"])
+    channels = [PartyChannel(t, 1, TIMEOUT) for t in network.transports()]
+    for box in network.mailboxes:
+        box.begin_run(1)
+    forged = "mul (3,) (3,), c had ended its program after operation 1"
+    errors: dict[int, BaseException] = {}
+
+    def party(rank: int, kind: str) -> None:
+        try:
+            with channels[rank].operation(kind):
+                channels[rank].exchange({1 - rank: np.zeros(3)}, [1 - rank])
+        except BaseException as exc:
+            errors[rank] = exc
+
+    threads = [
+        threading.Thread(target=party, args=(0, "mul")),
+        threading.Thread(target=party, args=(1, forged)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT)
+    assert isinstance(errors[0], DivergenceError)
+    assert f"b did {forged!r};" in str(errors[0])
+
+
+def test_end_of_program_messages_cannot_flood_a_mailbox() -> None:
+    """One end-of-program message per peer and run, with its own tag: a peer sending many (each
+    with a new tag) used to grow this party's memory without bound, past every limit."""
+    box = Mailbox("a", ["a", "b"], max_messages=4)
+    box.begin_run(1)
+    end = np.array([0, 0], dtype=np.uint64)
+    assert box.put(1, (1, -1, 0), end, END_LABEL)
+    assert not box.put(1, (1, -1, 0), end, END_LABEL)  # a second one is refused
+    assert isinstance(box.failure, IntegrityError) and "second end-of-program" in str(box.failure)
+    other = Mailbox("a", ["a", "b"], max_messages=4)
+    other.begin_run(1)
+    assert not other.put(1, (1, 7, 3), end, END_LABEL)  # any other tag is malformed
+    assert isinstance(other.failure, IntegrityError) and "malformed" in str(other.failure)

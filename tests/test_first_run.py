@@ -202,3 +202,34 @@ def test_a_scenario_under_ray_shows_no_token_notice_or_other_ray_log() -> None:
     before = [line for line in lines[:table] if line.strip()]
     assert before[0].startswith(FIRST_SCREEN[:2]) and before[-1].startswith("session ready")
     assert all(line.startswith(FIRST_SCREEN) for line in before), before
+
+
+def test_a_symlink_in_the_temporary_folder_is_still_temporary(tmp_path: Path) -> None:
+    """A link in /tmp to a folder elsewhere (another user can plant one, and owns the target)
+    is refused like the temporary folder itself; it used to pass, being checked resolved only."""
+    elsewhere = Path.home() / f".mpc-test-target-{os.getpid()}"
+    elsewhere.mkdir()
+    link = Path(tempfile.gettempdir()) / f"mpc-test-link-{os.getpid()}"
+    try:
+        link.symlink_to(elsewhere)
+        assert temporary_root(link) is not None
+        assert temporary_root(link / "ledgers") is not None
+    finally:
+        link.unlink(missing_ok=True)
+        elsewhere.rmdir()
+
+
+def test_a_state_folder_that_is_a_link_or_too_open_is_not_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "mpc").mkdir(mode=0o755)
+    os.chmod(tmp_path / "state" / "mpc", 0o755)
+    assert state_home() == tmp_path / "state" / "mpc"
+    assert (os.stat(tmp_path / "state" / "mpc").st_mode & 0o777) == 0o700  # narrowed
+    (tmp_path / "state" / "mpc").rmdir()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "state" / "mpc").symlink_to(tmp_path / "other")
+    with pytest.raises(ConfigurationError, match="symbolic link or belongs to another user"):
+        state_home()

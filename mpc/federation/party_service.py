@@ -73,8 +73,7 @@ class InProcessExecutor(Executor):
     def execute(self, request: RunRequest) -> RunOutcome:
         shown = self.policy.show_output
         sink = functools.partial(show_program_line, self.policy.name) if shown else discard
-        with capture(sink):
-            return execute(self.policy, self.key, request)
+        return execute(self.policy, self.key, request, output=lambda: capture(sink))
 
 
 class PartyService:

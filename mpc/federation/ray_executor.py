@@ -47,8 +47,9 @@ class PartyRunActor(RelaysOutput):
         if self._output is None:
             outcome = execute(self.policy, self.key, RunRequest.from_wire(request))
             return outcome.output, outcome.stats.as_dict(), 0
-        with self._output.capturing():
-            outcome = execute(self.policy, self.key, RunRequest.from_wire(request))
+        outcome = execute(
+            self.policy, self.key, RunRequest.from_wire(request), output=self._output.capturing
+        )
         return outcome.output, outcome.stats.as_dict(), self._output.count
 
 

@@ -28,6 +28,7 @@ import secrets
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,8 +114,16 @@ def run_view(policy: PartyPolicy, request: RunRequest, threshold: int) -> dict[s
     }
 
 
-def execute(policy: PartyPolicy, key: PartyKey, request: RunRequest) -> RunOutcome:
-    """Run `request` at this party: agree, attach the dealer, run the program, check output."""
+def execute(
+    policy: PartyPolicy,
+    key: PartyKey,
+    request: RunRequest,
+    output: Callable[[], AbstractContextManager[Any]] | None = None,
+) -> RunOutcome:
+    """Run `request` at this party: agree, attach the dealer, run the program, check output.
+
+    `output` (e.g. `mpc.parties.output.capture`) surrounds the program's own code only, so that
+    what it prints is captured and the runtime's own warnings are not."""
     if request.coordinator not in policy.parties:
         raise ConfigurationError(f"run coordinator {request.coordinator!r} is not a party here")
     program = find_approved(
@@ -149,7 +158,8 @@ def execute(policy: PartyPolicy, key: PartyKey, request: RunRequest) -> RunOutco
                 private_errors=True,
             )
             transport.mailbox.begin_run(PROGRAM_RUN)
-            outcome = runner.run(PROGRAM_RUN, entry, (args,))
+            program_entry = entry if output is None else _inside(output, entry)
+            outcome = runner.run(PROGRAM_RUN, program_entry, (args,))
         finally:
             if dealer is not None:
                 dealer.close()
@@ -346,3 +356,15 @@ class DealerConnection:
         with contextlib.suppress(Exception):  # best effort: the dealer drops the run anyway
             self._rpc.call("close", {"run": self.nonce}, timeout=5.0)
         self._rpc.close()
+
+
+def _inside(
+    context: Callable[[], AbstractContextManager[Any]], entry: Callable[..., Any]
+) -> Callable[..., Any]:
+    """`entry` run inside `context()` (the program's printed output, captured)."""
+
+    def program(*args: Any) -> Any:
+        with context():
+            return entry(*args)
+
+    return program

@@ -15,21 +15,20 @@ quoted, never interpreted. Authentication of what arrives is the transport's job
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Final
 
 import numpy as np
 
 from mpc.errors import CommunicationError, DivergenceError
 from mpc.parties.framing import MAX_LABEL_BYTES
-from mpc.parties.mailbox import END_LABEL
+from mpc.parties.mailbox import END_LABEL, END_OP
 from mpc.parties.transport import Transport
 from mpc.stats import PartyStats
 
 #: Op number of the end-of-program message (`finish`); real operations count from 1.
-END_OP: Final = -1
 
 
 def contiguous(a: np.ndarray) -> np.ndarray:
@@ -41,6 +40,10 @@ def contiguous(a: np.ndarray) -> np.ndarray:
 def printable_ascii(text: str, limit: int = MAX_LABEL_BYTES) -> str:
     """`text` cut to `limit` characters, each outside printable ASCII replaced by '?'."""
     return "".join(c if " " <= c <= "~" else "?" for c in text[:limit])
+
+
+#: What an operation label of this runtime looks like: a kind, then its operands' shapes.
+_OPERATION = re.compile(r"[a-z_.]+( \((\d+, ?)*\d*\))*")
 
 
 def operation_label(kind: str, shapes: Sequence[Sequence[int]] = ()) -> str:
@@ -226,7 +229,10 @@ class PartyChannel:
             else:
                 theirs = f"{peer} had ended its program without any operation that communicates"
         else:
-            theirs = f"{peer} did {printable_ascii(exc.theirs)}"
+            label = printable_ascii(exc.theirs)
+            # a peer's own label: quoted unless it reads as one operation (kind and shapes), so
+            # that it cannot pass for more of the message (e.g. blame a third party)
+            theirs = f"{peer} did {label if _OPERATION.fullmatch(label) else repr(label)}"
         return DivergenceError(
             f"parties diverged at {where}: {self.transport.name} did {mine}, {theirs}; every "
             "party must run the same operations on secrets in the same order (do not branch "

@@ -39,6 +39,8 @@ MAX_EARLY_FAILURES: Final = 4
 #: Label of the message a party sends every peer when its program has ended: a uint64 array
 #: [messages it sent that peer in the run, its last operation number].
 END_LABEL: Final = "<end>"
+#: The operation number of the end-of-program message: its tag is (run, END_OP, 0).
+END_OP: Final = -1
 
 
 class Mailbox:
@@ -122,10 +124,10 @@ class Mailbox:
 
     def _end(self, sender: int, tag: Tag, array: np.ndarray) -> bool:
         """Note `sender`'s end-of-program message (caller holds the lock)."""
-        if array.dtype != np.uint64 or array.shape != (2,):
+        if array.dtype != np.uint64 or array.shape != (2,) or tuple(tag[1:]) != (END_OP, 0):
             return self._refuse(f"{self._who(sender)} sent a malformed end-of-program message")
-        if not self._first((sender, tag)):
-            return False
+        if (sender, tag[0]) in self._ended:  # one per peer and run: no flood of them
+            return self._refuse(f"{self._who(sender)} sent a second end-of-program message")
         self._ended[(sender, tag[0])] = (int(array[0]), int(array[1]))
         if self._waiting:
             self._cond.notify_all()
