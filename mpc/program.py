@@ -164,7 +164,7 @@ class PartyContext:
         with self.channel.operation("input"):
             share = self.protocol.input(owner_rank, secret)
         # the encoding rounds to the nearest 2^-frac: half a unit beyond the declared bound
-        return Secret(self, share, frac, bound=bound + (2.0 ** -(frac + 1) if frac else 0.0))
+        return Secret(self, share, frac, bound=bound + _rounding(frac))
 
     def _input_limit(self, kind: InputKind) -> float:
         """The largest bound an input of this kind may declare (what encoding accepts)."""
@@ -197,7 +197,8 @@ class PartyContext:
         frac = self.fixed_point.frac_bits if kind == "fixed" else 0
         encoded = self._encode(value, frac)
         zero = np.zeros(encoded.shape, dtype=np.uint64)
-        return Secret(self, self.protocol.add_public(zero, encoded), frac, bound=_largest(value))
+        bound = _largest(value) + _rounding(frac)
+        return Secret(self, self.protocol.add_public(zero, encoded), frac, bound=bound)
 
     def concat(self, values: Sequence[Secret], axis: int = 0) -> Secret:
         """Concatenate secrets along `axis` (local); integers are lifted to fixed point if mixed."""
@@ -442,7 +443,7 @@ class Secret:
                 frac = self.ctx.fixed_point.frac_bits
                 share = proto.mul_public(share, _power_of_two(proto, frac))
             total = proto.add_public(share, self.ctx._encode(constant, frac))
-            return self._like(total, self.bound + _largest(constant), frac)
+            return self._like(total, self.bound + _largest(constant) + _rounding(frac), frac)
 
     __radd__ = __add__
 
@@ -480,7 +481,7 @@ class Secret:
         c, cfrac = self._public_factor(other)
         kind = "mul_public" if cfrac == 0 else "mul_public_fixed"
         with self.ctx.channel.operation(kind, shapes=(self.shape,)):
-            bound, frac = self.bound * _largest(other), self.frac + cfrac
+            bound, frac = self.bound * (_largest(other) + _rounding(cfrac)), self.frac + cfrac
             self._check_product(bound, frac)
             return self._rescale(proto.mul_public(self.share, c), frac, bound)
 
@@ -551,7 +552,8 @@ class Secret:
         c, cfrac = self._public(other)
         _check_matmul(self.shape, c.shape)
         with self.ctx.channel.operation("matmul_public", shapes=(self.shape,)):
-            bound, frac = self.shape[-1] * self.bound * _largest(other), self.frac + cfrac
+            factor = _largest(other) + _rounding(cfrac)
+            bound, frac = self.shape[-1] * self.bound * factor, self.frac + cfrac
             self._check_product(bound, frac)
             return self._rescale(proto.matmul_public(self.share, c), frac, bound)
 
@@ -560,7 +562,8 @@ class Secret:
         c, cfrac = self._public(other)
         _check_matmul(c.shape, self.shape)
         with self.ctx.channel.operation("matmul_public", shapes=(self.shape,)):
-            bound, frac = self.shape[0] * self.bound * _largest(other), self.frac + cfrac
+            factor = _largest(other) + _rounding(cfrac)
+            bound, frac = self.shape[0] * self.bound * factor, self.frac + cfrac
             self._check_product(bound, frac)
             return self._rescale(proto.matmul_public(c, self.share), frac, bound)
 
@@ -665,6 +668,12 @@ def _largest(value: Any) -> float:
     if arr.dtype.kind in "iu":  # Python ints: no overflow in abs(-2^63)
         return float(max(-int(arr.min()), int(arr.max())))
     return float(np.max(np.abs(arr.astype(np.float64))))
+
+
+def _rounding(frac: int) -> float:
+    """How far encoding a real with `frac` fractional bits may move it: half a unit (0 for
+    integers, which are exact)."""
+    return 2.0 ** -(frac + 1) if frac else 0.0
 
 
 def _check_own_bound(value: Any, bound: float, me: str) -> None:
