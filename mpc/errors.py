@@ -91,6 +91,12 @@ class PeerFailedError(CommunicationError):
     """A peer reported that it failed (it aborted the run) or its connection closed."""
 
 
+class ConnectionLostError(PeerFailedError):
+    """The connection to a peer ended in the middle of a run without a word from it (its process
+    died, or the link between the two was cut): the party that sees it tells its other peers,
+    who may not notice by themselves."""
+
+
 class IntegrityError(CommunicationError):
     """A message failed authentication (bad MAC, wrong tag, replay) and was rejected."""
 
@@ -191,6 +197,7 @@ __all__ = [
     "CheatingDetectedError",
     "CommunicationError",
     "ConfigurationError",
+    "ConnectionLostError",
     "DPError",
     "DealerError",
     "DebugQuoteError",

@@ -87,3 +87,12 @@ def record_traffic(
     transport.send = recording_send  # type: ignore[method-assign]
     transport.recv = recording_recv  # type: ignore[method-assign]
     return sent, received
+
+
+def process_state(pid: int) -> str | None:
+    """The state letter of process `pid` (R, S, T, Z, ...), or None if there is none."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return None

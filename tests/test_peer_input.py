@@ -320,17 +320,27 @@ class _Ref:
     def __init__(self, actor: _Actor) -> None:
         self.actor = actor
 
+    def ready(self) -> bool:
+        return bool(self.actor.outcome != "stuck")
+
+
+class _Ping(_Ref):
+    def ready(self) -> bool:
+        return not self.actor.frozen
+
 
 class _Actor:
     """A party actor whose run finishes, fails, or never returns ("stuck"); a stuck party that
-    `wakes` returns (failed) once it is told to abort."""
+    `wakes` returns (failed) once it is told to abort; a `frozen` one answers no ping either."""
 
-    def __init__(self, name: str, outcome: Any, wakes: bool = False) -> None:
+    def __init__(self, name: str, outcome: Any, wakes: bool = False, frozen: bool = False) -> None:
         self.name = name
         self.outcome = outcome
         self.wakes = wakes
+        self.frozen = frozen
         self.told: list[str] = []
         self.run = types.SimpleNamespace(remote=lambda *args: _Ref(self))
+        self.alive = types.SimpleNamespace(remote=lambda: _Ping(self))
         self.peer_aborted = types.SimpleNamespace(remote=self._told)
 
     def _told(self, peer: str, reason: str, run_id: int | None = None) -> None:
@@ -352,7 +362,7 @@ class _FakeRay(types.ModuleType):
     def wait(
         self, pending: list[_Ref], num_returns: int = 1, timeout: float | None = None
     ) -> tuple[list[_Ref], list[_Ref]]:
-        ready = [r for r in pending if r.actor.outcome != "stuck"][:num_returns]
+        ready = [r for r in pending if r.ready()][:num_returns]
         if ready:
             return ready, [r for r in pending if r not in ready]
         if timeout is None:

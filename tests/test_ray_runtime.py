@@ -11,6 +11,7 @@ import warnings
 
 import numpy as np
 import pytest
+from helpers import process_state
 
 from mpc.errors import ConfigurationError, PartyFailedError
 from mpc.program import PartyContext
@@ -145,15 +146,6 @@ def test_the_readme_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert "6.99" in out and "wall time" in out  # 1.5 * 4 + 1 at alice, and the cost report
 
 
-def _state(pid: int) -> str | None:
-    """The state letter of process `pid` (R, S, T, Z, ...), or None if there is none."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return None
-
-
 @pytest.mark.usefixtures("ray_local")
 def test_no_party_process_outlives_its_session() -> None:
     import signal
@@ -172,8 +164,8 @@ def test_no_party_process_outlives_its_session() -> None:
     with Session(["alice", "bob"], timeout=10) as session:
         pids = session.run(stuck_after_returning).outputs
         deadline = time.monotonic() + 10
-        while _state(pids["bob"]) != "T" and time.monotonic() < deadline:
+        while process_state(pids["bob"]) != "T" and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert _state(pids["bob"]) == "T", "bob's process did not freeze"
-    left = {name: _state(pid) for name, pid in pids.items()}
+        assert process_state(pids["bob"]) == "T", "bob's process did not freeze"
+    left = {name: process_state(pid) for name, pid in pids.items()}
     assert all(state in (None, "Z") for state in left.values()), left

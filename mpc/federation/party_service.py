@@ -99,6 +99,7 @@ class PartyService:
             timeout=policy.settings.timeout,
             max_message=MAX_REQUEST_BYTES,  # start/propose/commit: a hash and public arguments
             max_response=MAX_OUTPUT_BYTES,  # a starter's answer holds the revealed output
+            keepalive=True,  # a run's starter tells a long run from a frozen party service
         )
         self._busy = threading.Lock()
         self._seen: set[bytes] = set()

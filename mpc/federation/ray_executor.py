@@ -2,6 +2,10 @@
 
 Responsibility: start (`ray_address = "local"`: a new private instance) or attach to the
 organisation's own Ray, place one party actor on this node, and execute each agreed run there.
+While a run goes on the actor is pinged (`mpc.parties.liveness`): one that answers nothing for
+the receive timeout (its process frozen) is killed, and the run fails at once with an error
+naming this party, instead of the service waiting for it for ever; the same for an actor whose
+process died. The next run starts a fresh actor.
 Security model: Ray is used only inside one organisation (any member of a Ray cluster can run
 code on every node of it). The actor reads the same policy file and key as the service; nothing
 of Ray crosses to another organisation: peers and the dealer are reached over encrypted TCP.
@@ -22,16 +26,23 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from mpc.errors import ConfigurationError
+from mpc.errors import ConfigurationError, PartyFailedError
 from mpc.federation.party_service import Executor, show_program_line
 from mpc.federation.policy import PartyPolicy
 from mpc.federation.run import RunOutcome, RunRequest, execute
 from mpc.parties.keys import PartyKey
+from mpc.parties.liveness import Liveness
 from mpc.parties.output import DRAIN_SECONDS, OutputBuffer, OutputRelay, RelaysOutput
+from mpc.parties.processes import ProcessTag, end_processes, kill_now, process_tag
 from mpc.parties.ray_setup import quiet_token_notice
 from mpc.parties.tuning import ALLOCATOR_ENV
 from mpc.private_files import create_private_file
 from mpc.stats import PartyStats
+
+#: How long a new party actor may take to start, and how long its process gets to exit once the
+#: service closed before it is killed (seconds).
+ACTOR_START_TIMEOUT = 120.0
+EXIT_GRACE = 3.0
 
 
 class PartyRunActor(RelaysOutput):
@@ -41,6 +52,14 @@ class PartyRunActor(RelaysOutput):
         self.policy = PartyPolicy.load(policy_path)
         self.key = PartyKey.load(self.policy.key_file)
         self._output = OutputBuffer() if self.policy.show_output else None
+
+    def process(self) -> tuple[str, int, int] | None:
+        """This actor's process (`mpc.parties.processes.ProcessTag`), to kill it if it freezes."""
+        tag = process_tag()
+        return None if tag is None else tag.to_wire()
+
+    def alive(self) -> None:
+        """Answer the service's ping during a run (another thread of this actor)."""
 
     def execute(self, request: dict[str, Any]) -> tuple[Any, dict[str, Any], int]:
         """Run `request`: (output, stats, lines printed so far: see `take_output`)."""
@@ -100,27 +119,75 @@ class RayExecutor(Executor):
                 )
             self._started = True
         node = ray.get_runtime_context().get_node_id()
-        self.actor: Any = (
-            ray.remote(PartyRunActor)
-            .options(
-                num_cpus=0,
-                max_concurrency=2,  # a run, and the relay's call for its output
-                scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
-                runtime_env={"env_vars": ALLOCATOR_ENV},
-            )
-            .remote(str(Path(policy.origin)))
+        self._actor_class = ray.remote(PartyRunActor).options(
+            num_cpus=0,
+            max_concurrency=3,  # a run, the relay's call for its output, the ping
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
+            runtime_env={"env_vars": ALLOCATOR_ENV},
         )
+        self.policy = policy
         self.timeout = policy.settings.timeout
-        shown = {policy.name: self.actor} if policy.show_output else {}
+        self.actor: Any = None
+        self.process: ProcessTag | None = None
+        self._relay = OutputRelay({})
+        self._start_actor()
+
+    def _start_actor(self) -> None:
+        import ray
+
+        self.actor = self._actor_class.remote(str(Path(self.policy.origin)))
+        wire = ray.get(self.actor.process.remote(), timeout=ACTOR_START_TIMEOUT)
+        self.process = None if wire is None else ProcessTag.from_wire(wire)
+        shown = {self.policy.name: self.actor} if self.policy.show_output else {}
         self._relay = OutputRelay(shown, show_program_line).start()
+
+    def _drop_actor(self) -> None:
+        """Kill the actor that stopped answering or died (and its process, if it is still
+        there); the next run starts a fresh one."""
+        import ray
+
+        self._relay.stop()
+        with contextlib.suppress(Exception):
+            ray.kill(self.actor)
+        if self.process is not None:
+            kill_now(self.process)
+        self.actor, self.process = None, None
+
+    def _wait(self, ref: Any) -> Any:
+        """The run's result, or PartyFailedError once the actor answers no ping for a timeout."""
+        import ray
+
+        def answered(handles: list[Any]) -> list[Any]:
+            return list(ray.wait(handles, num_returns=len(handles), timeout=0)[0])
+
+        actor = self.actor
+        liveness = Liveness(
+            [self.policy.name],
+            silence=self.timeout,
+            ping=lambda _name: actor.alive.remote(),
+            answered=answered,
+        )
+        while not ray.wait([ref], timeout=liveness.interval)[0]:
+            if liveness.check([self.policy.name]):
+                self._drop_actor()
+                raise PartyFailedError(
+                    self.policy.name,
+                    "unknown",
+                    f"its party actor answered nothing for {self.timeout:g} s (the receive "
+                    "timeout): its process is frozen, so it was killed (a new one takes the "
+                    "next run)",
+                )
+        return ray.get(ref)
 
     def execute(self, request: RunRequest) -> RunOutcome:
         import ray
 
         from mpc.parties.ray_runtime import _original
 
+        if self.actor is None:
+            self._start_actor()
         try:
-            output, stats, printed = ray.get(self.actor.execute.remote(request.to_wire()))
+            output, stats, printed = self._wait(self.actor.execute.remote(request.to_wire()))
         except ray.exceptions.RayTaskError as exc:
             with contextlib.suppress(Exception):  # show what it printed before it failed
                 self._relay.wait_for(
@@ -130,6 +197,13 @@ class RayExecutor(Executor):
                     }
                 )
             raise _original(exc) from None
+        except ray.exceptions.RayActorError:
+            self._drop_actor()  # dead already: only forgotten
+            raise PartyFailedError(
+                self.policy.name,
+                "unknown",
+                "its party actor's process died (killed or crashed); a new one takes the next run",
+            ) from None
         self._relay.wait_for(dict.fromkeys(self._relay.parties, printed))
         return RunOutcome(output, PartyStats.from_dict(stats))
 
@@ -139,6 +213,9 @@ class RayExecutor(Executor):
         self._relay.stop()
         if not ray.is_initialized():
             return
-        ray.kill(self.actor)
+        if self.actor is not None:
+            ray.kill(self.actor)
         if self._started:
             ray.shutdown()
+        if self.process is not None:
+            end_processes([self.process], EXIT_GRACE)

@@ -43,7 +43,10 @@ where `confirm` is record 0 of its direction, sealing b"<label> confirm". Then e
 record, AES-GCM(msgpack map) of at most max_message + 16 bytes (a server's responses: its
 max_response + 16), nonce = counter (96-bit big endian), associated data = label + b" c2s" or
 b" s2c". A request is {"id": n, "method": str, "params": map}, its response {"id": n, "ok": map}
-or {"id": n, "error": str, "type": str}. A numpy array is msgpack extension 1: u8 dtype code (as
+or {"id": n, "error": str, "type": str}. A server made with `keepalive` also sends {"id": n,
+"wait": true} every quarter `timeout` while its handler runs, so that a client that calls with
+a `stall` limit tells a long call (a whole run) from a server that stopped (frozen, or its host
+or link down) within that limit. A numpy array is msgpack extension 1: u8 dtype code (as
 in `mpc.parties.framing.DTYPE_CODES`) | u8 ndim | ndim x i64 little-endian dimensions | raw
 little-endian data.
 """
@@ -79,10 +82,12 @@ from mpc.parties.keys import PartyKey, check_public, fingerprint
 #: (authenticated client name, method, params) -> result.
 Handler = Callable[[str, str, dict[str, Any]], dict[str, Any]]
 
-VERSION: Final = 1
+VERSION: Final = 2
 HELLO_MAX: Final = 4096
 #: Default deadline (seconds) of a server-side handshake, from accept to key confirmation.
 HELLO_TIMEOUT: Final = 5.0
+#: A keepalive server sends {"id": n, "wait": true} every timeout / KEEPALIVES_PER_TIMEOUT s.
+KEEPALIVES_PER_TIMEOUT: Final = 4
 GCM_TAG: Final = 16
 MAX_DEPTH: Final = 32
 MAX_NDIM: Final = 8
@@ -314,7 +319,9 @@ class SecureServer:
     `max_message` bounds a request, `max_response` (default: `max_message`) a response this
     server sends. `max_connections` bounds authenticated connections; connections still in their
     handshake are bounded apart, by `max_handshakes` (default: `max_connections`), and each must
-    finish its handshake within min(`timeout`, `hello_timeout`) seconds.
+    finish its handshake within min(`timeout`, `hello_timeout`) seconds. With `keepalive`, a
+    handler that runs longer than a quarter `timeout` is announced to its client as still
+    running every quarter `timeout` (see `SecureClient.call`'s `stall`).
     """
 
     def __init__(
@@ -334,8 +341,10 @@ class SecureServer:
         hello_timeout: float = HELLO_TIMEOUT,
         max_handshakes: int | None = None,
         max_response: int | None = None,
+        keepalive: bool = False,
     ) -> None:
         max_response = max_message if max_response is None else max_response
+        self.keepalive = keepalive
         max_handshakes = max_connections if max_handshakes is None else max_handshakes
         _check_limits(min(timeout, idle_timeout, hello_timeout), min(max_message, max_response))
         _check_limits(timeout, max(max_message, max_response))
@@ -537,7 +546,10 @@ class SecureServer:
                 request = channel.recv(
                     self.max_message, time.monotonic() + self.idle_timeout, self.timeout
                 )
-                channel.send(self._respond(client, request), time.monotonic() + self.timeout)
+                if self.keepalive:
+                    self._respond_alive(channel, client, request)
+                else:
+                    channel.send(self._respond(client, request), time.monotonic() + self.timeout)
         except (MpcError, OSError, EOFError) as e:
             if not self._stop.is_set():
                 _log.info("server %r: connection from %s ended: %s", self.name, where, e)
@@ -547,6 +559,31 @@ class SecureServer:
                 if authenticated:
                     self._authenticated -= 1
             sock.close()
+
+    def _respond_alive(self, channel: _Channel, client: str, request: dict[str, Any]) -> None:
+        """Answer `request`, telling the client every quarter timeout that it is still being
+        handled (a thread sends those while the handler runs)."""
+        done = threading.Event()
+        sending = threading.Lock()  # one record at a time: the nonces are a counter
+        every = self.timeout / KEEPALIVES_PER_TIMEOUT
+        waiting = _encode({"id": request.get("id"), "wait": True}, HELLO_MAX)
+
+        def beat() -> None:
+            with contextlib.suppress(OSError, MpcError):  # the answer's send reports the rest
+                while not done.wait(every):
+                    with sending:
+                        if done.is_set():
+                            return
+                        channel.send(waiting, time.monotonic() + self.timeout)
+
+        beating = threading.Thread(target=beat, name=f"mpc-rpc-alive-{self.name}", daemon=True)
+        beating.start()
+        try:
+            answer = self._respond(client, request)
+        finally:
+            done.set()
+        with sending:
+            channel.send(answer, time.monotonic() + self.timeout)
 
     def _respond(self, client: str, request: dict[str, Any]) -> bytes:
         rid, method, params = request.get("id"), request.get("method"), request.get("params")
@@ -681,9 +718,19 @@ class SecureClient:
             raise
 
     def call(
-        self, method: str, params: dict[str, Any] | None = None, *, timeout: float | None = None
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        stall: float | None = None,
     ) -> dict[str, Any]:
-        """Call `method` on the server and return its result; RemoteError if it refused."""
+        """Call `method` on the server and return its result; RemoteError if it refused.
+
+        The answer must come within `timeout` s (default: the client's); with `stall`, also
+        within `stall` s of the server's last sign that it still handles the call (a server
+        with `keepalive` sends one every quarter of its timeout), so that a long call fails
+        soon once the server stops (frozen, or its host or link down)."""
         wait = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + wait
         what = f"call {method!r} to {self._who}"
@@ -695,15 +742,29 @@ class SecureClient:
                 raise CommunicationError(f"{what}: the connection is closed{self._broken}")
             rid = self._next_id = self._next_id + 1
             plain = _encode({"id": rid, "method": method, "params": params or {}}, self.max_message)
+            stalled = False
             try:
                 channel.send(plain, deadline)
-                response = channel.recv(self.max_message, deadline)
+                heard = time.monotonic()
+                while True:
+                    until = deadline if stall is None else min(deadline, heard + stall)
+                    stalled = until < deadline
+                    response = channel.recv(self.max_message, until)
+                    if response == {"id": rid, "wait": True}:  # still handled there
+                        heard = time.monotonic()
+                        continue
+                    break
                 ok, error = response.get("ok"), response.get("error")
                 if response.get("id") != rid or not (type(ok) is dict or type(error) is str):
                     raise IntegrityError("malformed response")
             except BaseException as e:
                 self._broken = f" (after: {type(e).__name__}: {e})"
                 self._shut()
+                if isinstance(e, TimeoutError) and stalled:
+                    raise ReceiveTimeoutError(
+                        f"{what}: no answer, and no sign that it is still handled for "
+                        f"{stall:g} s: the server is frozen, or its host or link is down"
+                    ) from None
                 if isinstance(e, TimeoutError):
                     raise ReceiveTimeoutError(f"{what}: no answer within {wait:g} s") from None
                 if isinstance(e, IntegrityError):

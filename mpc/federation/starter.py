@@ -67,7 +67,11 @@ def start_run(
         timeout=timeout,
         connect_timeout=10.0,
     ) as client:
-        answer = client.call("start", {"program": digest, "args": args})
+        # a run may take long, but a party that stops answering is reported after one
+        # receive timeout (the party service tells its starter it is still running)
+        answer = client.call(
+            "start", {"program": digest, "args": args}, stall=policy.settings.timeout
+        )
     report = getattr(module, "report", None)
     text = report(answer["output"], args) if callable(report) else repr(answer["output"])
     return answer, str(text)

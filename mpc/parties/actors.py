@@ -192,6 +192,11 @@ class PartyActor(RelaysOutput):
         make sure it ends; None where it cannot be recognised later."""
         return _process_wire()
 
+    def alive(self) -> None:
+        """Answer the driver's ping during a run (`mpc.parties.liveness`): it runs in another
+        thread of this actor, so it answers while the program computes, not while the process
+        is frozen."""
+
     def node_id(self) -> str:
         """The Ray node this party runs on (to check placement)."""
         import ray
@@ -270,14 +275,14 @@ class PartyActor(RelaysOutput):
                 ref = dealer.corrections.remote(rank, stream.to_wire(), start, count)
 
                 def wait() -> Items:
-                    result: Items = ray.get(ref, timeout=timeout)
+                    result: Items = _from_dealer(ref, timeout, "corrections")
                     return result
 
                 return wait
 
             def fetch_noise(key: NoiseKey, spec: dict[str, Any]) -> np.ndarray:
                 ref = dealer.noise_share.remote(rank, [key[0], key[1]], spec)
-                share: np.ndarray = ray.get(ref, timeout=timeout)
+                share: np.ndarray = _from_dealer(ref, timeout, "a noise share")
                 return share
 
             client = NoiseDealerClient(self.rank, seed, scheme, fetch, fetch_noise)
@@ -328,6 +333,20 @@ class PartyActor(RelaysOutput):
             self._output.close()
         if self.transport is not None:
             self.transport.close()
+
+
+def _from_dealer(ref: Any, timeout: float, what: str) -> Any:
+    """The dealer's answer `ref`; DealerError naming the dealer if none comes within `timeout`
+    seconds."""
+    import ray
+
+    try:
+        return ray.get(ref, timeout=timeout)
+    except ray.exceptions.GetTimeoutError:
+        raise DealerError(
+            f"the dealer sent no {what} within {timeout:g} s: it is frozen, overloaded or "
+            "unreachable"
+        ) from None
 
 
 def _process_wire() -> tuple[str, int, int] | None:

@@ -22,8 +22,9 @@ operation label rounded up to a multiple of 8 bytes (so that an inline payload s
 The label names the operation that sent the message (e.g. ``mul``; see
 `mpc.parties.channel`), so that a receiver can tell that the parties ran different operations.
 
-Control headers ("abort" with its reason and run id, "bye") are msgpack maps with short keys
-(``k`` kind, ``r`` reason, ``u`` run); a msgpack map never starts with byte 0x01.
+Control headers ("abort" with its reason and run id, "bye", and "alive" with the age of the
+sender's latest progress, see `mpc.parties.tcp`) are msgpack maps with short keys (``k`` kind,
+``r`` reason, ``u`` run, ``a`` age in seconds); a msgpack map never starts with byte 0x01.
 
 Security model: every field of a header that comes from a peer is untrusted. Control headers are
 decoded with msgpack only (never pickle), the dtype code must name one of a small allow-list of
@@ -76,6 +77,9 @@ LENGTH_PREFIX_BYTES: Final = 4
 KIND_DATA: Final = "data"
 KIND_ABORT: Final = "abort"
 KIND_BYE: Final = "bye"
+KIND_ALIVE: Final = "alive"
+#: Largest age an "alive" header may state (seconds): older progress says nothing anyway.
+MAX_AGE: Final = 1e6
 
 #: Dtypes allowed on the wire, as little-endian numpy dtype strings; the position of a dtype in
 #: this tuple is its code in data headers (append only: codes are part of the wire format).
@@ -108,6 +112,7 @@ class Header(NamedTuple):
     reason: str = ""
     run: int | None = None
     label: str = ""
+    age: float = 0.0
 
 
 def length_prefix(n: int) -> bytes:
@@ -274,6 +279,12 @@ def encode_bye() -> bytes:
     return _pack({"k": KIND_BYE})
 
 
+def encode_alive(age: float) -> bytes:
+    """Header of a keepalive (no payload): the sender waits on the network, and what it waits
+    for last made progress `age` seconds ago."""
+    return _pack({"k": KIND_ALIVE, "a": min(max(float(age), 0.0), MAX_AGE)})
+
+
 def frame_buffers(header: bytes, payload: Buffer = b"") -> list[Buffer]:
     """The buffers of a plaintext frame, for one `socket.sendmsg` (no concatenation).
 
@@ -354,6 +365,11 @@ def parse_header(data: Buffer) -> Header:
         if len(obj) != 1:
             raise _bad("unexpected fields in bye header")
         return Header(KIND_BYE)
+    if kind == KIND_ALIVE:
+        age = obj.get("a")
+        if set(obj) != {"k", "a"} or type(age) is not float or not 0.0 <= age <= MAX_AGE:
+            raise _bad("malformed alive header")
+        return Header(KIND_ALIVE, age=age)
     raise _bad(f"unknown frame kind {kind!r}")
 
 

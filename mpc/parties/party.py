@@ -25,6 +25,7 @@ from mpc.encoding import FixedPoint
 from mpc.errors import (
     CommunicationError,
     ConfigurationError,
+    ConnectionLostError,
     DealerError,
     IntegrityError,
     MpcError,
@@ -147,9 +148,11 @@ class PartyRunner:
         except BaseException as exc:
             operation = _failed_in(channel, exc, phase)
             cause = exc.cause if isinstance(exc, PartyFailedError) else _describe(exc)
-            secondary = isinstance(exc, PeerFailedError) or (
-                isinstance(exc, PartyFailedError) and exc.secondary
-            )
+            # an echo of a peer's failure; a connection lost without a word is this party's
+            # own finding (its other peers may not see it), so it is reported to them
+            secondary = (
+                isinstance(exc, PeerFailedError) and not isinstance(exc, ConnectionLostError)
+            ) or (isinstance(exc, PartyFailedError) and exc.secondary)
             if not secondary:
                 told = cause
                 if self.private_errors and not isinstance(exc, SHARED_ERRORS):

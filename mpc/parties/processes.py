@@ -1,9 +1,9 @@
 """The operating-system processes of a session's actors, so that none outlives the session.
 
 Responsibility: name a process so that it can be recognised later (`ProcessTag`: machine, pid and
-start time; each actor reports its own), and end the ones still alive a short grace period after
-their session closed (`end_processes`). Linux only (it reads /proc); elsewhere nothing is tagged
-and nothing is ended.
+start time; each actor reports its own), end the ones still alive a short grace period after
+their session closed (`end_processes`), and kill one that stopped answering at once
+(`kill_now`). Linux only (it reads /proc); elsewhere nothing is tagged and nothing is ended.
 Security model: a process is signalled only if it is on this machine (same boot and process
 namespace), has the recorded pid *and* start time (so a reused pid is never hit), and its command
 line is a Ray worker's (``ray::...``).
@@ -106,6 +106,19 @@ def _wait_gone(tags: Sequence[ProcessTag], seconds: float) -> list[ProcessTag]:
         time.sleep(_POLL)
         alive = [t for t in alive if is_alive(t)]
     return alive
+
+
+def kill_now(tag: ProcessTag) -> bool:
+    """Kill (SIGKILL) the process `tag` at once if it is a live Ray worker on this machine (a
+    frozen party's actor: one that stopped answering, so that no grace period can help); True
+    if it was signalled."""
+    if not (_is_ray_worker(tag.pid) and is_alive(tag)):  # the start time: the same process
+        return False
+    try:
+        os.kill(tag.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 def end_processes(tags: Sequence[ProcessTag], grace: float) -> list[ProcessTag]:

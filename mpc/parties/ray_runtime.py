@@ -4,10 +4,14 @@ Responsibility: start or attach to Ray, place one actor per party (pinned to its
 custom resource `party:<name>` when a deployment config says so), wire the transport (encrypted
 TCP by default), attach the dealer, ship programs and collect results. A failure at any party is
 pushed to every other party at once (they abort their receives) and raised at the caller as one
-`PartyFailedError` naming the party and operation that failed first. A run has a deadline
-(`await_parties`): once one party has returned (finished or failed), every other one must return
-within `STRAGGLER_TIMEOUTS` receive timeouts (and the whole run within `run_timeout`, if set);
-a party that does not (stuck outside a receive, where no receive timeout fires) is told to
+`PartyFailedError` naming the party and operation that failed first. During a run the driver
+pings every party (`mpc.parties.liveness`): one that answers nothing for a receive timeout (a
+frozen process, an unreachable node) is stopped at once (its actor killed, and its process if it
+is on this machine), the others are told, and the caller gets one `PartyFailedError` naming it
+and the operation its peers were in. A run also has a deadline (`await_parties`): once one party
+has returned (finished or failed), every other one must return within `STRAGGLER_TIMEOUTS`
+receive timeouts (and the whole run within `run_timeout`, if set); a party that still answers
+pings but does not return (stuck outside a receive, where no receive timeout fires) is told to
 abort, then its actor is stopped, and the caller gets one `PartyFailedError` naming it. What a
 party's program prints is shown here as ``[party] line`` while the run goes on, for the parties
 in `show_output` (`mpc.parties.output.OutputRelay`; Ray's own forwarding of worker output stays
@@ -29,9 +33,10 @@ from mpc.dealers.streams import Stream
 from mpc.deploy import DeploymentConfig
 from mpc.errors import ConfigurationError, MpcError, PartyFailedError
 from mpc.parties.actors import DealerActor, PartyActor
+from mpc.parties.liveness import Liveness
 from mpc.parties.output import OutputRelay
 from mpc.parties.party import Program, SessionConfig, root_cause
-from mpc.parties.processes import ProcessTag, end_processes
+from mpc.parties.processes import ProcessTag, end_processes, kill_now
 from mpc.parties.tuning import ALLOCATOR_ENV
 from mpc.stats import PartyStats
 
@@ -90,6 +95,10 @@ class RayParties:
         self._run_id = 0
         #: The actors' processes, ended by `close` if they outlive it (`end_processes`).
         self.processes: list[ProcessTag] = []
+        #: Each party's process (to kill one that stopped answering: `kill_now`).
+        self.process_of: dict[str, ProcessTag] = {}
+        #: The parties whose actor was stopped (they are not asked anything any more).
+        self.stopped: set[str] = set()
 
     def _specs(self) -> list[Any]:
         if self.deployment is None:
@@ -180,13 +189,19 @@ class RayParties:
         actor that failed to start records nothing: `_wire` then says why)."""
         import ray
 
-        refs = [a.process.remote() for a in [*self.actors, self.dealer] if a is not None]
-        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=SETUP_TIMEOUT)
+        owners = dict(zip(self.config.parties, self.actors, strict=True))
+        if self.dealer is not None:
+            owners[""] = self.dealer
+        refs = {a.process.remote(): name for name, a in owners.items()}
+        ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=SETUP_TIMEOUT)
         for ref in ready:
             with contextlib.suppress(Exception):
                 wire = ray.get(ref)
                 if wire is not None:
-                    self.processes.append(ProcessTag.from_wire(wire))
+                    tag = ProcessTag.from_wire(wire)
+                    self.processes.append(tag)
+                    if refs[ref]:
+                        self.process_of[refs[ref]] = tag
 
     def _get(self, refs: Any, what: str) -> Any:
         import ray
@@ -264,12 +279,15 @@ class RayParties:
             ready, rest = ray.wait(pending, num_returns=1, timeout=timeout)
             return list(ready), list(rest)
 
+        died: list[str] = []
+
         def fetch(ref: Any, name: str) -> Any:
             try:
                 return ray.get(ref)
             except ray.exceptions.RayTaskError as exc:
                 return _original(exc)
             except ray.exceptions.RayActorError:
+                died.append(name)
                 return PartyFailedError(
                     name, "unknown", "the party's process died (actor killed or crashed)"
                 )
@@ -279,10 +297,24 @@ class RayParties:
                 actor_of[name].peer_aborted.remote(failed, reason, run_id)
 
         def stop(name: str) -> None:
+            self.stopped.add(name)
             with contextlib.suppress(Exception):
                 ray.kill(actor_of[name])
+            tag = self.process_of.get(name)
+            if tag is not None:  # frozen: no grace period helps; its peers' sockets close now
+                kill_now(tag)
 
-        results, failures, late = await_parties(
+        def answered(handles: list[Any]) -> list[Any]:
+            ready, _ = ray.wait(handles, num_returns=len(handles), timeout=0)
+            return list(ready)
+
+        liveness = Liveness(
+            names,
+            silence=self.config.timeout,
+            ping=lambda name: actor_of[name].alive.remote(),
+            answered=answered,
+        )
+        results, failures, stopped = await_parties(
             dict(zip(refs, names, strict=True)),
             wait=wait,
             fetch=fetch,
@@ -291,10 +323,14 @@ class RayParties:
             straggler_timeout=self.straggler_timeout,
             run_timeout=self.run_timeout,
             abort_grace=ABORT_GRACE,
+            liveness=liveness,
         )
         self._await_output(results, failures)
-        if late:  # the others' failures (receive timeouts) are most likely its consequence
-            failures = {late[0]: failures[late[0]], **failures}
+        # the others' failures (receive timeouts, lost connections) are most likely the
+        # consequence of a party that went silent, was stopped, or died
+        first = [n for n in [*stopped, *died] if n in failures]
+        if first:
+            failures = {first[0]: failures[first[0]], **failures}
         if failures:
             raise _named_root_cause(failures)
         outputs = {n: results[n][0] for n in names}
@@ -307,7 +343,7 @@ class RayParties:
         import ray
 
         counts = {n: results[n][2] for n in self._relay.parties if n in results}
-        failed = [n for n in self._relay.parties if n in failures]
+        failed = [n for n in self._relay.parties if n in failures and n not in self.stopped]
         if failed:  # a failed run returns no count: ask for it
             refs = [self.actors[self.config.parties.index(n)].printed.remote() for n in failed]
             with contextlib.suppress(Exception):
@@ -324,8 +360,13 @@ class RayParties:
 
         processes, self.processes = self.processes, []
         if ray.is_initialized():
+            live = [
+                a
+                for name, a in zip(self.config.parties, self.actors, strict=False)
+                if name not in self.stopped
+            ]
             with contextlib.suppress(Exception):  # dead actors cannot close; they are killed
-                ray.get([a.close.remote() for a in self.actors], timeout=10)
+                ray.get([a.close.remote() for a in live], timeout=10)
             for actor in [*self.actors, self.dealer]:
                 if actor is not None:
                     with contextlib.suppress(Exception):
@@ -348,54 +389,93 @@ def await_parties(
     straggler_timeout: float,
     run_timeout: float | None = None,
     abort_grace: float = ABORT_GRACE,
+    liveness: Liveness | None = None,
 ) -> tuple[dict[str, Any], dict[str, BaseException], list[str]]:
     """Wait for the run of every party (`owners`: its result handle -> party name) to return.
 
     `wait(pending, timeout)` returns (ready, still pending), ready holding at least one handle
     unless `timeout` (seconds; None: no limit) passed; `fetch(handle, name)` returns the
     party's result, or its failure as an exception object. At the first failure every other
-    party is told (`tell(party, failed party, reason)`) so that its receives end at once. Once
-    one party has returned, the others must return within `straggler_timeout` s, and all
-    within `run_timeout` s of the start if it is set. A party that misses that deadline is
-    told to abort, gets `abort_grace` s more, and is then stopped (`stop(party)`), since a
-    party stuck outside a receive would otherwise hang the session for ever.
+    party is told (`tell(party, failed party, reason)`) so that its receives end at once.
 
-    Returns (results, failures, late): results and failures by party name; `late` names the
-    parties that missed the deadline, each with a `PartyFailedError` in `failures` saying so.
+    With `liveness`, a pending party that answers no ping for `liveness.silence` s (frozen, or
+    its node unreachable) is stopped at once (`stop(party)`) and counts as failed, and the others
+    are told. Once one party has returned, the others must return within `straggler_timeout` s,
+    and all within `run_timeout` s of the start if it is set. A party that misses that deadline
+    is told to abort, gets `abort_grace` s more, and is then stopped, since a party stuck
+    outside a receive would otherwise hang the session for ever.
+
+    Returns (results, failures, stopped): results and failures by party name; `stopped` names
+    the parties that were stopped (silent, then late), each with a `PartyFailedError` in
+    `failures` saying why.
     """
     results: dict[str, Any] = {}
     failures: dict[str, BaseException] = {}
+    stopped: list[str] = []
     pending = list(owners)
     run_deadline = math.inf if run_timeout is None else time.monotonic() + run_timeout
     deadline = run_deadline
     first: str | None = None  # the party that returned first
+    slice_ = math.inf if liveness is None else liveness.interval
+
+    def failed(name: str, outcome: BaseException) -> None:
+        failures[name] = outcome
+        if len(failures) == 1:
+            reason = f"party {name!r} failed: {outcome}"
+            for other in owners.values():
+                if other != name:
+                    tell(other, name, reason)
+
+    def returned(name: str) -> None:
+        nonlocal first, deadline
+        if first is None:
+            first = name
+            deadline = min(deadline, time.monotonic() + straggler_timeout)
 
     def collect(ready: list[Any]) -> None:
-        nonlocal first, deadline
         for ref in ready:
             name = owners[ref]
             outcome = fetch(ref, name)
             if isinstance(outcome, BaseException):
-                failures[name] = outcome
-                if len(failures) == 1:
-                    reason = f"party {name!r} failed: {outcome}"
-                    for other in owners.values():
-                        if other != name:
-                            tell(other, name, reason)
+                failed(name, outcome)
             else:
                 results[name] = outcome
-            if first is None:
-                first = name
-                deadline = min(deadline, time.monotonic() + straggler_timeout)
+            returned(name)
 
+    def check_silent() -> None:
+        nonlocal pending
+        if liveness is None:
+            return
+        silent = set(liveness.check(owners[ref] for ref in pending))
+        if not silent:
+            return
+        pending = [ref for ref in pending if owners[ref] not in silent]
+        for name in [n for n in owners.values() if n in silent]:
+            stop(name)
+            stopped.append(name)
+            failed(
+                name,
+                PartyFailedError(
+                    name,
+                    "unknown",
+                    f"it answered nothing for {liveness.silence:g} s (the receive timeout): its "
+                    "process is frozen or its node unreachable, so its actor was stopped; start "
+                    "a new session",
+                ),
+            )
+            returned(name)
+
+    check_silent()
     while pending:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
-        ready, pending = wait(pending, None if math.isinf(remaining) else remaining)
+        step = min(remaining, slice_)
+        ready, pending = wait(pending, None if math.isinf(step) else step)
         collect(ready)
+        check_silent()
     if not pending:
-        return results, failures, []
+        return results, failures, stopped
     if first is None or deadline == run_deadline:
         why = f"did not finish the run within its time limit of {run_timeout:g} s"
     else:
@@ -409,18 +489,20 @@ def await_parties(
         remaining = grace_end - time.monotonic()
         if remaining <= 0:
             break
-        ready, pending = wait(pending, remaining)
+        ready, pending = wait(pending, min(remaining, slice_))
         collect(ready)
+        check_silent()
     late = [owners[ref] for ref in pending]
     for name in late:
         stop(name)
+        stopped.append(name)
         failures[name] = PartyFailedError(
             name,
             "unknown",
             f"{why}, nor when told to abort: it is stuck outside a receive (a computation or "
             "call that does not end), so its actor was stopped; start a new session",
         )
-    return results, failures, late
+    return results, failures, stopped
 
 
 def _original(exc: Any) -> BaseException:

@@ -34,9 +34,10 @@ Security model (encrypt=True, the default):
   payload (one record per small message); larger payloads follow as records of at most 1 MiB.
   The only unauthenticated bytes are the first record's length prefix, which is bounded before
   anything is allocated and then checked by decryption; every other length follows from the
-  authenticated header. Any failure fails the mailbox with `IntegrityError` naming the peer and
-  closes that connection: the run cannot continue, but no forged data is ever delivered. (This
-  is wire protocol version 3; the handshake refuses peers that speak another version.)
+  authenticated header. Any failure fails the mailbox with `IntegrityError` naming the peer, and
+  nothing more is read from that connection (the abort that follows still tells the peer why):
+  the run cannot continue, but no forged data is ever delivered. (This
+  is wire protocol version 4; the handshake refuses peers that speak another version.)
 * What an authenticated peer sends is bounded too: the mailbox checks every tag against the
   current run and keeps at most _MAILBOX_MESSAGES messages / _MAILBOX_BYTES bytes per peer that no
   receive has asked for (beyond that this party stops reading from the peer, and refuses more
@@ -66,8 +67,21 @@ so that early messages reach the mailbox, a peer's large send never blocks while
 computes, and aborts and lost connections are noticed during long waits. Any mailbox failure,
 and anything the receiver thread delivers, wakes a polling program thread through a socketpair.
 A wait first polls without blocking for up to 100 us (yielding the CPU in between: `_SPIN_WAIT`)
-before it sleeps in poll. Every receive has a deadline, a send gives up on a peer that reads
-nothing for 300 s, and an abort or goodbye on one that reads nothing for _CONTROL_WAIT (1 s).
+before it sleeps in poll.
+
+Timeouts measure lack of progress, not the length of a transfer: a round fails when a peer it
+waits for has made no progress for the receive timeout, where progress is a byte of a data
+frame from (or to) that peer, the start of the round, or that peer's keepalive. While a round
+waits, this party sends every peer a keepalive every quarter timeout stating the age of the
+latest progress of what it waits for (its own round start, or bytes or keepalives of the peers
+it waits for); the peer counts that as progress as old as stated. So a third party that waits
+for a party slowed down by a slow but live link is not failed, while a frozen, dead or stuck
+party still is after one timeout (its peers' ages only grow), and parties that wait for each
+other without any progress time out as before. Whatever progress is reported, a round fails
+after ROUND_LIMIT_TIMEOUTS (20) receive timeouts, so that a peer's keepalives cannot keep a party
+waiting without end. A send gives up on a peer that reads nothing
+for 300 s (`send`) or for the receive timeout (`exchange`), and an abort or goodbye on one that
+reads nothing for _CONTROL_WAIT (1 s).
 POSIX only (poll, MSG_DONTWAIT, sched_yield).
 """
 
@@ -75,6 +89,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import select
 import socket
@@ -97,6 +112,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from mpc.errors import (
     CommunicationError,
     ConfigurationError,
+    ConnectionLostError,
     IntegrityError,
     MpcError,
     PeerFailedError,
@@ -109,7 +125,7 @@ from mpc.parties.mailbox import Mailbox, Tag
 from mpc.parties.transport import Transport
 
 PROTOCOL: Final = "mpc-tcp"
-VERSION: Final = 3
+VERSION: Final = 4
 _LABEL: Final = b"mpc-tcp/2"
 
 #: Plaintext bytes per payload record (larger payloads are split into several records).
@@ -125,6 +141,13 @@ _DIRECT_READ: Final = 64 * 1024
 _HANDSHAKE_MAX: Final = 64 * 1024
 #: A waiting receive re-checks the mailbox and its peer's state at least this often (seconds).
 _RECV_SLICE: Final = 0.25
+#: While a round waits, it sends every peer a keepalive every timeout / _KEEPALIVES_PER_TIMEOUT
+#: seconds (at least _MIN_KEEPALIVE apart).
+_KEEPALIVES_PER_TIMEOUT: Final = 4
+_MIN_KEEPALIVE: Final = 0.01
+#: A round fails after this many receive timeouts whatever progress its peers report: a peer's
+#: keepalives (or a byte now and then) cannot keep a party waiting without end.
+ROUND_LIMIT_TIMEOUTS: Final = 20
 #: The receiver thread drains its connection every _DRAIN_MIN seconds while there is traffic
 #: the program thread does not read, backing off to _DRAIN_MAX when idle.
 _DRAIN_MIN: Final = 0.001
@@ -329,6 +352,24 @@ class _Reader:
         return self._recv(dst)
 
 
+def _stalled(
+    missing: Iterable[_Link], flying: Iterable[_Link], start: float
+) -> tuple[float, _Link | None, bool]:
+    """Of the peers a round still waits for (a message from each of `missing`, the end of a
+    frame to each of `flying`), the one whose latest progress is the oldest: (its time, the
+    link, whether a receive waits for it). Progress counts from the round's `start`."""
+    oldest, stalled, receiving = math.inf, None, False
+    for link in missing:
+        at = max(start, link.heard_at, link.alive_at)
+        if at < oldest:
+            oldest, stalled, receiving = at, link, True
+    for link in flying:
+        at = max(start, link.wrote_at, link.alive_at)
+        if at < oldest:
+            oldest, stalled, receiving = at, link, False
+    return oldest, stalled, receiving
+
+
 def _drain_wake(wake: socket.socket) -> None:
     try:
         while wake.recv(4096):
@@ -379,6 +420,14 @@ class _Link:
         self.delivered = 0  # data messages put into the mailbox (written under read_lock)
         self.claimed = 0  # of those, taken by `recv`
         self.last_read = 0.0  # when the program thread last read the socket (monotonic)
+        #: When the peer last made progress (monotonic): bytes of a data frame came from it
+        #: (`heard_at`), bytes of a frame to it were written (`wrote_at`), or its keepalive
+        #: said so (`alive_at`: the time of receipt minus the age it stated).
+        self.heard_at = 0.0
+        self.wrote_at = 0.0
+        self.alive_at = 0.0
+        #: The last abort the peer sent: (its run, or None for the whole session; its reason).
+        self.aborted: tuple[int | None, str] | None = None
         self.thread: threading.Thread | None = None
         self._first_limit = framing.MAX_FIRST_RECORD + (GCM_TAG if keys is not None else 0)
         # state of the frame being sent: buffers still to write, then (encrypted mode) the
@@ -463,6 +512,8 @@ class _Link:
                 sent = self.sock.sendmsg(out, (), _NOWAIT_FLAGS)
             except BlockingIOError:
                 return False
+            if sent:
+                self.wrote_at = time.monotonic()
             while sent:
                 size = len(out[0])
                 if sent >= size:
@@ -526,6 +577,25 @@ class _Link:
         finally:
             self.send_lock.release()
 
+    def try_control(self, header: bytes) -> None:
+        """Send a control frame only if that costs no wait: the connection is free (no frame in
+        flight) and its socket has room (a keepalive; it never raises)."""
+        if not self.send_lock.acquire(blocking=False):
+            return
+        try:
+            if self.broken:
+                return
+            waiter = select.poll()
+            waiter.register(self.fd, select.POLLOUT)
+            if waiter.poll(0):  # room for far more than one small frame: it goes out at once
+                self.send_frame(header)
+        except TimeoutError:
+            pass
+        except (OSError, ValueError):
+            self.broken = True
+        finally:
+            self.send_lock.release()
+
     # ---- receiving (caller holds read_lock) -----------------------------------------------
 
     def _open_into(self, record: memoryview, out: Buffer) -> None:
@@ -568,6 +638,7 @@ class _Link:
             if plain[0] != framing.DATA_MARKER:
                 return framing.parse_header(plain), None
             header, size = framing.parse_data_header(plain)
+            self.heard_at = time.monotonic()
             total = header.nbytes
             extra = len(plain) - size
             if total <= framing.INLINE_MAX:
@@ -606,6 +677,7 @@ class _Link:
                 if got == 0:
                     return None
                 self._offset += got
+                self.heard_at = time.monotonic()
         else:
             while self._offset < total:
                 size = min(RECORD_CHUNK, total - self._offset)
@@ -623,12 +695,14 @@ class _Link:
                         if got == 0:
                             return None
                         self._record_pos += got
+                        self.heard_at = time.monotonic()
                     self._record_pos = 0
                 local = self._offset - self._base
                 if local == dst.nbytes:  # only in pieces: the current piece is full
                     dst, local = self._next_piece(total), 0
                 self._open_into(record, dst[local : local + size])
                 self._offset += size
+                self.heard_at = time.monotonic()
         array = self._array if self._array is not None else self._join(header)
         self._header = self._array = self._dst = None
         return header, framing.check_values(array)
@@ -1446,14 +1520,7 @@ class TcpTransport(Transport):
         """
         link = self._link(to)
         header, payload = framing.encode_data(tag, array, label)
-        _, sent = self._transfer(
-            tag,
-            [(link, header, payload)],
-            [],
-            time.monotonic() + _SEND_TIMEOUT,
-            _SEND_TIMEOUT,
-            label,
-        )
+        _, sent = self._transfer(tag, [(link, header, payload)], [], _SEND_TIMEOUT, label)
         return sent
 
     def recv(self, frm: int, tag: Tag, timeout: float, label: str = "") -> np.ndarray:
@@ -1469,7 +1536,7 @@ class TcpTransport(Transport):
             if array is not None:
                 link.claimed += 1
                 return array
-        got, _ = self._transfer(tag, [], [link], time.monotonic() + timeout, timeout, label)
+        got, _ = self._transfer(tag, [], [link], timeout, label)
         return got[frm]
 
     def exchange(
@@ -1483,13 +1550,12 @@ class TcpTransport(Transport):
         """One round: send every outgoing array and receive from every rank in `expect`, all
         with `tag`, in one loop that writes to and reads from all peers as their sockets allow
         (large sends to several peers proceed together, interleaved with receives)."""
-        deadline = time.monotonic() + timeout
         sends = []
         for to, array in outgoing.items():
             header, payload = framing.encode_data(tag, array, label)
             sends.append((self._link(to), header, payload))
         wanted = [self._link(frm) for frm in expect]
-        return self._transfer(tag, sends, wanted, deadline, timeout, label)
+        return self._transfer(tag, sends, wanted, timeout, label)
 
     def _poller(self) -> _Poller:
         poller: _Poller | None = getattr(self._local, "poller", None)
@@ -1509,12 +1575,12 @@ class TcpTransport(Transport):
         tag: Tag,
         sends: list[tuple[_Link, bytes, memoryview]],
         wanted: list[_Link],
-        deadline: float,
         timeout: float,
         label: str = "",
     ) -> tuple[dict[int, np.ndarray], int]:
-        """Write `sends` and receive `tag` (of operation `label`) from every link in `wanted`
-        before `deadline`.
+        """Write `sends` and receive `tag` (of operation `label`) from every link in `wanted`,
+        failing once a peer still waited for has made no progress for `timeout` s (`_stalled`;
+        keepalives tell the peers how fresh this round's own progress is meanwhile).
 
         Frames go out without blocking; whatever a socket does not take at once is written when
         poll says it has room, while every readable connection is read. A frame once started is
@@ -1526,9 +1592,12 @@ class TcpTransport(Transport):
         sent = 0
         mailbox = self.mailbox
         poller: _Poller | None = None
+        start = time.monotonic()
+        keepalive_every = max(timeout / _KEEPALIVES_PER_TIMEOUT, _MIN_KEEPALIVE)
+        next_keepalive = start + keepalive_every
         try:
             for link, header, payload in sends:
-                if not link.send_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                if not link.send_lock.acquire(timeout=timeout):
                     raise CommunicationError(
                         f"party {self.name!r}: connection to party {link.name!r} stayed busy"
                     )
@@ -1586,10 +1655,7 @@ class TcpTransport(Transport):
                     progress = False
                     for link in missing:
                         if link.reader_done:
-                            raise PeerFailedError(
-                                f"party {self.name!r}: party {link.name!r} closed its connection "
-                                f"before sending the message with tag {tag}"
-                            )
+                            raise self._ended(link, tag)
                         if link.reader.buffered:
                             # Bytes already taken from the socket (poll cannot report them) may
                             # hold the frame this round waits for.
@@ -1600,18 +1666,34 @@ class TcpTransport(Transport):
                             progress = progress or link.delivered != delivered
                     if progress:
                         continue
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    if missing:
+                now = time.monotonic()
+                if now - start > ROUND_LIMIT_TIMEOUTS * timeout:
+                    waited = ", ".join(repr(link.name) for link in (missing or flying))
+                    raise ReceiveTimeoutError(
+                        f"{self.name}: the round for tag {tag} took more than "
+                        f"{ROUND_LIMIT_TIMEOUTS} x {timeout:g} s; still waiting for {waited} "
+                        "(a link far too slow for this timeout, or a peer that keeps the round "
+                        "open without finishing it)"
+                    )
+                oldest, stalled, receiving = _stalled(missing, flying, start)
+                remaining = oldest + timeout - now
+                if stalled is not None and remaining <= 0:
+                    if receiving:
                         raise ReceiveTimeoutError(
-                            f"{self.name}: no message from {missing[0].name!r} for tag {tag} "
-                            f"within {timeout:g} s; the peer is slow, stuck or gone (raise the "
-                            "receive timeout if it is slow)"
+                            f"{self.name}: no message from {stalled.name!r} for tag {tag}, and no "
+                            f"progress from it for {timeout:g} s; the peer is stuck, frozen or "
+                            "gone, or its link is down (raise the receive timeout if it is slow)"
                         )
                     raise CommunicationError(
-                        f"party {self.name!r}: could not send to party {flying[0].name!r} "
-                        f"within {timeout:g} s; it does not read (stuck or gone)"
+                        f"party {self.name!r}: could not send to party {stalled.name!r}: it read "
+                        f"nothing for {timeout:g} s (stuck, frozen or gone, or its link is down)"
                     )
+                if now >= next_keepalive:
+                    next_keepalive = now + keepalive_every
+                    self._keepalive(now - oldest)
+                remaining = min(
+                    remaining, next_keepalive - now, start + ROUND_LIMIT_TIMEOUTS * timeout - now
+                )
                 if poller is None:
                     poller = self._poller()
                 events = poller.poll.poll(0)
@@ -1646,7 +1728,11 @@ class TcpTransport(Transport):
                             flying.remove(link)
                             link.send_lock.release()
                             poller.update(link, False)
-                    if event & _READ_EVENTS and not link.reader_done:
+                    if event & _READ_EVENTS and link.reader_done:
+                        # ended by the receiver thread (or a rejected record, which leaves
+                        # the socket open to send the abort): poll would spin on it
+                        poller.update(link, link in flying)
+                    elif event & _READ_EVENTS:
                         wanted_here = link in missing
                         array = self._read(link, tag, wanted_here, label)
                         if array is not None:
@@ -1658,6 +1744,28 @@ class TcpTransport(Transport):
         finally:
             if flying:
                 self._settle(flying, poller)
+
+    def _ended(self, link: _Link, tag: Tag) -> PeerFailedError:
+        """The error of a receive from `link` that has ended: the peer's abort (of this run or
+        of the whole session) if it sent one, which the mailbox may not hold any more (one that
+        came before the run began), else the connection lost."""
+        aborted = link.aborted
+        if aborted is not None and (aborted[0] is None or (tag and aborted[0] == tag[0])):
+            return PeerFailedError(f"party {link.name!r} aborted: {aborted[1]}")
+        return ConnectionLostError(
+            f"party {self.name!r}: party {link.name!r} closed its connection before sending "
+            f"the message with tag {tag}"
+        )
+
+    def _keepalive(self, age: float) -> None:
+        """Tell every peer (whose connection is free) that this party waits on the network and
+        that what it waits for last made progress `age` seconds ago."""
+        header = framing.encode_alive(age)
+        with self._cond:
+            links = list(self._links.values())
+        for link in links:
+            if not link.broken:
+                link.try_control(header)
 
     def _dispatch_readable(
         self, link: _Link, tag: Tag | None, direct: bool = False, label: str = ""
@@ -1737,18 +1845,22 @@ class TcpTransport(Transport):
         try:
             return link.pump()
         except IntegrityError as e:
+            # Nothing more is read from this peer, but the connection stays open for sending,
+            # so that the abort that follows tells the peer why (`close` ends it).
             link.reader_done = True
             self._fail(
                 IntegrityError(
                     f"party {self.name!r}: rejected data from party {link.name!r}: {e} "
-                    "(tampered, replayed, reordered or truncated traffic); connection closed"
+                    "(tampered, replayed, reordered or truncated traffic); nothing more is read "
+                    "from it"
                 )
             )
+            return None
         except (OSError, EOFError, ValueError) as e:
             link.reader_done = True
             if not self._closed:
                 self._fail(
-                    PeerFailedError(
+                    ConnectionLostError(
                         f"party {self.name!r}: connection to party {link.name!r} closed "
                         f"unexpectedly ({type(e).__name__}: {e})"
                     )
@@ -1765,7 +1877,10 @@ class TcpTransport(Transport):
                 link.delivered += 1
             elif self.mailbox.failure is not None:  # refused: the mailbox failed
                 self._signal()
+        elif header.kind == framing.KIND_ALIVE:
+            link.alive_at = max(link.alive_at, time.monotonic() - header.age)
         elif header.kind == framing.KIND_ABORT:
+            link.aborted = (header.run, header.reason)
             failed = PeerFailedError(f"party {link.name!r} aborted: {header.reason}")
             self.mailbox.fail(failed, header.run)
             with self._cond:
