@@ -591,3 +591,40 @@ def test_keepalives_cannot_keep_a_party_waiting_without_end() -> None:
         stop.set()
         thread.join(2)
         close_all(transports)
+
+
+def test_a_flood_of_keepalives_cannot_hold_a_read_past_the_round_limit() -> None:
+    """A peer flooding valid keepalive frames faster than they are parsed used to keep the
+    receiving party inside one read for as long as the flood lasted (the review measured 45.9 s
+    for a 20 s limit); reads now return every few hundred frames to check the deadline."""
+    from test_tcp_transport import connect_all
+
+    from mpc.errors import ReceiveTimeoutError
+    from mpc.parties import framing
+    from mpc.parties.tcp import ROUND_LIMIT_TIMEOUTS
+
+    timeout, flood_seconds = 0.2, 12.0
+    a, b = transports = make_transports(2)
+    assert connect_all(transports) == [None, None]
+    link = b._link(0)
+    stop = threading.Event()
+
+    def flood() -> None:
+        header = framing.encode_alive(0.0)
+        with link.send_lock, contextlib.suppress(OSError):
+            end = time.monotonic() + flood_seconds
+            while time.monotonic() < end and not stop.is_set():
+                link.sock.sendall(b"".join(bytes(link._seal(header)) for _ in range(2000)))
+
+    thread = threading.Thread(target=flood, daemon=True)
+    thread.start()
+    try:
+        a.mailbox.begin_run(1)
+        began = time.monotonic()
+        with pytest.raises(ReceiveTimeoutError, match="took more than"):
+            a.exchange((1, 1, 0), {}, [1], timeout)
+        assert time.monotonic() - began <= ROUND_LIMIT_TIMEOUTS * timeout + 1.5
+    finally:
+        stop.set()
+        close_all(transports)
+        thread.join(5)

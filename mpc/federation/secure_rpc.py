@@ -750,7 +750,7 @@ class SecureClient:
                     until = deadline if stall is None else min(deadline, heard + stall)
                     stalled = until < deadline
                     response = channel.recv(self.max_message, until)
-                    if response == {"id": rid, "wait": True}:  # still handled there
+                    if _is_wait(response, rid):  # still handled there
                         heard = time.monotonic()
                         continue
                     break
@@ -795,3 +795,15 @@ class SecureClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _is_wait(response: Any, rid: int) -> bool:
+    """Whether `response` (decoded from the server, untrusted) is exactly a "still running"
+    message for request `rid`: compared by type first, so that no odd value can raise."""
+    return (
+        type(response) is dict
+        and set(response) == {"id", "wait"}
+        and type(response["id"]) is int
+        and response["id"] == rid
+        and response["wait"] is True
+    )

@@ -148,6 +148,9 @@ _MIN_KEEPALIVE: Final = 0.01
 #: A round fails after this many receive timeouts whatever progress its peers report: a peer's
 #: keepalives (or a byte now and then) cannot keep a party waiting without end.
 ROUND_LIMIT_TIMEOUTS: Final = 20
+#: Frames dispatched per read before the caller checks its deadline and the mailbox's failure
+#: again: a flood of frames that fail nothing (keepalives) cannot hold a read without end.
+_FRAMES_PER_READ: Final = 256
 #: The receiver thread drains its connection every _DRAIN_MIN seconds while there is traffic
 #: the program thread does not read, backing off to _DRAIN_MAX when idle.
 _DRAIN_MIN: Final = 0.001
@@ -1678,6 +1681,12 @@ class TcpTransport(Transport):
                 oldest, stalled, receiving = _stalled(missing, flying, start)
                 remaining = oldest + timeout - now
                 if stalled is not None and remaining <= 0:
+                    if stalled.alive_at > 0.0:
+                        # its keepalives said it is alive, waiting on someone else: its own
+                        # timeout, due about now, names that one; wait briefly for it
+                        reason = mailbox.wait_failure(min(_ABORT_GRACE, timeout))
+                        if reason is not None:
+                            raise reason
                     if receiving:
                         raise ReceiveTimeoutError(
                             f"{self.name}: no message from {stalled.name!r} for tag {tag}, and no "
@@ -1783,7 +1792,7 @@ class TcpTransport(Transport):
         the share is full.)"""
         link.reader.readable = True
         has_room = self.mailbox.has_room
-        while True:
+        for _ in range(_FRAMES_PER_READ):
             if not direct and not has_room(link.peer):
                 return None
             frame = self._pump(link)
@@ -1801,6 +1810,7 @@ class TcpTransport(Transport):
                 self._dispatch(link, frame)
                 return None
             self._dispatch(link, frame)
+        return None  # more may wait: the caller checks its deadline and failures first
 
     def _read(self, link: _Link, tag: Tag, direct: bool, label: str = "") -> np.ndarray | None:
         """Read and dispatch the frames that have arrived on `link`, up to one with `tag` (the
