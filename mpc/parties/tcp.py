@@ -1795,6 +1795,10 @@ class TcpTransport(Transport):
         for _ in range(_FRAMES_PER_READ):
             if not direct and not has_room(link.peer):
                 return None
+            if direct and link.delivered != link.claimed and not has_room(link.peer):
+                # the receiver thread stored frames meanwhile, maybe the one wanted: let the
+                # caller take it from the mailbox rather than read past it into a full share
+                return None
             frame = self._pump(link)
             if frame is None:
                 return None
