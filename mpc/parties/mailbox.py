@@ -210,6 +210,11 @@ class Mailbox:
         held = self._held.get(sender)
         return held is None or (held[0] < self._max_messages and held[1] < self._max_bytes)
 
+    def holds(self, sender: int, tag: Tag) -> bool:
+        """Whether the message (sender, tag) is stored here, not yet taken."""
+        with self._cond:
+            return (sender, tag) in self._messages
+
     def held(self, sender: int) -> tuple[int, int]:
         """(messages, bytes) that `sender` has stored here and no receive has taken yet."""
         with self._cond:

@@ -1795,9 +1795,9 @@ class TcpTransport(Transport):
         for _ in range(_FRAMES_PER_READ):
             if not direct and not has_room(link.peer):
                 return None
-            if direct and link.delivered != link.claimed and not has_room(link.peer):
-                # the receiver thread stored frames meanwhile, maybe the one wanted: let the
-                # caller take it from the mailbox rather than read past it into a full share
+            if direct and tag is not None and self.mailbox.holds(link.peer, tag):
+                # the receiver thread stored the wanted frame meanwhile: let the caller take
+                # it from the mailbox rather than read past it (into a share that may be full)
                 return None
             frame = self._pump(link)
             if frame is None:
