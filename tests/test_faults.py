@@ -614,7 +614,7 @@ def test_a_flood_of_keepalives_cannot_hold_a_read_past_the_round_limit() -> None
         with link.send_lock, contextlib.suppress(OSError):
             end = time.monotonic() + flood_seconds
             while time.monotonic() < end and not stop.is_set():
-                link.sock.sendall(b"".join(bytes(link._seal(header)) for _ in range(2000)))
+                link.sock.sendall(b"".join(bytes(link.sender.seal(header)) for _ in range(2000)))
 
     thread = threading.Thread(target=flood, daemon=True)
     thread.start()

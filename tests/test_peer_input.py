@@ -42,6 +42,10 @@ from mpc.parties.keys import PartyKey
 from mpc.parties.mailbox import Mailbox
 from mpc.parties.party import SessionConfig
 from mpc.parties.tcp import TcpTransport
+from mpc.parties.tcp import connect as tcp_connect
+from mpc.parties.tcp import link as tcp_link
+from mpc.parties.tcp import records as tcp_records
+from mpc.parties.tcp import state as tcp_state
 from mpc.stats import PartyStats
 
 TIMEOUT = 10.0
@@ -144,8 +148,8 @@ def test_a_peer_that_runs_ahead_is_held_back_not_buffered(
     """b sends 200 messages that a receives only later: a keeps at most its per-peer share in
     memory (the rest waits in the sockets, b's sends are slowed down by TCP), and every message
     still arrives, in order."""
-    monkeypatch.setattr(tcp, "_MAILBOX_MESSAGES", 8, raising=False)
-    monkeypatch.setattr(tcp, "_MAILBOX_BYTES", 1 << 20)
+    monkeypatch.setattr(tcp_state, "_MAILBOX_MESSAGES", 8)
+    monkeypatch.setattr(tcp_state, "_MAILBOX_BYTES", 1 << 20)
     transports = make_transports(2)
     try:
         assert connect_all(transports) == [None, None]
@@ -184,7 +188,7 @@ def test_a_peer_that_runs_ahead_is_held_back_not_buffered(
 def test_a_flood_into_a_waiting_receive_is_refused_naming_the_peer(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(tcp, "_MAILBOX_MESSAGES", 8, raising=False)
+    monkeypatch.setattr(tcp_state, "_MAILBOX_MESSAGES", 8)
     transports = make_transports(2)
     try:
         assert connect_all(transports) == [None, None]
@@ -205,7 +209,7 @@ def test_a_receive_waiting_on_another_peer_does_not_spin_on_a_held_back_one(
 ) -> None:
     """b's share of a's mailbox is full: while a waits for c, it must not poll b's connection
     (readable, but not to be read) in a busy loop."""
-    monkeypatch.setattr(tcp, "_MAILBOX_MESSAGES", 8, raising=False)
+    monkeypatch.setattr(tcp_state, "_MAILBOX_MESSAGES", 8)
     transports = make_transports(3)
     try:
         assert connect_all(transports) == [None, None, None]
@@ -253,8 +257,8 @@ def test_a_header_alone_does_not_make_the_receiver_allocate_its_payload() -> Non
 def test_large_payloads_received_in_pieces_arrive_intact(
     encrypt: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(tcp, "_EAGER_ALLOC", 1 << 20)
-    monkeypatch.setattr(tcp, "_PIECE_BYTES", 2 * tcp.RECORD_CHUNK)
+    monkeypatch.setattr(tcp_records, "_EAGER_ALLOC", 1 << 20)
+    monkeypatch.setattr(tcp_records, "_PIECE_BYTES", 2 * tcp.RECORD_CHUNK)
     transports = make_transports(2, encrypt=encrypt)
     try:
         assert connect_all(transports) == [None, None]
@@ -295,10 +299,10 @@ def test_control_frames_to_a_peer_that_does_not_read_give_up(mesh: list[TcpTrans
             done.set()
 
         threading.Thread(target=bye, daemon=True).start()
-        assert done.wait(3 * tcp._CONTROL_WAIT + 1), "a control send blocked on a full socket"
+        assert done.wait(3 * tcp_link._CONTROL_WAIT + 1), "a control send blocked on a full socket"
         start = time.monotonic()
         b.close()
-        assert time.monotonic() - start < 4 * tcp._CONTROL_WAIT + 3
+        assert time.monotonic() - start < 4 * tcp_link._CONTROL_WAIT + 3
     finally:
         reading.release()
 
@@ -516,7 +520,7 @@ def test_a_stranger_that_claims_a_name_cannot_abort_set_up(claim: str) -> None:
 
 
 def test_concurrent_handshakes_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tcp, "_MAX_HANDSHAKES", 3, raising=False)
+    monkeypatch.setattr(tcp_state, "_MAX_HANDSHAKES", 3)
     transports = make_transports(2)
     try:
         addresses = {t.name: t.listen() for t in transports}
@@ -556,8 +560,8 @@ def test_silent_connections_give_their_handshake_slots_back_soon(
 ) -> None:
     """Connections that never send a hello hold a handshake slot for _HELLO_DEADLINE, not for
     the whole connect timeout: they cannot hold up set-up."""
-    monkeypatch.setattr(tcp, "_MAX_HANDSHAKES", 2, raising=False)
-    monkeypatch.setattr(tcp, "_HELLO_DEADLINE", 1.0, raising=False)
+    monkeypatch.setattr(tcp_state, "_MAX_HANDSHAKES", 2)
+    monkeypatch.setattr(tcp_connect, "_HELLO_DEADLINE", 1.0)
     transports = make_transports(2, connect_timeout=8.0)
     silent: list[socket.socket] = []
     try:
@@ -579,7 +583,7 @@ def test_silent_connections_give_their_handshake_slots_back_soon(
 
 def _hello_bytes(transport: TcpTransport, rank: int, **override: Any) -> bytes:
     """The hello `transport` would send when it dials `rank` (fields overridable)."""
-    hello = transport._hello(rank, PartyKey.generate().public_bytes)
+    hello = transport._handshake.hello(rank, PartyKey.generate().public_bytes)
     hello.update(override)
     data: bytes = msgpack.packb(hello, use_bin_type=True)
     return framing.length_prefix(len(data)) + data
@@ -601,7 +605,7 @@ def test_a_lingering_listener_gives_each_late_dialer_one_deadline_and_a_handshak
 ) -> None:
     """A late dialer that never closes (it keeps sending) is let go after _LATE_DEADLINE, and
     holds a handshake slot until then: answers to late dialers cannot pile up threads."""
-    monkeypatch.setattr(tcp, "_MAX_HANDSHAKES", 1, raising=False)
+    monkeypatch.setattr(tcp_state, "_MAX_HANDSHAKES", 1)
     a, b = make_transports(2, connect_timeout=0.5)
     socks: list[socket.socket] = []
     stop = threading.Event()

@@ -20,6 +20,8 @@ Key derivation (version 1)::
     key        = HKDF-SHA256(ikm, salt=transcript, info=b"mpc.tee.channel.v1 seed", 32 bytes)
     ciphertext = 12-byte random nonce || AES-256-GCM(key, seed, associated data=transcript)
 
+(X25519, HKDF and AES-GCM set-up: `mpc.channel_crypto`, shared with the TCP transport.)
+
 Security model: the seed is on the wire only as AES-GCM ciphertext under a key that needs the
 private half of the quoted enclave key, so a man in the middle who substitutes its own enclave key
 must re-sign the quote (refused: untrusted platform / bad signature), and one who keeps the quote
@@ -40,17 +42,21 @@ import secrets
 import threading
 from collections.abc import Callable, Mapping, MutableSet
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from mpc.channel_crypto import (
+    AEAD_NONCE_BYTES,
+    AEAD_TAG_BYTES,
+    derive_aeads,
+    ephemeral_key,
+    raw_public,
+    x25519,
+)
 from mpc.errors import ConfigurationError
-from mpc.parties.keys import PartyKey, check_public
+from mpc.parties.keys import PUBLIC_KEY_BYTES, PartyKey, check_public
 from mpc.tee.backend import (
     ChannelError,
     EnclaveBackend,
@@ -69,6 +75,10 @@ from mpc.tee.quote import (
 )
 from mpc.tee.verify import QuotePolicy, VerifiedQuote, verify_quote
 
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 __all__ = [
     "AttestedSeed",
     "EnclaveSeedService",
@@ -84,9 +94,6 @@ REQUEST_FORMAT = "mpc-tee-seed-request"
 RESPONSE_FORMAT = "mpc-tee-sealed-seed"
 CHANNEL_VERSION = 1
 SEED_LENGTHS = (16, 32)
-_KEY_BYTES = 32
-_GCM_NONCE_BYTES = 12
-_GCM_TAG_BYTES = 16
 _MAX_RANK = 1 << 16
 _LABEL = "mpc.tee.channel.v1"
 _INFO = b"mpc.tee.channel.v1 seed"
@@ -94,10 +101,6 @@ _MAX_MESSAGE = 2 * MAX_QUOTE_BYTES + 1024
 
 # Nonces accepted in this process (used by `SeedHandshake.finish` when no set is given).
 _process_seen_nonces: set[bytes] = set()
-
-
-def _raw_public(key: X25519PrivateKey) -> bytes:
-    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
 def _unpack(data: bytes, what: str, fields: int, fmt: str) -> list[Any]:
@@ -155,7 +158,7 @@ class SeedRequest:
             value = getattr(self, name)
             if value is None and name == "party_static_public":
                 continue
-            _need_bytes(what, name, value, _KEY_BYTES, _KEY_BYTES)
+            _need_bytes(what, name, value, PUBLIC_KEY_BYTES, PUBLIC_KEY_BYTES)
             if not any(value):
                 raise ChannelError(f"malformed {what}: {name!r} is the all-zero X25519 key")
 
@@ -197,8 +200,8 @@ class SealedSeed:
         _need_rank(what, self.rank)
         _need_bytes(what, "quote", self.quote, 1, MAX_QUOTE_BYTES)
         _need_bytes(what, "signature", self.signature, SIGNATURE_BYTES, SIGNATURE_BYTES)
-        low = _GCM_NONCE_BYTES + _GCM_TAG_BYTES + min(SEED_LENGTHS)
-        high = _GCM_NONCE_BYTES + _GCM_TAG_BYTES + max(SEED_LENGTHS)
+        low = AEAD_NONCE_BYTES + AEAD_TAG_BYTES + min(SEED_LENGTHS)
+        high = AEAD_NONCE_BYTES + AEAD_TAG_BYTES + max(SEED_LENGTHS)
         _need_bytes(what, "ciphertext", self.ciphertext, low, high)
 
     def to_bytes(self) -> bytes:
@@ -250,15 +253,12 @@ def _transcript(quote_bytes: bytes, enclave_public: bytes, request: SeedRequest)
 
 
 def _aead(shared: list[bytes], transcript: bytes) -> AESGCM:
-    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=transcript, info=_INFO).derive(
-        b"".join(shared)
-    )
-    return AESGCM(key)
+    return derive_aeads(b"".join(shared), salt=transcript, info=_INFO, count=1)[0]
 
 
 def _exchange(private: X25519PrivateKey, public: bytes, whose: str) -> bytes:
     try:
-        return private.exchange(X25519PublicKey.from_public_bytes(public))
+        return x25519(private, public)
     except ValueError as exc:  # wrong length, or a low-order point (all-zero shared secret)
         raise KeyBindingError(
             f"attestation refused at check 'key binding': key exchange with the {whose} key "
@@ -274,7 +274,7 @@ def seal_seed_for_party(
     if not isinstance(seed, bytes) or len(seed) not in SEED_LENGTHS:
         raise ConfigurationError(f"a PRG seed is {SEED_LENGTHS[0]} or {SEED_LENGTHS[1]} bytes")
     quote = signed.quote
-    enclave_public = _raw_public(enclave_key)
+    enclave_public = raw_public(enclave_key)
     if not hmac.compare_digest(quote.enclave_public_key, enclave_public):
         raise KeyBindingError("the quote does not bind the enclave key used to seal the seed")
     if quote.nonce != request.nonce or quote.session_id != request.session_id:
@@ -283,7 +283,7 @@ def seal_seed_for_party(
     if request.party_static_public is not None:
         shared.append(_exchange(enclave_key, request.party_static_public, "party's static"))
     transcript = _transcript(signed.body, enclave_public, request)
-    gcm_nonce = secrets.token_bytes(_GCM_NONCE_BYTES)
+    gcm_nonce = secrets.token_bytes(AEAD_NONCE_BYTES)
     ciphertext = gcm_nonce + _aead(shared, transcript).encrypt(gcm_nonce, seed, transcript)
     return SealedSeed(request.rank, signed.body, signed.signature, ciphertext)
 
@@ -291,8 +291,8 @@ def seal_seed_for_party(
 def attest_and_seal(backend: EnclaveBackend, request: SeedRequest, seed: bytes) -> SealedSeed:
     """Enclave side, bundled: a fresh enclave X25519 key, a quote for (nonce, session id, key)
     from `backend`, and `seed` sealed for the requesting party. The enclave key is not kept."""
-    enclave_key = X25519PrivateKey.generate()
-    signed = backend.quote(request.nonce, request.session_id, _raw_public(enclave_key))
+    enclave_key = ephemeral_key()
+    signed = backend.quote(request.nonce, request.session_id, raw_public(enclave_key))
     return seal_seed_for_party(enclave_key, signed, request, seed)
 
 
@@ -322,7 +322,7 @@ def open_seed(
         )
     if sealed.rank != request.rank:
         raise ChannelError(f"the dealer sealed the seed of rank {sealed.rank}, not {request.rank}")
-    if _raw_public(party_ephemeral) != request.party_ephemeral_public:
+    if raw_public(party_ephemeral) != request.party_ephemeral_public:
         raise ConfigurationError("open_seed: party_ephemeral is not the key sent in the request")
     enclave_public = verified.enclave_public_key
     shared = [_exchange(party_ephemeral, enclave_public, "enclave's")]
@@ -334,10 +334,10 @@ def open_seed(
         except ConfigurationError as exc:
             raise KeyBindingError(f"attestation refused at check 'key binding': {exc}") from None
     transcript = _transcript(sealed.quote, enclave_public, request)
-    gcm_nonce = sealed.ciphertext[:_GCM_NONCE_BYTES]
+    gcm_nonce = sealed.ciphertext[:AEAD_NONCE_BYTES]
     try:
         seed = _aead(shared, transcript).decrypt(
-            gcm_nonce, sealed.ciphertext[_GCM_NONCE_BYTES:], transcript
+            gcm_nonce, sealed.ciphertext[AEAD_NONCE_BYTES:], transcript
         )
     except InvalidTag:
         raise ChannelError(
@@ -360,13 +360,13 @@ class SeedHandshake:
     def __init__(self, rank: int, session_id: bytes, static_key: PartyKey | None = None) -> None:
         if static_key is not None and not isinstance(static_key, PartyKey):
             raise ConfigurationError("static_key must be a mpc.parties.keys.PartyKey")
-        self._ephemeral: X25519PrivateKey | None = X25519PrivateKey.generate()
+        self._ephemeral: X25519PrivateKey | None = ephemeral_key()
         self._static = static_key
         self.request = SeedRequest(
             rank=rank,
             session_id=session_id,
             nonce=new_nonce(),
-            party_ephemeral_public=_raw_public(self._ephemeral),
+            party_ephemeral_public=raw_public(self._ephemeral),
             party_static_public=static_key.public_bytes if static_key is not None else None,
         )
 
