@@ -27,7 +27,7 @@ from typing import Any, Final
 
 from mpc.errors import CommunicationError, ConfigurationError, MpcError
 from mpc.parties import framing
-from mpc.parties.tcp.handshake import Refused
+from mpc.parties.tcp.handshake import _Refused
 from mpc.parties.tcp.link import Link
 from mpc.parties.tcp.receiver import Receiving
 
@@ -253,7 +253,7 @@ class Connecting(Receiving):
             link = self._handshake.run(
                 sock, None, deadline, f"{address[0]}:{address[1]}", _HELLO_DEADLINE
             )
-        except Refused as refused:
+        except _Refused as refused:
             sock.close()
             with self._cond:
                 self._note_anonymous(str(refused.error))
@@ -299,7 +299,7 @@ class Connecting(Receiving):
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 link = self._handshake.run(sock, peer, deadline, where)
-            except Refused as refused:
+            except _Refused as refused:
                 sock.close()
                 with self._cond:
                     if refused.retry:  # closed unanswered: like a refused connection, retry

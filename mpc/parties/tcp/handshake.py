@@ -70,7 +70,7 @@ def _printable(text: str, limit: int = _REASON_CHARS) -> str:
     return "".join(c for c in text[: 4 * limit] if c.isprintable())[:limit]
 
 
-class Refused(Exception):
+class _Refused(Exception):
     """A handshake failed; `peer` is the rank it is attributed to, if known. `retry`: the party
     dialed closed the connection without answering (it may be a listener that is going away,
     e.g. one that lingers after another session's failed connect): dial again."""
@@ -146,7 +146,7 @@ class Handshake:
         return hello
 
     def check_hello(self, hello: dict[str, Any], expected: int | None, where: str) -> int:
-        """Validate a peer's hello; return its rank. Raises Refused (attributed if possible).
+        """Validate a peer's hello; return its rank. Raises _Refused (attributed if possible).
         Fields the peer chose appear in the reason only through `_quote`."""
         claimed = hello.get("name")
         peer: int | None = None
@@ -160,8 +160,8 @@ class Handshake:
         else:
             who = f"a peer at {where}"
 
-        def refuse(reason: str, kind: type[MpcError] = ConfigurationError) -> Refused:
-            return Refused(
+        def refuse(reason: str, kind: type[MpcError] = ConfigurationError) -> _Refused:
+            return _Refused(
                 peer, kind(f"party {self.name!r}: handshake with {who} failed: {reason}")
             )
 
@@ -268,8 +268,8 @@ class Handshake:
                 return f"a peer at {where} that claims to be {self.names[peer]!r}"
             return f"party {self.names[peer]!r}"
 
-        def fail(reason: str, kind: type[MpcError] = CommunicationError) -> Refused:
-            return Refused(
+        def fail(reason: str, kind: type[MpcError] = CommunicationError) -> _Refused:
+            return _Refused(
                 peer, kind(f"party {self.name!r}: handshake with {label()} failed: {reason}")
             )
 
@@ -291,7 +291,7 @@ class Handshake:
                     f"the connection closed while waiting for its {what} ({e}); it may have "
                     "rejected this party"
                 )
-                # a dialer that got no answer at all tries again (see `Refused`)
+                # a dialer that got no answer at all tries again (see `_Refused`)
                 refused.retry = expected is not None and not reader.answered
                 raise refused from None
             except TimeoutError:
@@ -344,7 +344,7 @@ class Handshake:
             hello = receive("hello", hello_deadline)
             try:
                 rank = self.check_hello(hello, expected, where)
-            except Refused as refused:
+            except _Refused as refused:
                 reject(str(refused.error))
                 raise
             peer = rank
