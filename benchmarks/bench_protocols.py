@@ -1,9 +1,11 @@
-"""In-process benchmark of every protocol: online element-wise fixed-point multiplication x*y.
+"""In-process benchmark of every protocol: element-wise fixed-point multiplication x*y.
 
 Each protocol runs with each party count it accepts, as threads of this process over the
 in-memory transport with an insecure in-process dealer (measurement only). Prints a table of
-elements/s, the percentage of numpy's a*b+c throughput measured in the same run, rounds and
-bytes sent per party per multiplication; writes JSON and a log-log plot.
+the total time (the dealer generating on demand) and the online time (dealer items prepared
+beforehand), medians and the best repetition, each as a percentage of numpy's a*b+c throughput
+measured in the same run, with rounds and bytes sent per party per multiplication; writes JSON
+and a log-log plot.
 
 Run: python benchmarks/bench_protocols.py [--sizes 1000 100000 1000000] [--parties 2 3]
 See benchmarks/README.md for what is measured and how to read the ratio.

@@ -1,9 +1,11 @@
 """Ray runtime benchmark: 3 party actors per transport (tcp, tcp-plaintext, ray).
 
-Throughput of online element-wise fixed-point multiplication x*y per vector size, and round
-latency (a chain of dependent length-1 multiplications), beside baselines measured in the same
-run: numpy a*b+c on uint64 arrays and a Python asyncio TCP ping-pong on 127.0.0.1. Starts Ray
-once (2 CPUs) and shuts it down at the end. Prints tables; writes JSON and a log-log plot.
+Throughput of element-wise fixed-point multiplication x*y per vector size, and round latency
+(a chain of dependent length-1 multiplications): the total (the dealer generating on demand) and
+the online phase (dealer items prepared beforehand), medians and the best repetition, beside
+baselines measured in the same run: numpy a*b+c on uint64 arrays and a Python asyncio TCP
+ping-pong on 127.0.0.1. Starts Ray once (2 CPUs) and shuts it down at the end. Prints tables;
+writes JSON and a log-log plot.
 
 Run: python benchmarks/bench_runtime.py [--sizes 1000 100000 1000000] [--chain 100]
 See benchmarks/README.md for what is measured and how to read the ratio.
@@ -30,7 +32,9 @@ def main() -> None:
     )
     parser.add_argument("--protocol", default="additive")
     parser.add_argument("--chain", type=int, default=100)
-    parser.add_argument("--repeats", type=int, default=5, help="timed repetitions (best reported)")
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="timed repetitions (medians and best reported)"
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results" / "runtime.json")
     parser.add_argument("--plot", type=Path, default=HERE / "results" / "runtime.png")
     args = parser.parse_args()

@@ -6,14 +6,15 @@ set each number beside a plaintext baseline measured in the same run on the same
 ``a*b + c`` on uint64 arrays for throughput, a Python asyncio TCP ping-pong on 127.0.0.1 for
 latency. Also writes the results as JSON, plots them and formats them as text tables.
 
-What is timed: the *online* phase only. Dealer corrections (the parts of Beaver triples and
-truncation pairs a party cannot derive from its own seed) are fetched before the timed
-repetitions, so dealer generation is excluded; what remains inside the timing is the party's own
-PRG expansion of its seeded shares, the local arithmetic, the two communication rounds (protocol
-multiplication, then truncation) and the runtime's bookkeeping. Every timing is taken inside the
-program at each party with ``time.perf_counter`` after a synchronising exchange, and the slowest
-party counts. In-process rows also report a ``with_offline`` timing where the dealer generates
-on demand.
+What is timed, twice per row: the *total* (the headline: nothing prefetched, the dealer
+generates its items on demand, as a user's program meets it) and the *online* phase alone (the
+dealer corrections of every product, the parts of Beaver triples and truncation masks a party
+cannot derive from its own seed, fetched before the run with `Session.preprocess`, so dealer
+generation and transfer are excluded; what remains is the party's own PRG expansion of its
+seeded shares, the local arithmetic, the communication rounds and the runtime's bookkeeping).
+Each is the median of the repetitions, reported beside the best online repetition. Every timing
+is taken inside the program at each party with ``time.perf_counter`` after a synchronising
+exchange, and the slowest party counts.
 
 Security model: measures only. The in-process runs use insecure in-process dealers (every party
 could read every seed), so they say nothing about protection of data; the Ray runs use the
@@ -30,6 +31,7 @@ import math
 import multiprocessing as mp
 import os
 import platform
+import statistics
 import sys
 import time
 import warnings
@@ -41,16 +43,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from mpc.algebra import RING64
 from mpc.dealers.seeded import InsecureLocalDealer
-from mpc.dealers.streams import Stream
 from mpc.encoding import FixedPoint
 from mpc.parties.local import LocalParties
 from mpc.parties.party import SessionConfig
 from mpc.parties.tuning import tune_allocator
 from mpc.program import PartyContext
-from mpc.protocols.base import Need, Protocol
-from mpc.protocols.beaver import BeaverMultiplication
+from mpc.protocols.base import Protocol
 from mpc.protocols.registry import available_protocols, get_protocol
 from mpc.rng import Prg
 from mpc.stats import PartyStats
@@ -254,24 +253,6 @@ def _per_mul(stats: Mapping[str, PartyStats], settled: bool = True) -> tuple[flo
     return rounds, bytes_sent
 
 
-def _mul_streams(cls: type[Protocol], size: int, chained: bool = False) -> list[Stream]:
-    """The dealer streams fixed-point products of `size` elements draw from: one product
-    truncated at once (over the ring with `BeaverMultiplication`'s exact truncation, a
-    "trunc_exact" mask; else a "trunc" pair), or (`chained`) a chain z = z * y, whose products
-    after the first absorb the truncation of z where the protocol fuses them
-    (`Secret._deferred_product`)."""
-    needs = cls.needs | cls.optional_needs  # e.g. shamir needs truncation pairs only here
-    streams = []
-    if Need.TRIPLES in needs:
-        streams.append(Stream("triple", ((size,),)))
-    if Need.TRUNCATION_PAIRS in needs:
-        ring = issubclass(cls, BeaverMultiplication) and cls.algebra is RING64
-        exact = ring and cls.truncate is BeaverMultiplication.truncate
-        kind = "trunc_triple" if chained and ring else "trunc_exact" if exact else "trunc"
-        streams.append(Stream(kind, ((size,),), FRAC_BITS))
-    return streams
-
-
 def _load() -> float:
     """The 1-minute load average (other work on a shared machine skews every timing)."""
     try:
@@ -289,6 +270,29 @@ def _rates(size: int, seconds: float, baseline: float) -> dict[str, float]:
         "baseline_elements_per_s": base_eps,
         "ratio": ratio,
         "ratio_percent": 100.0 * ratio,
+    }
+
+
+def _timings(size: int, total: Sequence[float], online: Sequence[float], baseline: float) -> Row:
+    """The columns of a throughput row from the repetitions' times (slowest party each): the
+    total median (the headline: `seconds`, `elements_per_s`, `ratio_percent`), the online
+    median (`online_*`) and the best online repetition (`best_*`), each beside numpy."""
+    median_total = statistics.median(total)
+    median_online = statistics.median(online)
+    best = min(online)
+    return {
+        "seconds": median_total,
+        "baseline_seconds": baseline,
+        **_rates(size, median_total, baseline),
+        "online_seconds": median_online,
+        "online_elements_per_s": size / median_online,
+        "online_ratio_percent": 100.0 * baseline / median_online,
+        "best_seconds": best,
+        "best_elements_per_s": size / best,
+        "best_ratio_percent": 100.0 * baseline / best,
+        "total_best_seconds": min(total),
+        "total_times": list(total),
+        "online_times": list(online),
     }
 
 
@@ -312,9 +316,14 @@ def _inprocess_row(
 ) -> Row:
     warmup = 1
     baseline = numpy_baseline(size)
-    # Online: corrections of the warm-up and timed products fetched (generated) beforehand.
-    for stream in _mul_streams(cls, size):
-        local.prefetch(stream, warmup + repeats)
+    x, y = bench_data(size)
+    first = local.config.parties[0]
+    # Total: nothing prefetched, the (in-process) dealer generates while the parties wait.
+    outcomes = local.run(_mul_program, size, warmup, repeats, True)
+    total = _slowest_party({name: o.output for name, o in outcomes.items()})
+    check_product(x, y, outcomes[first].output["product"])
+    # Online: the dealer items of the same run fetched (generated) beforehand.
+    local.preprocess(local.dealer_usage(), 1)
     fetches = _dealer_fetches(local)
     outcomes = local.run(_mul_program, size, warmup, repeats, True)
     if _dealer_fetches(local) != fetches:
@@ -324,31 +333,17 @@ def _inprocess_row(
         )
     outputs = {name: o.output for name, o in outcomes.items()}
     stats = {name: o.stats for name, o in outcomes.items()}
-    x, y = bench_data(size)
-    max_error_ulp = check_product(x, y, outputs[local.config.parties[0]]["product"])
-    seconds = min(_slowest_party(outputs))
+    max_error_ulp = check_product(x, y, outputs[first]["product"])
     rounds, bytes_sent = _per_mul(stats)
-    # With offline: nothing prefetched, the dealer generates while the parties wait. The
-    # client batches fetches geometrically, so this is the mean over the repetitions.
-    offline_outputs = {
-        name: o.output for name, o in local.run(_mul_program, size, 0, repeats, False).items()
-    }
-    times = _slowest_party(offline_outputs)
-    with_offline = sum(times) / len(times)
     row: Row = {
         "bench": "inprocess",
         "protocol": cls.name,
         "n": n,
         "size": size,
         "repeats": repeats,
-        "seconds": seconds,
-        "baseline_seconds": baseline,
-        **_rates(size, seconds, baseline),
+        **_timings(size, total, _slowest_party(outputs), baseline),
         "rounds_per_mul": rounds,
         "bytes_per_party_per_mul": bytes_sent,
-        "with_offline_seconds": with_offline,
-        "with_offline_elements_per_s": size / with_offline,
-        "with_offline_ratio_percent": 100.0 * baseline / with_offline,
         "max_error_ulp": max_error_ulp,
         "verified": True,
         "load_1min": _load(),
@@ -365,15 +360,17 @@ def bench_inprocess(
     timeout: float = 300.0,
     verbose: bool = True,
 ) -> list[Row]:
-    """Online element-wise fixed-point multiplication x * y of every protocol, in-process.
+    """Element-wise fixed-point multiplication x * y of every protocol, in-process.
 
     For each protocol (all registered ones by default) and party count it accepts, one
     `LocalParties` (threads, in-memory transport, insecure in-process dealer) runs every size.
-    Per size: inputs are shared once, one warm-up product, then `repeats` timed products whose
-    dealer corrections were fetched beforehand; the best is reported beside numpy ``a*b + c``
-    measured just before. The revealed product is checked (`check_product`); a wrong product
-    raises `BenchmarkError`. `with_offline_*` repeats the products without prefetching.
-    The process's allocator is tuned as in party actors (`tune_allocator`), for the baseline too.
+    Per size, twice: inputs are shared once, one warm-up product, then `repeats` timed
+    products; first with nothing prefetched (the total: the dealer generates while the parties
+    wait), then with the dealer corrections of every product fetched beforehand (online). The
+    row holds both medians (the total as the headline) and the best online repetition beside
+    numpy ``a*b + c`` measured just before (`_timings`). The revealed products are checked
+    (`check_product`); a wrong product raises `BenchmarkError`. The process's allocator is
+    tuned as in party actors (`tune_allocator`), for the baseline too.
     """
     tune_allocator()
     if repeats < 1:
@@ -396,9 +393,9 @@ def bench_inprocess(
                 rows.append(row)
                 if verbose:
                     progress(
-                        f"inprocess {name} n={n} size={size}: {row['elements_per_s']:.3g} el/s "
-                        f"({row['ratio_percent']:.2f}% of numpy), with offline "
-                        f"{row['with_offline_elements_per_s']:.3g} el/s"
+                        f"inprocess {name} n={n} size={size}: total {row['elements_per_s']:.3g} "
+                        f"el/s ({row['ratio_percent']:.2f}% of numpy), online "
+                        f"{row['online_elements_per_s']:.3g} el/s"
                     )
     return rows
 
@@ -466,19 +463,39 @@ def asyncio_pingpong_rtt(rounds: int = 2000, warmup: int = 200) -> float:
 
 
 # ---- Ray runtime ------------------------------------------------------------------------------
+def _online_run(session: Any, program: Any, *args: Any) -> Any:
+    """Run `program(*args)` again, with the dealer items of its last run (the same program
+    and arguments) prepared beforehand (`Session.preprocess`), and check that the run made the
+    dealer generate nothing (so its timing holds no dealer work)."""
+    session.preprocess(program)
+    generated = session.dealer_stats().get("items")
+    result = session.run(program, *args)
+    if session.dealer_stats().get("items") != generated:
+        raise BenchmarkError(
+            "the online run made the dealer generate items although they were prepared "
+            "beforehand; its timing would include dealer work"
+        )
+    return result
+
+
 def _ray_throughput_row(
     session: Any, transport: str, protocol: str, size: int, repeats: int
 ) -> Row:
     # Steady state: the first products of a size fault in fresh buffers and grow TCP windows.
     warmup = 3
-    cls = get_protocol(protocol)
-    for stream in _mul_streams(cls, size):
-        session.prefetch(stream.kind, list(stream.shapes), warmup + repeats, stream.bits)
-    baseline = numpy_baseline(size)
-    result = session.run(_mul_program, size, warmup, repeats, True)
     x, y = bench_data(size)
-    max_error_ulp = check_product(x, y, result.outputs[session.parties[0]]["product"])
-    seconds = min(_slowest_party(result.outputs))
+    first = session.parties[0]
+    baseline = numpy_baseline(size)
+    # The first runs of a size in a session are slower: the parties', the dealer's and Ray's
+    # object store's fresh pages fault in. One untimed run of warm-up products first.
+    session.run(_mul_program, size, 2 * warmup, 0, False)
+    # Total: nothing prefetched, the dealer actor generates every item when a party asks (the
+    # parties ask for a stream's next item while they use the current one).
+    result = session.run(_mul_program, size, warmup, repeats, True)
+    total = _slowest_party(result.outputs)
+    check_product(x, y, result.outputs[first]["product"])
+    result = _online_run(session, _mul_program, size, warmup, repeats, True)
+    max_error_ulp = check_product(x, y, result.outputs[first]["product"])
     rounds, bytes_sent = _per_mul(result.stats)
     return {
         "bench": "ray",
@@ -488,9 +505,7 @@ def _ray_throughput_row(
         "n": len(session.parties),
         "size": size,
         "repeats": repeats,
-        "seconds": seconds,
-        "baseline_seconds": baseline,
-        **_rates(size, seconds, baseline),
+        **_timings(size, total, _slowest_party(result.outputs), baseline),
         "rounds_per_mul": rounds,
         "bytes_per_party_per_mul": bytes_sent,
         "max_error_ulp": max_error_ulp,
@@ -503,15 +518,20 @@ def _ray_latency_row(
     session: Any, transport: str, protocol: str, chain: int, repeats: int, rtt: float
 ) -> Row:
     warmup = 10
-    cls = get_protocol(protocol)
-    for stream in _mul_streams(cls, 1, chained=True):
-        session.prefetch(stream.kind, list(stream.shapes), warmup + chain * repeats, stream.bits)
-    result = session.run(_chain_program, chain, warmup, repeats)
-    z = result.outputs[session.parties[0]]["product"]
-    drift = _CHAIN_START - float(np.asarray(z).reshape(-1)[0])
-    if not 0.0 <= drift <= (warmup + chain * repeats) * ULP:  # each product: 0 or -1 ulp
-        raise BenchmarkError(f"the chained product drifted by {drift!r} (expected <= 1 ulp each)")
-    per_mul = min(_slowest_party(result.outputs))
+    products = warmup + chain * repeats
+
+    def checked(result: Any) -> list[float]:
+        z = result.outputs[session.parties[0]]["product"]
+        drift = _CHAIN_START - float(np.asarray(z).reshape(-1)[0])
+        if not 0.0 <= drift <= products * ULP:  # each product: 0 or -1 ulp
+            raise BenchmarkError(f"the chained product drifted by {drift!r} (<= 1 ulp each)")
+        return _slowest_party(result.outputs)
+
+    # Total: nothing prefetched (small items: the parties fetch growing batches, one ahead).
+    total = checked(session.run(_chain_program, chain, warmup, repeats))
+    result = _online_run(session, _chain_program, chain, warmup, repeats)
+    online = checked(result)
+    per_mul = statistics.median(total)
     rounds, bytes_sent = _per_mul(result.stats, settled=False)  # the reveal's truncation aside
     return {
         "bench": "ray",
@@ -524,6 +544,10 @@ def _ray_latency_row(
         "repeats": repeats,
         "seconds_per_mul": per_mul,
         "ms_per_mul": per_mul * 1e3,
+        "online_ms_per_mul": statistics.median(online) * 1e3,
+        "best_ms_per_mul": min(online) * 1e3,
+        "total_times": total,
+        "online_times": online,
         "rounds_per_mul": rounds,
         "bytes_per_party_per_mul": bytes_sent,
         "baseline_rtt_us": rtt * 1e6,
@@ -549,11 +573,14 @@ def bench_ray(
 
     Ray is started once (2 CPUs, no dashboard) unless already initialised, and shut down at the
     end if this function started it; each transport gets one `Session` (trusted-dealer actor).
-    Throughput: per size, corrections prefetched, one warm-up, `repeats` timed products x * y
-    (timed inside the program at each party, slowest party, best repetition), checked with
-    `check_product`. Latency: `repeats` chains of `chain` dependent length-1 products, time per
-    product. Baselines in the same run: numpy ``a*b + c`` (per size) and an asyncio TCP
-    ping-pong round trip between two processes (`asyncio_pingpong_rtt`).
+    Throughput: per size, two runs of three warm-up and `repeats` timed products x * y (timed
+    inside the program at each party, slowest party), checked with `check_product`: the total
+    (nothing prefetched: the dealer generates on demand) and the online phase (every item
+    prepared with `Session.preprocess`; the dealer must generate nothing during the run); the
+    row holds both medians and the best online repetition (`_timings`). Latency: `repeats`
+    chains of `chain` dependent length-1 products, time per product, total and online likewise.
+    Baselines in the same run: numpy ``a*b + c`` (per size) and an asyncio TCP ping-pong round
+    trip between two processes (`asyncio_pingpong_rtt`).
     Returns {"throughput": rows, "latency": rows, "baseline": {...}, "config": {...}}.
     """
     import ray
@@ -570,7 +597,11 @@ def bench_ray(
     started = False
     if not ray.is_initialized():
         ray.init(
-            num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False
+            address="local",  # a Ray of its own, even if a `ray start` cluster is up
+            num_cpus=2,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            log_to_driver=False,
         )
         started = True
     throughput: list[Row] = []
@@ -594,16 +625,20 @@ def bench_ray(
                     throughput.append(row)
                     if verbose:
                         progress(
-                            f"ray {transport} size={size}: {row['elements_per_s']:.3g} el/s "
-                            f"({row['ratio_percent']:.2f}% of numpy)"
+                            f"ray {transport} size={size}: total {row['elements_per_s']:.3g} "
+                            f"el/s ({row['ratio_percent']:.2f}% of numpy), online "
+                            f"{row['online_ratio_percent']:.2f}%, best "
+                            f"{row['best_ratio_percent']:.2f}%"
                         )
                 lat = _ray_latency_row(session, transport, protocol, chain, repeats, rtt)
                 latency.append(lat)
                 if verbose:
                     progress(
-                        f"ray {transport} chain={chain}: {lat['ms_per_mul']:.3f} ms per product "
-                        f"(asyncio: {lat['baseline_ms_per_mul']:.3f} ms for "
-                        f"{lat['rounds_per_mul']:g} round trips)"
+                        f"ray {transport} chain={chain}: total {lat['ms_per_mul']:.3f} ms per "
+                        f"product, online {lat['online_ms_per_mul']:.3f}, best "
+                        f"{lat['best_ms_per_mul']:.3f} (asyncio: "
+                        f"{lat['baseline_ms_per_mul']:.3f} ms for {lat['rounds_per_mul']:g} "
+                        "round trips)"
                     )
     finally:
         if started:
@@ -665,7 +700,8 @@ def _label(row: Row) -> str:
 
 
 def plot_throughput(results: list[Row] | dict[str, Any], path_png: str | os.PathLike[str]) -> Path:
-    """Log-log plot of elements/s against size per configuration, numpy baseline dashed."""
+    """Log-log plot of elements/s against size per configuration (the total median, and the
+    online median dotted), numpy baseline dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -679,15 +715,17 @@ def plot_throughput(results: list[Row] | dict[str, Any], path_png: str | os.Path
     for label, group in groups.items():
         group = sorted(group, key=lambda r: r["size"])
         sizes = [r["size"] for r in group]
-        (line,) = ax.plot(sizes, [r["elements_per_s"] for r in group], marker="o", label=label)
-        if "with_offline_elements_per_s" in group[0]:
+        (line,) = ax.plot(
+            sizes, [r["elements_per_s"] for r in group], marker="o", label=f"{label}, total"
+        )
+        if "online_elements_per_s" in group[0]:
             ax.plot(
                 sizes,
-                [r["with_offline_elements_per_s"] for r in group],
+                [r["online_elements_per_s"] for r in group],
                 marker=".",
                 linestyle=":",
                 color=line.get_color(),
-                label=f"{label}, with offline",
+                label=f"{label}, online",
             )
     by_size: dict[int, list[float]] = {}
     for row in rows:
@@ -706,7 +744,7 @@ def plot_throughput(results: list[Row] | dict[str, Any], path_png: str | os.Path
     ax.set_yscale("log")
     ax.set_xlabel("vector size (elements)")
     ax.set_ylabel("elements per second")
-    ax.set_title("Element-wise fixed-point multiplication x*y (online)")
+    ax.set_title("Element-wise fixed-point multiplication x*y (medians)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
@@ -735,40 +773,39 @@ def text_table(headers: Sequence[str], lines: Iterable[Sequence[str]]) -> str:
 
 
 def format_table(results: list[Row] | dict[str, Any]) -> str:
-    """Text tables: throughput (elements/s, % of numpy, rounds, bytes/party) and latency."""
+    """Text tables: throughput (total median, online median and best online repetition, each
+    in seconds and % of numpy; numpy, rounds, bytes/party) and latency (likewise)."""
     rows = _throughput_rows(results)
-    has_offline = any("with_offline_elements_per_s" in r for r in rows)
     headers = [
         "configuration",
         "size",
-        "secure s",
-        "elements/s",
-        "numpy el/s",
-        "% of numpy",
+        "total s",
+        "total %",
+        "online s",
+        "online %",
+        "best s",
+        "best %",
+        "numpy s",
         "rounds",
         "bytes/party",
+        "load",
     ]
-    if has_offline:
-        headers += ["w/ offline el/s", "w/ offline %"]
-    headers.append("load")
     lines = []
     for r in rows:
         line = [
             _label(r),
             f"{r['size']:,}",
             f"{r['seconds']:.4g}",
-            f"{r['elements_per_s']:.3g}",
-            f"{r['baseline_elements_per_s']:.3g}",
             f"{r['ratio_percent']:.3f}",
+            f"{r['online_seconds']:.4g}",
+            f"{r['online_ratio_percent']:.3f}",
+            f"{r['best_seconds']:.4g}",
+            f"{r['best_ratio_percent']:.3f}",
+            f"{r['baseline_seconds']:.3g}",
             f"{r['rounds_per_mul']:g}",
             f"{r['bytes_per_party_per_mul']:,.0f}",
+            f"{r.get('load_1min', math.nan):.1f}",
         ]
-        if has_offline:
-            line += [
-                f"{r.get('with_offline_elements_per_s', math.nan):.3g}",
-                f"{r.get('with_offline_ratio_percent', math.nan):.3f}",
-            ]
-        line.append(f"{r.get('load_1min', math.nan):.1f}")
         lines.append(line)
     text = text_table(headers, lines)
     if isinstance(results, dict) and results.get("latency"):
@@ -777,6 +814,8 @@ def format_table(results: list[Row] | dict[str, Any]) -> str:
                 _label(r),
                 f"{r['chain']}",
                 f"{r['ms_per_mul']:.3f}",
+                f"{r['online_ms_per_mul']:.3f}",
+                f"{r['best_ms_per_mul']:.3f}",
                 f"{r['rounds_per_mul']:g}",
                 f"{r['baseline_rtt_us']:.1f}",
                 f"{r['baseline_ms_per_mul']:.3f}",
@@ -789,7 +828,9 @@ def format_table(results: list[Row] | dict[str, Any]) -> str:
             [
                 "configuration",
                 "chain",
-                "ms/product",
+                "total ms",
+                "online ms",
+                "best ms",
                 "rounds",
                 "asyncio RTT us",
                 "rounds x RTT ms",

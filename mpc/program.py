@@ -578,22 +578,30 @@ class Secret:
         with self.ctx.channel.operation("mask", shapes=(self.shape,)):
             return MaskedMatrix(self, self.ctx.protocol.mask_operand(self.share))
 
-    def ltz(self) -> Secret:
+    def ltz(self, fewer_rounds: bool = False) -> Secret:
         """Shared bits (integers 0/1): 1 where this value is negative. Exact; five rounds with
         the additive protocol (see `mpc.protocols.comparison`), one more for a product whose
-        truncation is pending."""
+        truncation is pending. `fewer_rounds`: four rounds for about ten times the dealer's
+        bytes (`comparison.WIDE_TREE`), for short vectors over slow links."""
+        proto = self.ctx.protocol
         with self.ctx.channel.operation("compare", shapes=(self.shape,)):
-            return self._like(self.ctx.protocol.less_than_zero(self.share), 1.0, 0)
+            if fewer_rounds:
+                return self._like(proto.less_than_zero(self.share, True), 1.0, 0)
+            return self._like(proto.less_than_zero(self.share), 1.0, 0)
 
-    def ltz_times(self, other: Secret) -> tuple[Secret, Secret]:
+    def ltz_times(self, other: Secret, fewer_rounds: bool = False) -> tuple[Secret, Secret]:
         """(b, b * other) with b = self.ltz(): the product of the bit with a shared value of the
         same shape, exact (no truncation) and, with the additive protocol, in the rounds of
-        the comparison alone (five)."""
+        the comparison alone (five; four with `fewer_rounds`, see `ltz`)."""
         other = self._other(other)
         if other.shape != self.shape:
             raise ShapeMismatchError(f"ltz_times: shapes {self.shape} and {other.shape} differ")
+        proto = self.ctx.protocol
         with self.ctx.channel.operation("compare", shapes=(self.shape,)):
-            bit, product = self.ctx.protocol.less_than_zero_times(self.share, other.share)
+            if fewer_rounds:
+                bit, product = proto.less_than_zero_times(self.share, other.share, True)
+            else:
+                bit, product = proto.less_than_zero_times(self.share, other.share)
             return self._like(bit, 1.0, 0), other._like(product, other.bound)
 
     def clip(self, bound: float) -> Secret:
@@ -713,16 +721,43 @@ class MaskedMatrix:
         return MaskedMatrix(self._source, self._operand, not self._transposed)
 
     def __matmul__(self, other: Secret) -> Secret:
+        """The product with a shared vector or matrix, truncated (one round more). A vector
+        whose own truncation is pending (a product whose truncation was deferred) is truncated
+        in this product's round where the protocol can (`Protocol.matmul_masked_settling`:
+        exact, with the additive protocol)."""
+        return self.product(other)
+
+    def product(self, other: Secret, *, deferred: bool = False) -> Secret:
+        """`self @ other`; with `deferred`, where the protocol can truncate a vector in a
+        masked product's round, the result's truncation is left pending for its next use (a
+        product with it does it in its own round; any other use in a round of its own, once
+        per view: settle it first, `Secret.settle`, before taking several views)."""
         if not isinstance(other, Secret):
             raise TypeError("a masked matrix multiplies shared values; use the Secret for public")
         source = self._source
+        ctx = source.ctx
+        proto = ctx.protocol
         source._other(other)
         _check_matmul(self.shape, other.shape)
-        with source.ctx.channel.operation("matmul", shapes=(self.shape, other.shape)):
+        with ctx.channel.operation("matmul", shapes=(self.shape, other.shape)):
             bound = self.shape[-1] * source.bound * other.bound
             frac = source.frac + other.frac
             source._check_product(bound, frac)
-            share = source.ctx.protocol.matmul_masked(self._operand, other.share, self._transposed)
+            if other._pending and other.ndim == 1 and proto.settles_in_masked_products():
+                exact = bounds.truncation_limit(proto.algebra, 0, True)
+                fused = other._bound * 2.0**other._frac < exact
+            else:
+                fused = False
+            if fused:
+                share, settled = proto.matmul_masked_settling(
+                    self._operand, other._share, other._pending, self._transposed
+                )
+                other._settled(settled)
+            else:
+                share = proto.matmul_masked(self._operand, other.share, self._transposed)
+            target = ctx.fixed_point.frac_bits
+            if deferred and frac > target and proto.settles_in_masked_products():
+                return Secret(ctx, share, frac, frac - target, bound + 2.0 ** (1 - target))
             return source._rescale(share, frac, bound)
 
     def __reduce__(self) -> Any:

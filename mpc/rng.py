@@ -168,15 +168,17 @@ class Prg:
             encode_tag(tag), key=self._seed, digest_size=_SUBKEY_BYTES, person=person
         ).digest()
 
-    def _stream(self, tag: Tag, n: int) -> npt.NDArray[np.uint8]:
-        """Return the first ``n`` bytes of the stream for a resolved tag.
+    def _stream(self, tag: Tag, n: int, block: int = 0) -> npt.NDArray[np.uint8]:
+        """Return ``n`` bytes of the stream for a resolved tag, from AES block ``block`` on
+        (byte ``16 * block``): CTR mode's counter starts at ``block`` instead of 0.
 
         The result buffer has ``block_size - 1`` spare bytes at the end (as
         ``update_into`` requires); callers must only look at ``[:n]``. It is allocated
         uninitialised (every byte of ``[:n]`` is then written): zero-filling first would
         cost a pass over the memory.
         """
-        enc = Cipher(algorithms.AES(self._subkey(tag)), modes.CTR(_NONCE)).encryptor()
+        nonce = block.to_bytes(16, "big") if block else _NONCE
+        enc = Cipher(algorithms.AES(self._subkey(tag)), modes.CTR(nonce)).encryptor()
         buf = np.empty(n + 15, dtype=np.uint8)
         view = buf.data
         zeros = memoryview(bytes(min(n, _ZERO_CHUNK)))
@@ -189,9 +191,11 @@ class Prg:
             pos += step
         return buf
 
-    def _words(self, tag: Tag, count: int) -> npt.NDArray[np.uint64]:
-        buf = self._stream(tag, 8 * count)
-        words = np.frombuffer(buf, dtype=_U64_LE, count=count)
+    def _words(self, tag: Tag, count: int, start: int = 0) -> npt.NDArray[np.uint64]:
+        # word `start` lies in AES block start // 2, at byte 8 * (start % 2) of it
+        skip = start % 2
+        buf = self._stream(tag, 8 * (count + skip), start // 2)
+        words = np.frombuffer(buf, dtype=_U64_LE, count=count, offset=8 * skip)
         if sys.byteorder != "little":  # pragma: no cover - big-endian hosts only
             return words.astype(np.uint64)
         return words.view(np.uint64)
@@ -209,6 +213,14 @@ class Prg:
         dims = _shape_tuple(shape)
         count = math.prod(dims)
         return self._words(self._resolve(tag), count).reshape(dims)
+
+    def ring_at(self, tag: Tag, start: int, count: int) -> npt.NDArray[np.uint64]:
+        """Words ``start`` to ``start + count - 1`` of the stream `ring` draws for ``tag``:
+        equal to ``ring((start + count,), tag)[start:]``, computed without the words before
+        ``start`` (AES-CTR's counter starts at their block). Writeable, 1-D."""
+        if start < 0 or count < 0:
+            raise ValueError(f"start and count must be non-negative, got {start} and {count}")
+        return self._words(tag, count, start)
 
     def below_bits(self, shape: Shape, bits: int, tag: Tag | None = None) -> npt.NDArray[np.uint64]:
         """Uniform uint64 array with values in ``[0, 2**bits)``, ``0 <= bits <= 64``."""

@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from mpc.dealers.base import Dealer
 from mpc.dealers.seeded import InsecureLocalDealer
+from mpc.dealers.streams import Stream
 from mpc.deploy import DeploymentConfig
 from mpc.encoding import FixedPoint
 from mpc.errors import ConfigurationError, InsecureDealerError
@@ -147,6 +148,7 @@ class Session:
         )
         self.attestations: list[str] = []
         self._backend: Runtime | None = None
+        self._last_program: Callable[..., Any] | None = None  # for `preprocess(program)`
         if transport == "tcp-plaintext":
             warnings.warn(
                 "transport 'tcp-plaintext': party-to-party traffic is NOT encrypted or "
@@ -207,6 +209,7 @@ class Session:
             raise TypeError("program must be a function of (ctx, ...)")
         backend = self._started()
         start = time.perf_counter()
+        self._last_program = program
         outputs, stats = backend.execute(program, args, kwargs)
         return RunResult(outputs, stats, time.perf_counter() - start)
 
@@ -222,14 +225,63 @@ class Session:
         bits: int = 0,
         parent: int = -1,
     ) -> None:
-        """Fetch dealer corrections for `count` items ahead of time (the offline phase).
+        """Fetch dealer corrections for `count` items of the next run ahead of time (the
+        offline phase; `preprocess` does it for a program or several streams and runs).
 
         The stream is named as in `mpc.dealers.streams.Stream` (kind, shapes, bits, parent).
         """
-        from mpc.dealers.streams import Stream
-
         stream = Stream(kind, tuple(tuple(s) for s in shapes), bits, parent=parent)
         self._started().prefetch(stream, count)
+
+    def preprocess(
+        self,
+        needs: Callable[..., Any] | Iterable[tuple[Stream, int]],
+        runs: int = 1,
+    ) -> dict[str, int]:
+        """The offline phase: the dealer generates, and every party fetches now, the
+        correlated randomness of the next `runs` runs, which then make no dealer request for
+        it (while they take no more than was prepared; beyond it they ask as usual).
+
+        `needs` is either the program of the last run (`run`), whose dealer items are
+        prepared again (the same program on inputs of the same shapes takes the same items:
+        for a loop of runs, run it once, then preprocess before each next run or for several
+        at once), or (stream, count) pairs (`mpc.dealers.streams.Stream`: kind, shapes,
+        bits, e.g. ``(Stream("triple", ((10**6,),)), 5)``; the run is set here).
+
+        Memory: every party keeps the correction shares it receives for the prepared items
+        until a run uses them (under Ray in the node's shared-memory object store); shares a
+        party derives from its seed are expanded only when used, so they cost nothing ahead.
+        With the additive protocol only the last party receives corrections: one element per
+        element of a triple, two of an exact truncation mask, so 24 MB for a 10^6-element
+        fixed-point product ``(x * y).settle()`` (8 MB triple, 16 MB truncation), and nothing
+        at the others. Returns the bytes each party holds for the prepared streams. Items
+        prepared for a run that fails are dropped at the next run.
+
+        Without it the dealer still works ahead during a run: a party asks for a stream's next
+        item while it uses the current one (from the stream's second use in the run on, at
+        most `mpc.dealers.base.LOOKAHEAD_BYTES` of corrections ahead per stream).
+        """
+        if runs < 1:
+            raise ConfigurationError(f"runs must be at least 1, got {runs}")
+        backend = self._started()
+        if callable(needs):
+            if needs is not self._last_program:
+                name = getattr(needs, "__name__", "the program")
+                raise ConfigurationError(
+                    "preprocess(program) prepares what the program's last run took from the "
+                    f"dealer, and {name} is not the last program this session ran: run it once "
+                    "first (session.run), or pass (Stream, count) pairs"
+                )
+            items = backend.dealer_usage()
+        else:
+            items = []
+            for stream, count in needs:
+                if not isinstance(stream, Stream) or type(count) is not int or count < 1:
+                    raise ConfigurationError(
+                        f"preprocess takes (Stream, count >= 1) pairs, got ({stream!r}, {count!r})"
+                    )
+                items.append((stream, count))
+        return backend.preprocess(items, runs)
 
 
 def _party_names(

@@ -14,12 +14,12 @@ with noise added under MPC, never in the clear:
   * the two sums with the exact discrete Gaussian (zCDP; L2 sensitivity sqrt(70^2 + 300^2));
     every party divides by the (public) number of patients to get the means.
 Neighbouring data sets replace one patient, so the total number of patients is public (it is
-revealed exactly; per-hospital counts are not). Each release is charged to every hospital's
-ledger (a directory under --ledger, default ~/.local/state/mpc/ledgers/dp_joint_statistics, or
-under $XDG_STATE_HOME; printed at the start; a folder under the system's temporary folder is
-refused unless --allow-temporary-ledger) before anything is revealed; running the script again
-spends more, and a release that would exceed a budget is refused (it reveals nothing; the run
-stops there).
+revealed exactly; per-hospital counts are not). Both releases are charged together to every
+hospital's ledger (a directory under --ledger, default
+~/.local/state/mpc/ledgers/dp_joint_statistics, or under $XDG_STATE_HOME; printed at the start; a
+folder under the system's temporary folder is refused unless --allow-temporary-ledger) before
+either is revealed (mpc.dp.dp_plan); running the script again spends more, and a run whose pair
+of releases would exceed a budget is refused whole: it reveals nothing and charges nothing.
 
 Noise: distributed by default (each hospital adds its own piece; the Gaussian split so that any
 --max-colluding hospitals cannot remove the rest, the Laplace as one full draw per hospital), or
@@ -52,10 +52,11 @@ import numpy as np
 from mpc.dp import (
     DiscreteGaussianMechanism,
     DiscreteLaplaceMechanism,
-    dp_reveal,
+    PlannedRelease,
+    dp_plan,
     ledger_status,
 )
-from mpc.dp.release import format_ledger_status
+from mpc.dp.charging import format_ledger_status
 from mpc.errors import PartyFailedError
 from mpc.program import PartyContext
 from mpc.scenario import (
@@ -146,22 +147,29 @@ def dp_statistics(ctx: PartyContext, setup: dict[str, Any]) -> dict[str, Any]:
     counts = ctx.reveal(ctx.sum(count_parts))
     assert counts is not None
     noise, t = setup["noise"], setup["max_colluding"]
-    histogram = dp_reveal(
+    # Both releases are charged at once, before either is revealed: every hospital's ledger
+    # accepts the pair, or nothing is charged or revealed anywhere.
+    plan = dp_plan(
         ctx,
-        ctx.sum(hist_parts),
-        setup["counts"],
-        noise=noise,
-        max_colluding=t,
-        label="cholesterol histogram",
+        [
+            PlannedRelease(
+                setup["counts"],
+                (len(BINS),),
+                noise=noise,
+                max_colluding=t,
+                label="cholesterol histogram",
+            ),
+            PlannedRelease(
+                setup["means"],
+                (len(MEANS),),
+                noise=noise,
+                max_colluding=t,
+                label="sums of age and cholesterol",
+            ),
+        ],
     )
-    sums = dp_reveal(
-        ctx,
-        ctx.sum(sum_parts),
-        setup["means"],
-        noise=noise,
-        max_colluding=t,
-        label="sums of age and cholesterol",
-    )
+    histogram = plan.reveal(ctx.sum(hist_parts))
+    sums = plan.reveal(ctx.sum(sum_parts))
     assert histogram is not None and sums is not None
     n = int(counts[0])
     return {
@@ -314,8 +322,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         if "BudgetExceededError" in exc.cause:
             print(f"\nREFUSED by {exc.party}: {exc.cause}")
             print(
-                "the refused release revealed nothing and was charged nowhere (a release "
-                "before it in this run, if any, was charged and revealed to the hospitals)"
+                "nothing was revealed and nothing was charged: both releases of the run are "
+                "charged together, before either is revealed"
             )
             return REFUSED
         raise

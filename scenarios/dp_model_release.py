@@ -12,7 +12,7 @@ What differs from the non-private scenario (docs/dp.md):
     each of its rows to L2 norm R (intercept included) before sharing (mpc.dp.prepare_rows);
   * L2 penalty on every coordinate (intercept too), full-batch gradient descent, the bounded
     piecewise sigmoid, a step size inside the contraction range: what the sensitivity analysis
-    of mpc.dp.release covers;
+    of mpc.dp.model_release covers;
   * the trained weights are never opened: the parties add noise to their shares (output
     perturbation, Chaudhuri, Monteleoni & Sarwate 2011; pure-epsilon vector noise by default,
     the discrete Gaussian with --delta > 0) and only the noisy weights are revealed;
@@ -52,13 +52,9 @@ from typing import Any
 
 import numpy as np
 
-from mpc.dp import ledger_status, model_release_plan, plan_release
-from mpc.dp.release import (
-    format_ledger_status,
-    max_learning_rate,
-    prepare_rows,
-    release_model,
-)
+from mpc.dp import ledger_status, model_release_plan, plan_release, prepare_rows, release_model
+from mpc.dp.charging import format_ledger_status
+from mpc.dp.model_release import max_learning_rate
 from mpc.errors import PartyFailedError
 from mpc.ml import LinearModel, LogisticRegression, Standardizer, train_plain
 from mpc.ml.data import deal_breast_cancer_rows

@@ -24,8 +24,11 @@ ROW_KEYS = {
     "ratio_percent",
     "rounds_per_mul",
     "bytes_per_party_per_mul",
-    "with_offline_seconds",
-    "with_offline_elements_per_s",
+    "online_seconds",
+    "online_elements_per_s",
+    "online_ratio_percent",
+    "best_seconds",
+    "best_ratio_percent",
     "verified",
 }
 
@@ -44,7 +47,9 @@ def test_bench_inprocess_smoke() -> None:
         assert set(row) >= ROW_KEYS, ROW_KEYS - set(row)
         assert row["n"] == 3 and row["size"] == 100 and row["verified"] is True
         assert row["ratio"] > 0 and row["ratio_percent"] > 0
-        assert row["seconds"] > 0 and row["with_offline_seconds"] > 0
+        assert row["seconds"] > 0 and row["online_seconds"] > 0
+        assert row["best_seconds"] <= row["online_seconds"]  # the best repetition, the median
+        assert len(row["total_times"]) == len(row["online_times"]) == 1
         assert row["rounds_per_mul"] == 2  # protocol product + truncation
         assert row["bytes_per_party_per_mul"] > 0
     # the correctness check itself rejects a wrong product

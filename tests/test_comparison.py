@@ -17,7 +17,7 @@ EDGES = np.array(
 )
 
 
-def _raw_ltz(values: np.ndarray, n: int) -> np.ndarray:
+def _raw_ltz(values: np.ndarray, n: int, wide: bool = False) -> np.ndarray:
     """[v < 0] of signed 64-bit values, through the protocol directly (ctx.input refuses
     integers beyond 2^62, headroom for products; the sign bit is exact on the whole range)."""
 
@@ -27,7 +27,7 @@ def _raw_ltz(values: np.ndarray, n: int) -> np.ndarray:
         with ctx.channel.operation("input"):
             share = ctx.protocol.input(0, secret)
         with ctx.channel.operation("compare"):
-            bit = ctx.protocol.less_than_zero(share)
+            bit = ctx.protocol.less_than_zero(share, wide)
         return ctx.protocol.open(bit)
 
     got: np.ndarray = local_parties("additive", n).run(raw)["bob"].output
@@ -37,6 +37,17 @@ def _raw_ltz(values: np.ndarray, n: int) -> np.ndarray:
 @pytest.mark.parametrize("n", [2, 3, 5])
 def test_ltz_is_exact_on_integers(n: int) -> None:
     np.testing.assert_array_equal(_raw_ltz(EDGES, n), (EDGES < 0).astype(np.uint64))
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_the_wide_tree_is_exact_on_integers(n: int) -> None:
+    """The two-level tree of fan-in 8 (`WIDE_TREE`): the same exact sign on the edges of the
+    range and on random 64-bit values, whose every bit position decides some comparison."""
+    import secrets
+
+    rand = np.frombuffer(secrets.token_bytes(8 * 300), dtype=np.int64)
+    values = np.concatenate([EDGES, rand, rand >> 40, -(rand >> 40)])
+    np.testing.assert_array_equal(_raw_ltz(values, n, wide=True), (values < 0).astype(np.uint64))
 
 
 def test_comparisons_on_fixed_point_values() -> None:
@@ -62,6 +73,23 @@ def test_comparison_costs_five_rounds() -> None:
     outcome = local_parties("additive", 3).run(program)["alice"]
     np.testing.assert_array_equal(outcome.output, (np.arange(-5, 5) < 0).astype(np.int64))
     assert outcome.stats.by_kind["compare"].rounds == 5
+
+
+def test_ltz_times_with_fewer_rounds_takes_four() -> None:
+    x = np.linspace(-3, 3, 61)
+    y = np.linspace(10, -20, 61)
+
+    def program(ctx: PartyContext) -> tuple[np.ndarray | None, np.ndarray | None]:
+        sx = ctx.input("alice", x if ctx.me == "alice" else None)
+        sy = ctx.input("bob", y if ctx.me == "bob" else None)
+        bit, product = sx.ltz_times(sy, fewer_rounds=True)
+        return ctx.reveal(bit), ctx.reveal(product)
+
+    outcome = local_parties("additive", 3).run(program)["carol"]
+    bit, product = outcome.output
+    np.testing.assert_array_equal(bit, (x < 0).astype(np.int64))
+    np.testing.assert_array_equal(product, np.where(x < 0, np.round(y * 2**16) / 2**16, 0.0))
+    assert outcome.stats.by_kind["compare"].rounds == 4
 
 
 @pytest.mark.parametrize("protocol", ["shamir", "shamir-beaver"])
@@ -135,10 +163,12 @@ def test_comparison_traffic_is_bit_packed() -> None:
     assert sent / size == pytest.approx(2 * (8 + 147 / 8 + 1 / 8))
 
 
-def test_dealer_comparison_mask_is_consistent() -> None:
+@pytest.mark.parametrize("wide", [False, True], ids=["tree", "wide-tree"])
+def test_dealer_comparison_mask_is_consistent(wide: bool) -> None:
     """The shares of the parties combine to r = sum 2^i r_i, the products of the tree masks and
     one daBit s in both sharings; the dealer sends under 10 words per element (one party's
-    corrections: r, s and 462 rows of mask products per 64 elements)."""
+    corrections: r, s and 462 rows of mask products per 64 elements; the wide tree's 4446 rows,
+    under 80 words)."""
     from mpc.bitpack import planes_value, unpack_plane
     from mpc.dealers.seeded import InsecureLocalDealer, local_noise_client
     from mpc.protocols import comparison
@@ -147,7 +177,10 @@ def test_dealer_comparison_mask_is_consistent() -> None:
 
     n, size = 3, 1000
     dealer = InsecureLocalDealer(AdditiveScheme(n, n - 1))
-    masks = [local_noise_client(dealer, rank).comparison_mask((size,), 64) for rank in range(n)]
+    tree = comparison.WIDE_TREE if wide else comparison.TREE
+    masks = [
+        local_noise_client(dealer, rank).comparison_mask((size,), 64, wide) for rank in range(n)
+    ]
 
     def xor(field: str) -> np.ndarray:
         out = np.zeros_like(getattr(masks[0], field))
@@ -164,16 +197,17 @@ def test_dealer_comparison_mask_is_consistent() -> None:
     np.testing.assert_array_equal(ring_sum("mask"), planes_value(xor("mask_bits"), size))
     tree_masks = xor("and_masks")
     monomials = xor("and_monomials")
-    np.testing.assert_array_equal(monomials, mask_monomials(tree_masks))
+    np.testing.assert_array_equal(monomials, mask_monomials(tree_masks, tree))
     # Spot check of the layout: the first monomial of the first level is the product of two
-    # variables' masks of its 16 groups.
-    first, second = (tree_masks[v * 16 : v * 16 + 16] for v in sorted(comparison._MONOMIALS[0]))
-    np.testing.assert_array_equal(monomials[:16], first & second)
+    # variables' masks of its groups (16 of them, 8 in the wide tree).
+    g = tree.groups[0]
+    first, second = (tree_masks[v * g : v * g + g] for v in sorted(tree.monomials[0]))
+    np.testing.assert_array_equal(monomials[:g], first & second)
     np.testing.assert_array_equal(ring_sum("dabit"), unpack_plane(xor("dabit_bits"), size))
     # Random, not constant: about half of the dealt bits are ones.
     assert 0.45 < np.unpackbits(xor("mask_bits").view(np.uint8)).mean() < 0.55
     assert 0.4 < ring_sum("dabit").mean() < 0.6
-    assert dealer.bytes_sent / size < 10 * 8
+    assert dealer.bytes_sent / size < (80 if wide else 10) * 8
 
 
 def test_ltz_times_gives_the_bit_and_its_product_in_five_rounds() -> None:

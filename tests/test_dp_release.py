@@ -1,5 +1,6 @@
-"""Noise under MPC (`mpc.dp.release`): distributed and dealer noise, charging before revealing,
-refusal that reveals nothing, and the output-perturbation release of the joint model.
+"""Noise under MPC (`mpc.dp.reveal`, `mpc.dp.charging`): distributed and dealer noise, charging
+before revealing, several releases of a run charged all or nothing, refusal that reveals nothing,
+and the output-perturbation release of the joint model (`mpc.dp.model_release`).
 
 In-process parties (runtime "local"); one small Ray test for the dealer actor's noise shares.
 """
@@ -27,8 +28,10 @@ from mpc.dp import (
     InvalidPrivacyParameterError,
     Ledger,
     MissingSensitivityError,
+    PlannedRelease,
     PrivacyBudget,
     VectorLaplaceMechanism,
+    dp_plan,
     dp_reveal,
     ledger_status,
     model_privacy,
@@ -36,7 +39,8 @@ from mpc.dp import (
     prepare_rows,
     release_model,
 )
-from mpc.dp.release import max_learning_rate, noise_spec, sample_noise
+from mpc.dp.mechanisms import noise_spec, sample_noise
+from mpc.dp.model_release import max_learning_rate
 from mpc.dp.samplers import discrete_gaussian_variance
 from mpc.encoding import FixedPoint
 from mpc.errors import DealerError, PartyFailedError
@@ -180,9 +184,9 @@ def test_dealer_vector_noise_in_fixed_point_and_to_one_party() -> None:
     first, second = out["bob"]
     assert first.shape == (4,) and not np.array_equal(first, second)  # two draws, keys 0 and 1
     assert dealer.noise_draws == 2
-    # noise_fixed: the noise is a multiple of the ulp, so the value stays on the grid
+    # exact integer noise: a whole number of ulps, so the value stays on the grid
     ulps = (first - value) * 2**16
-    np.testing.assert_allclose(ulps, np.rint(ulps), atol=1e-6)
+    assert np.array_equal(ulps, np.rint(ulps))
     # the next run starts its counter again at 0 under a new epoch
     outputs(local, program)
     assert dealer.noise_draws == 4 and not dealer._noise
@@ -190,7 +194,7 @@ def test_dealer_vector_noise_in_fixed_point_and_to_one_party() -> None:
 
 def test_dealer_noise_errors() -> None:
     dealer = InsecureLocalDealer(get_protocol("additive").make_scheme(3, 2))
-    spec = noise_spec(GAUSS, (5,), 0)
+    spec = noise_spec(GAUSS, (5,))
     dealer.noise_share(0, (1, 0), spec)
     with pytest.raises(DealerError, match="asked twice"):
         dealer.noise_share(0, (1, 0), spec)
@@ -299,6 +303,73 @@ def test_status_and_restart_keep_the_budget(tmp_path: Path) -> None:
     assert status["remaining_epsilon"] == pytest.approx(0.0, abs=1e-9)
     with pytest.raises(PartyFailedError, match="BudgetExceededError"):
         parties("additive", private=private)[0].run(count_release)
+
+
+def two_counts(ctx: PartyContext, labels: tuple[str, ...] = ("first", "second")) -> Any:
+    """Releases of one run, planned (and charged) together before any is revealed."""
+    parts = [
+        ctx.input(p, ctx.private["count"] if ctx.me == p else None, kind="int") for p in ctx.parties
+    ]
+    total = ctx.sum(parts)
+    plan = dp_plan(ctx, [PlannedRelease(COUNT, (1,), label=label) for label in labels])
+    return tuple(plan.reveal(total) for _ in labels)
+
+
+def test_a_run_whose_second_release_exceeds_a_budget_reveals_and_charges_nothing(
+    tmp_path: Path, revealed: list[str]
+) -> None:
+    # carol can pay for one release (epsilon 1) but not for two: the first must not come out
+    budgets = {"alice": (3.0, 1e-6), "bob": (3.0, 1e-6), "carol": (1.5, 1e-6)}
+    local, _ = parties("additive", private=ledger_private(tmp_path, budgets))
+    with pytest.raises(PartyFailedError) as info:
+        local.run(two_counts)
+    assert info.value.party == "carol" and "BudgetExceededError" in info.value.cause
+    assert "the 2 releases of this run ('first', 'second') cost together" in info.value.cause
+    assert info.value.operation.startswith("dp.charge")
+    assert revealed == []
+    for name in NAMES:
+        assert releases(tmp_path, name) == []  # no ledger was charged, not even the first
+    # a run that fits everywhere charges both, in order, and reveals both
+    out = outputs(local, two_counts, ("one",))
+    assert all(len(out[n]) == 1 for n in NAMES) and sorted(revealed) == sorted(NAMES)
+    revealed.clear()
+    with pytest.raises(PartyFailedError, match="BudgetExceededError"):
+        local.run(two_counts)  # carol has 0.5 left
+    assert revealed == [] and releases(tmp_path, "alice") == ["one"]
+    roomy = parties(
+        "additive", private=ledger_private(tmp_path / "roomy", dict.fromkeys(NAMES, (3.0, 1e-6)))
+    )
+    out = outputs(roomy[0], two_counts)
+    assert all(len(out[n]) == 2 and out[n][0].shape == (1,) for n in NAMES)
+    assert all(releases(tmp_path / "roomy", n) == ["first", "second"] for n in NAMES)
+
+
+def test_a_plan_is_revealed_as_planned() -> None:
+    def too_many(ctx: PartyContext) -> Any:
+        x = ctx.input(
+            "alice", np.array([5], dtype=np.int64) if ctx.me == "alice" else None, kind="int"
+        )
+        plan = dp_plan(ctx, [PlannedRelease(COUNT, (1,))], accountant=None)
+        plan.reveal(x)
+        return plan.reveal(x)
+
+    def wrong_shape(ctx: PartyContext) -> Any:
+        x = ctx.input(
+            "alice", np.zeros(2, dtype=np.int64) if ctx.me == "alice" else None, kind="int"
+        )
+        return dp_plan(ctx, [PlannedRelease(COUNT, (1,))], accountant=None).reveal(x)
+
+    def different_plans(ctx: PartyContext) -> Any:
+        labels = ["a"] if ctx.me == "bob" else ["a", "b"]
+        return dp_plan(ctx, [PlannedRelease(COUNT, (1,), label=x) for x in labels], accountant=None)
+
+    local, _ = parties("additive")
+    with pytest.raises(PartyFailedError, match="all 1 planned releases were made"):
+        local.run(too_many)
+    with pytest.raises(PartyFailedError, match=r"planned for shape \(1,\)"):
+        local.run(wrong_shape)
+    with pytest.raises(PartyFailedError, match="different release parameters"):
+        local.run(different_plans)
 
 
 def test_tampered_ledger_aborts_before_anything_is_revealed(
@@ -599,3 +670,23 @@ def test_dp_joint_statistics_scenario(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "cholesterol 240 or more" in out and out.rstrip().endswith("OK")
     assert "2 release(s)" in out
     assert scenario.run([*args, "--noise", "distributed"]) == scenario.REFUSED
+    assert all(len(Ledger.open(tmp_path / n, f"patients-{n}").releases) == 2 for n in HOSPITALS)
+
+
+HOSPITALS = ("north", "south", "east")
+
+
+def test_dp_joint_statistics_scenario_is_all_or_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The histogram (epsilon 0.5) fits a budget of 0.7 but the pair (0.95) does not: the run
+    reveals nothing and no hospital's ledger is charged, not even for the histogram."""
+    scenario = load_scenario("dp_joint_statistics")
+    args = [*LOCAL, "--ledger", str(tmp_path), TEMPORARY, "--budget-epsilon", "0.7"]
+    assert scenario.run(args) == scenario.REFUSED
+    out = capsys.readouterr().out
+    assert "REFUSED" in out and "nothing was revealed and nothing was charged" in out
+    assert "cholesterol 240 or more" not in out
+    for name in HOSPITALS:
+        if Ledger.paths(tmp_path / name, f"patients-{name}")[0].exists():
+            assert Ledger.open(tmp_path / name, f"patients-{name}").releases == ()

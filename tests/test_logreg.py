@@ -21,6 +21,7 @@ from mpc.ml import (
     train_plain,
 )
 from mpc.ml.data import breast_cancer_split
+from mpc.ml.logreg import TRAINING_KINDS
 from mpc.ml.sigmoid import sigmoid_plain
 from mpc.program import PartyContext
 from mpc.protocols.registry import get_protocol
@@ -106,6 +107,27 @@ def test_breast_cancer_matches_plaintext(parties: Any, cancer: Any, method: str)
     expected = sigmoid_plain(secure.decision_function(test), method)
     assert np.abs(out["proba"] - expected).max() <= 2e-3
     assert out["epochs"] == list(range(1, 11))
+
+
+@pytest.mark.parametrize(("method", "per_epoch"), [("piecewise", 6), ("accurate-clamped", 35)])
+def test_rounds_per_full_batch_epoch(cancer: Any, method: str, per_epoch: int) -> None:
+    """`piecewise` takes 6 rounds an epoch (issue 15: it took 11): the comparisons on the
+    untruncated logits (4, the wide tree), the gradient with the residual's truncation (1), the
+    logits' update X s with the step's truncation (1). The other sigmoids are unchanged."""
+    x_train, _, y_train, _ = cancer
+
+    def rounds(epochs: int) -> int:
+        config = LogisticRegression(sigmoid=method, epochs=epochs, learning_rate=1.0)
+
+        def program(ctx: PartyContext) -> None:
+            mine = _rows(len(x_train), ctx.n)[ctx.rank]
+            data = config.share_horizontal(ctx, x_train[mine], y_train[mine])
+            config.fit(ctx, data)
+
+        stats = local_parties("additive", 3).run(program)[PARTIES[0]].stats.by_kind
+        return sum(stats[k].rounds for k in (*TRAINING_KINDS, "truncate") if k in stats)
+
+    assert rounds(3) - rounds(2) == per_epoch
 
 
 def test_vertical_partition_and_reveal_to_one_party(parties: Any) -> None:

@@ -16,6 +16,7 @@ US = [RNG.uniform(-1, 1, 40) for _ in range(3)]
 #: Fixed point with 16 fractional bits: each product sums 6 or 40 terms, each off by at most
 #: 2^-16 from encoding, plus one truncation ulp: well inside 1e-3.
 TOLERANCE = 1e-3
+ULP = 2.0**-16
 
 
 def _program(ctx: PartyContext) -> dict[str, list[np.ndarray | None]]:
@@ -55,6 +56,36 @@ def test_masked_matrix_is_opened_once() -> None:
     # the 40 results (the ring's exact truncation) is opened to every party: 40 to each peer.
     assert stats["matmul"].bytes_sent == 2 * 8 * (240 + 5 * 6) + 5 * 2 * 40 * 8
     assert stats["matmul"].rounds == 5 * 2
+
+
+def test_a_pending_vector_is_truncated_in_the_masked_products_round() -> None:
+    """v = a * c awaits its truncation: X @ v opens v's exact-truncation mask instead of a
+    Beaver mask, so the truncation costs no round of its own; the same for X^T @ u, and for
+    a chain X^T @ (X @ v) where each product's result is the next one's pending vector."""
+    c = np.linspace(-0.9, 0.9, 6)
+
+    def program(ctx: PartyContext) -> dict[str, np.ndarray | None]:
+        x = ctx.input("alice", X if ctx.me == "alice" else None, bound=2)
+        a = ctx.input("bob", VS[0] if ctx.me == "bob" else None, bound=1)
+        b = ctx.input("alice", c if ctx.me == "alice" else None, bound=1)
+        masked = x.masked()
+        v = a * b  # additive: the product's truncation is pending
+        assert v._pending
+        forward = masked.product(v, deferred=True)
+        assert not v._pending  # settled by the product's round, for later uses
+        back = masked.T @ forward  # forward's own truncation rides in this product's round
+        return {"forward": ctx.reveal(forward), "back": ctx.reveal(back), "v": ctx.reveal(v)}
+
+    outcome = local_parties("additive", 3).run(program)["bob"]
+    v = VS[0] * c
+    # encodings (half an ulp each) and truncations (below one ulp each), summed over the terms
+    np.testing.assert_allclose(outcome.output["v"], v, atol=3 * ULP)
+    np.testing.assert_allclose(outcome.output["forward"], X @ v, atol=6 * 2 * 4 * ULP)
+    np.testing.assert_allclose(outcome.output["back"], X.T @ (X @ v), atol=40 * 2 * 60 * ULP)
+    stats = outcome.stats.by_kind
+    # both products, each with its operand's truncation, and back's own truncation
+    assert stats["matmul"].rounds == 3
+    assert "truncate" not in stats  # nothing was left pending
 
 
 def test_masked_matrix_view_is_uniform() -> None:

@@ -4,8 +4,10 @@ Responsibility: `Dealer` is what a session talks to (seeds at set-up, correction
 demand); `DealerClient` is a party's view of it (`CorrelatedRandomness`): it expands the party's
 own seed and fetches only the correction shares it cannot derive, in batches that grow
 geometrically so that a chain of small operations does not pay one dealer call each; for small
-items the next batch is requested as soon as one arrives, so dealer generation and transfer
-overlap the party's own work.
+items the next batch is requested as soon as one arrives, and for large ones (with
+`lookahead_bytes`) from a stream's second use on, so that dealer generation and transfer
+overlap the party's own work. `prefetch` fetches items ahead of a run (the offline phase,
+`mpc.session.Session.preprocess`).
 Security model: see `mpc.dealers.streams`. A dealer declares `secure`: False means it runs where a
 party can read its state (tests only); sessions refuse such a dealer unless the caller passes an
 explicit allow-insecure flag.
@@ -31,6 +33,10 @@ Items = list[list[np.ndarray]]
 Fetch = Callable[[Stream, int, int], Callable[[], Items]]
 #: Small items are fetched one batch ahead, so the dealer works while the party computes.
 SPECULATE_MAX_ELEMENTS = 1 << 20
+#: With a dealer in another process (the session's dealer actor), larger items are fetched one
+#: batch ahead too, from a stream's second use in a run on, if the batch's corrections for this
+#: party take at most this many bytes: the memory a party may hold ahead, per stream.
+LOOKAHEAD_BYTES = 64 << 20
 
 
 class Dealer(ABC):
@@ -51,6 +57,17 @@ class Dealer(ABC):
         """Correction shares of party `rank` for items start..start+count-1 of `stream`."""
 
 
+def most_used(usage: list[tuple[Stream, int]]) -> list[tuple[Stream, int]]:
+    """Per stream (whatever its run), the largest count in `usage`: what a run of the parties
+    whose usage this lists took from the dealer (every party takes every item of an SPMD
+    program, but only some fetch corrections for it)."""
+    most: dict[Stream, int] = {}
+    for stream, count in usage:
+        key = stream.in_epoch(0)
+        most[key] = max(most.get(key, 0), count)
+    return list(most.items())
+
+
 class DealerClient:
     """One party's access to the dealer (implements `CorrelatedRandomness`)."""
 
@@ -62,8 +79,13 @@ class DealerClient:
         fetch: Fetch,
         provides: frozenset[Need] = ALL_NEEDS,
         max_batch_elements: int = 1 << 21,
+        lookahead_bytes: int = 0,
     ) -> None:
         self.rank = rank
+        #: Fetch a batch ahead whose corrections for this party take at most this many bytes
+        #: (0: only small items, `SPECULATE_MAX_ELEMENTS`): worth it where the dealer works in
+        #: another process or machine, pointless where `fetch` generates when waited for.
+        self.lookahead_bytes = lookahead_bytes
         self.scheme = scheme
         self._expander = SeededExpander(scheme.algebra, Prg(seed))
         self._fetch = fetch
@@ -81,7 +103,8 @@ class DealerClient:
         self.epoch = 0
 
     def begin_run(self, epoch: int) -> None:
-        """Start the items of run `epoch` (counters from 0); drop other runs' leftovers."""
+        """Start the items of run `epoch` (counters from 0); drop earlier runs' leftovers (the
+        items prefetched for later runs stay)."""
         self.epoch = epoch
         self._expander.keep_epoch(epoch)
         tables = (
@@ -93,7 +116,7 @@ class DealerClient:
             self._plans,
         )
         for table in tables:
-            for stream in [s for s in table if s.epoch != epoch]:
+            for stream in [s for s in table if s.epoch < epoch]:
                 del table[stream]
 
     @property
@@ -112,18 +135,34 @@ class DealerClient:
     def _needs_corrections(self, stream: Stream) -> bool:
         return not all(self._own_components(stream))
 
-    def prefetch(self, stream: Stream, count: int) -> None:
-        """Fetch the corrections of the next `count` items of `stream` now (offline phase).
+    def prefetch(self, stream: Stream, count: int) -> int:
+        """Fetch the corrections of the next `count` items of `stream` now (offline phase);
+        return the bytes of corrections this party then holds for `stream` (0 for a party that
+        derives all of its shares from its seed: it fetches nothing).
 
         `stream.epoch` names the run that will use them (see `begin_run`).
         """
         if not self._needs_corrections(stream):
-            return
+            return 0
         ahead = self._ahead.pop(stream, None)
         if ahead is not None:
             self._store(stream, *ahead)
         start = self._fetched_until.get(stream, self._counters.get(stream, 0))
         self._store(stream, start, count, self._fetch(stream, start, count))
+        return sum(int(a.nbytes) for item in self._cache[stream] for a in item)
+
+    def usage(self) -> dict[Stream, int]:
+        """The items of each stream the current (or last) run has taken so far."""
+        return {s: n for s, n in self._counters.items() if s.epoch == self.epoch}
+
+    def _correction_bytes(self, stream: Stream) -> int:
+        """Bytes of the corrections this party receives for one item of `stream`."""
+        own = self._own_components(stream)
+        return 8 * sum(
+            int(np.prod(stream.component_shape(c), dtype=np.int64))
+            for c, mine in zip(stream.components, own, strict=True)
+            if not mine
+        )
 
     def _store(self, stream: Stream, start: int, count: int, wait: Callable[[], Items]) -> None:
         try:
@@ -174,7 +213,9 @@ class DealerClient:
             batch = self._next_batch(stream)
             self._store(stream, counter, batch, self._fetch(stream, counter, batch))
         batch = self._next_batch(stream)
-        if batch * stream.item_elements() <= SPECULATE_MAX_ELEMENTS:
+        if batch * stream.item_elements() <= SPECULATE_MAX_ELEMENTS or (
+            counter > 0 and batch * self._correction_bytes(stream) <= self.lookahead_bytes
+        ):
             start = self._fetched_until[stream]
             self._ahead[stream] = (start, batch, self._fetch(stream, start, batch))
 
@@ -212,6 +253,14 @@ class DealerClient:
         )
         return b, c
 
+    def masked_truncating_triple(
+        self, shape_a: Shape, shape_y: Shape, transposed: bool, mask: int, bits: int
+    ) -> tuple[np.ndarray, ...]:
+        stream = Stream(
+            "masked_trunc", (shape_a, shape_y), (bits << 1) | int(transposed), self.epoch, mask
+        )
+        return tuple(self._take(stream))
+
     def truncation_pair(self, shape: Shape, bits: int) -> tuple[np.ndarray, np.ndarray]:
         r, r_shifted = self._take(self._stream("trunc", (shape,), bits))
         return r, r_shifted
@@ -226,6 +275,6 @@ class DealerClient:
         kind = "trunc_triple2" if both else "trunc_triple"
         return tuple(self._take(self._stream(kind, (shape,), bits)))
 
-    def comparison_mask(self, shape: Shape, bits: int) -> ComparisonMask:
-        stream = self._stream("compare", (shape,), bits)
+    def comparison_mask(self, shape: Shape, bits: int, wide: bool = False) -> ComparisonMask:
+        stream = self._stream("compare_wide" if wide else "compare", (shape,), bits)
         return ComparisonMask(**dict(zip(stream.components, self._take(stream), strict=True)))

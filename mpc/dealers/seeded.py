@@ -30,7 +30,14 @@ from typing import Any
 import numpy as np
 
 from mpc.dealers.base import ALL_NEEDS, Dealer, DealerClient, Fetch, Items
-from mpc.dealers.streams import SeededExpander, Stream, generate_corrections, seeded_prefix
+from mpc.dealers.streams import (
+    SeededExpander,
+    Stream,
+    batches_items,
+    generate_batch,
+    generate_corrections,
+    seeded_prefix,
+)
 from mpc.errors import DealerError
 from mpc.protocols.base import Need, SharingScheme
 from mpc.rng import Prg, new_seed
@@ -113,7 +120,15 @@ class SeededDealer(Dealer):
                 self._masks = {k: v for k, v in self._masks.items() if k[0].epoch >= stream.epoch}
                 for expander in self._expanders:
                     expander.keep_epoch(stream.epoch)
+            batch = {}
+            if count > 1 and batches_items(stream):
+                batch = self._generate_batch(rank, stream, start, count)
             for counter in range(start, start + count):
+                mine = batch.get(counter)
+                if mine is not None:  # generated just now: the other ranks' shares are cached
+                    self.bytes_sent += sum(int(a.nbytes) for a in mine)
+                    out.append(mine)
+                    continue
                 key = (stream, counter)
                 pending = self._pending.get(key)
                 if pending is None:
@@ -139,13 +154,41 @@ class SeededDealer(Dealer):
                 self._trim(stream)
         return out
 
+    def _generate_batch(
+        self, rank: int, stream: Stream, start: int, count: int
+    ) -> dict[int, list[np.ndarray]]:
+        """Generate the items start..start+count-1 of `stream` that no rank has asked for yet
+        at once (`generate_batch`: small element-wise items); return `rank`'s shares of them
+        by counter, and cache the other ranks' shares as `corrections` does."""
+        mine: dict[int, list[np.ndarray]] = {}
+        counter = start
+        while counter < start + count:
+            if (stream, counter) in self._pending:
+                counter += 1
+                continue
+            end = counter + 1
+            while end < start + count and (stream, end) not in self._pending:
+                end += 1
+            batch = generate_batch(self.scheme, self._expanders, stream, counter, end - counter)
+            for k, shares in enumerate(batch):
+                mine[counter + k] = shares[rank]
+                others = {r: s for r, s in enumerate(shares) if s and r != rank}
+                if others:
+                    self._pending[(stream, counter + k)] = others
+                    self._pending_bytes += _nbytes(others)
+            self.items_generated += end - counter
+            counter = end
+        if mine:
+            self._trim(stream)
+        return mine
+
     def _trim(self, stream: Stream) -> None:
         """Drop the oldest cached shares (and mask matrices) beyond `max_pending_bytes`; a
         dropped item is generated again, identical, if its rank asks for it."""
         while self._pending_bytes > self.max_pending_bytes and self._pending:
             oldest = next(iter(self._pending))
             self._pending_bytes -= _nbytes(self._pending.pop(oldest))
-        if stream.kind == "masked_matrix":
+        if stream.kind in ("masked_matrix", "masked_trunc"):
             mask_bytes = sum(int(a.nbytes) for a in self._masks.values())
             while mask_bytes > self.max_pending_bytes and self._masks:
                 oldest_mask = next(iter(self._masks))
@@ -161,7 +204,7 @@ class SeededDealer(Dealer):
         different spec, a second request or a bad spec raise `DealerError`. Draws of older runs
         that never completed (a run aborted half-way) are dropped when a newer run asks.
         """
-        from mpc.dp.release import sample_noise  # lazy: mpc.dp imports the program layer
+        from mpc.dp.mechanisms import sample_noise  # lazy: mpc.dp imports the program layer
 
         if not 0 <= rank < self.scheme.n:
             raise DealerError(f"no party of rank {rank} in a {self.scheme.n}-party session")
@@ -219,8 +262,9 @@ class NoiseDealerClient(DealerClient):
         fetch: Fetch,
         fetch_noise: NoiseFetch,
         provides: frozenset[Need] = ALL_NEEDS,
+        lookahead_bytes: int = 0,
     ) -> None:
-        super().__init__(rank, seed, scheme, fetch, provides)
+        super().__init__(rank, seed, scheme, fetch, provides, lookahead_bytes=lookahead_bytes)
         self._fetch_noise = fetch_noise
         self._noise_counter = 0
         self.noise_fetches = 0

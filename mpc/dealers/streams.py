@@ -20,23 +20,24 @@ operand, (r, b, r', c = r' * b), or of both operands, (r, s, r', s', c = r' * s'
 `mpc.protocols.comparison`), and
 the pair "mask" / "masked_matrix" for a matrix opened once and multiplied many times: a "mask"
 item is a random A; each "masked_matrix" item is (B, C = A @ B) (or A^T @ B) for the A of one
-mask item, named by its counter (`Stream.parent`). The dealer recomputes that A from the seeds
-when it needs it.
+mask item, named by its counter (`Stream.parent`); each "masked_trunc" item multiplies the
+same A with a vector that awaits its exact truncation (a truncation mask r, its parts, and
+A * r_top and A @ r_low). The dealer recomputes that A from the seeds when it needs it.
 Security model: the dealer knows every secret it generates and must be trusted not to reveal
 them or reuse items; each (seed, tag) pair is used once because counters only increase.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
 from mpc.algebra import Algebra
 from mpc.bitpack import planes_value, unpack_plane
 from mpc.protocols.base import Need, Shape, SharingScheme
-from mpc.protocols.comparison import mask_monomials, mask_shapes
+from mpc.protocols.comparison import TREES, mask_monomials, mask_shapes
 from mpc.rng import Prg, Tag
 
 _COMPONENTS: dict[str, tuple[str, ...]] = {
@@ -52,8 +53,14 @@ _COMPONENTS: dict[str, tuple[str, ...]] = {
     "trunc_triple2": ("r", "s", "r_shifted", "s_shifted", "c"),
     "mask": ("a",),
     "masked_matrix": ("b", "c"),
+    # a masked matrix's product with a vector that awaits its exact truncation (the masked
+    # matmul of `BeaverMultiplication.matmul_masked_settling`): the truncation mask r, its
+    # parts, m = A' * r_top (each column j of the oriented A times r_top[j]) and A' @ r_low
+    "masked_trunc": ("r", "r_low", "r_top", "m", "a_low"),
     # XOR-shared (boolean) components first, then the ring components derived from them.
     "compare": ("mask_bits", "and_masks", "dabit_bits", "and_monomials", "mask", "dabit"),
+    # the same for the comparison's two-level tree (`mpc.protocols.comparison.WIDE_TREE`)
+    "compare_wide": ("mask_bits", "and_masks", "dabit_bits", "and_monomials", "mask", "dabit"),
 }
 _NEED_OF_KIND = {
     "triple": Need.TRIPLES,
@@ -64,9 +71,15 @@ _NEED_OF_KIND = {
     "trunc_triple2": Need.TRUNCATION_PAIRS,
     "mask": Need.MATRIX_TRIPLES,
     "masked_matrix": Need.MATRIX_TRIPLES,
+    "masked_trunc": Need.MATRIX_TRIPLES,
     "compare": Need.COMPARISON_MASKS,
+    "compare_wide": Need.COMPARISON_MASKS,
 }
-_DERIVED = {"c", "r_shifted", "s_shifted", "r_low", "r_top", "and_monomials", "mask", "dabit"}
+_DERIVED = {
+    "c", "r_shifted", "s_shifted", "r_low", "r_top", "m", "a_low", "and_monomials", "mask", "dabit"
+}
+#: Kinds whose items multiply the matrix A of a "mask" item (`Stream.parent`).
+_MASKED = frozenset({"masked_matrix", "masked_trunc"})
 #: Components that are XOR shares of packed bit planes (all others are shares in the algebra).
 _XOR = {"mask_bits", "and_masks", "and_monomials", "dabit_bits"}
 
@@ -99,8 +112,8 @@ class Stream:
             for shape in self.shapes
         ):
             raise ValueError(f"stream shapes must be tuples of ints >= 0, got {self.shapes!r}")
-        if (self.kind == "masked_matrix") != (self.parent >= 0):
-            raise ValueError("a parent mask item is given for, and only for, masked_matrix")
+        if (self.kind in _MASKED) != (self.parent >= 0):
+            raise ValueError("a parent mask item is given for, and only for, masked products")
         # Streams key every dealer table on the path of each small operation: hash once.
         key = (self.kind, self.shapes, self.bits, self.epoch, self.parent)
         object.__setattr__(self, "_hash", hash(key))
@@ -127,10 +140,27 @@ class Stream:
         if self.kind == "masked_matrix":
             shape_a = self.shapes[0][::-1] if self.bits else self.shapes[0]
             return {"b": self.shapes[1], "c": matmul_shape(shape_a, self.shapes[1])}[component]
-        if self.kind == "compare":
+        if self.kind == "masked_trunc":
+            shape_a = self.shapes[0][::-1] if self.transposed else self.shapes[0]
+            if component == "m":
+                return shape_a
+            if component == "a_low":
+                return matmul_shape(shape_a, self.shapes[1])
+            return self.shapes[1]
+        if self.kind in TREES:
             (count,) = self.shapes[0]
-            return mask_shapes(count, self.bits)[component]
+            return mask_shapes(count, self.bits, TREES[self.kind])[component]
         return self.shapes[0]
+
+    @property
+    def transposed(self) -> bool:
+        """For masked products: whether they multiply A^T (bit 0 of `bits`)."""
+        return bool(self.bits & 1)
+
+    @property
+    def truncation_bits(self) -> int:
+        """For "masked_trunc": the bits the vector operand is truncated by (`bits` >> 1)."""
+        return self.bits >> 1
 
     def item_elements(self) -> int:
         return sum(int(np.prod(self.component_shape(c), dtype=np.int64)) for c in self.components)
@@ -173,8 +203,9 @@ def exact_truncation_parts(algebra: Algebra, r: np.ndarray, bits: int) -> tuple[
     """For the ring's exact truncation: ceil((r mod 2^63) / 2^bits) and r's top bit (0 or 1)."""
     if algebra.modulus != 1 << 64:
         raise ValueError("exact truncation masks need sharing over the ring Z_2^64")
-    middle = np.bitwise_and(r, np.uint64((1 << 63) - 1))
-    low = np.right_shift(np.add(middle, np.uint64((1 << bits) - 1)), np.uint64(bits))
+    low = np.asarray(np.bitwise_and(r, np.uint64((1 << 63) - 1)))  # 0-d stays an array
+    np.add(low, np.uint64((1 << bits) - 1), out=low)
+    np.right_shift(low, np.uint64(bits), out=low)
     return low, np.right_shift(r, np.uint64(63))
 
 
@@ -188,9 +219,9 @@ def derive_secret(
     c = r' * b or r' * s' for the truncating triples, or for a
     comparison mask the products of the tree masks and the ring values of the mask and daBit
     bits."""
-    if stream.kind == "compare":
+    if stream.kind in TREES:
         if component == "and_monomials":
-            return mask_monomials(secrets["and_masks"])
+            return mask_monomials(secrets["and_masks"], TREES[stream.kind])
         (count,) = stream.shapes[0]
         if component == "mask":
             return planes_value(secrets["mask_bits"], count)
@@ -203,14 +234,26 @@ def derive_secret(
     if component == "c" and stream.kind == "masked_matrix":
         a = secrets["parent_a"]
         return algebra.matmul(a.T if stream.bits else a, secrets["b"])
+    if stream.kind == "masked_trunc":
+        oriented = secrets["parent_a"].T if stream.transposed else secrets["parent_a"]
+        if component in ("r_low", "r_top"):
+            parts = exact_truncation_parts(algebra, secrets["r"], stream.truncation_bits)
+            return parts[component == "r_top"]
+        if component == "m":
+            return algebra.mul(oriented, secrets["r_top"][None, :])
+        if component == "a_low":
+            return algebra.matmul(oriented, secrets["r_low"])
     if component == "c" and stream.kind == "trunc_triple":
         return algebra.mul(secrets["r_shifted"], secrets["b"])
     if component == "c" and stream.kind == "trunc_triple2":
         return algebra.mul(secrets["r_shifted"], secrets["s_shifted"])
     if component in ("r_shifted", "s_shifted"):
         return algebra.from_signed(algebra.to_signed(secrets[component[0]]) >> stream.bits)
-    if component in ("r_low", "r_top"):
-        return exact_truncation_parts(algebra, secrets["r"], stream.bits)[component == "r_top"]
+    if component == "r_top":  # as exact_truncation_parts, without computing r_low again
+        top: np.ndarray = np.right_shift(secrets["r"], np.uint64(63))
+        return top
+    if component == "r_low":
+        return exact_truncation_parts(algebra, secrets["r"], stream.bits)[0]
     raise ValueError(f"component {component!r} of {stream.kind!r} is not derived")
 
 
@@ -218,9 +261,19 @@ def derive_secret(
 BLOCK_ELEMENTS = 1 << 14
 
 
-@lru_cache(maxsize=4096)
-def _layout(stream: Stream) -> tuple[tuple[tuple[str, Shape, int, int], ...], int]:
-    """(component, shape, offset, size) of each component within one item, and the item size."""
+Layout = tuple[tuple[tuple[str, Shape, int, int], ...], int]
+
+
+def _layout(stream: Stream) -> Layout:
+    """(component, shape, offset, size) of each component within one item, and the item size.
+
+    Kept on the Stream object, which goes with its run: a cache keyed by streams gained an
+    entry per run (each run's streams carry its epoch), about 1 KiB a run in every party and
+    the dealer until it held 4096 (benchmarks/soak.py).
+    """
+    cached: Layout | None = stream.__dict__.get("_layout")
+    if cached is not None:
+        return cached
     layout = []
     start = 0
     for component in stream.components:
@@ -228,7 +281,9 @@ def _layout(stream: Stream) -> tuple[tuple[tuple[str, Shape, int, int], ...], in
         size = int(np.prod(shape, dtype=np.int64))
         layout.append((component, shape, start, size))
         start += size
-    return tuple(layout), start
+    cached = (tuple(layout), start)
+    object.__setattr__(stream, "_layout", cached)
+    return cached
 
 
 class SeededExpander:
@@ -239,18 +294,23 @@ class SeededExpander:
     whether or not this party uses them; so the layout does not depend on the rank, and the
     dealer (which expands every party's seed) derives exactly the same shares. One call per
     block instead of one per component keeps PRG set-up (a fresh AES key per tag) off the
-    per-operation path of small operations.
+    per-operation path of small operations. An item that is a block of its own (over the ring)
+    is drawn one component at a time, when first used (`LazyItem`): the same words, but a
+    party or the dealer expands only the components it uses.
     """
 
     def __init__(self, algebra: Algebra, prg: Prg) -> None:
         self.algebra = algebra
         self.prg = prg
         self._blocks: dict[Stream, tuple[int, np.ndarray]] = {}
+        self._lazy = algebra.modulus == 1 << 64  # ring words can be drawn from any offset
 
-    def item(self, stream: Stream, counter: int) -> dict[str, np.ndarray]:
+    def item(self, stream: Stream, counter: int) -> Mapping[str, np.ndarray]:
         """This party's seeded share of every component of item `counter` (taken once each)."""
         layout, item_size = _layout(stream)
         per_block = max(1, BLOCK_ELEMENTS // max(1, item_size))
+        if per_block == 1 and self._lazy:
+            return LazyItem(self.prg, stream.tag(counter, "block"), layout)
         block, offset = divmod(counter, per_block)
         cached = self._blocks.get(stream)
         if cached is None or cached[0] != block:
@@ -268,9 +328,54 @@ class SeededExpander:
             for component, shape, start, size in layout
         }
 
+    def block(self, stream: Stream, block: int) -> np.ndarray:
+        """The words of PRG block `block` of `stream`: (items per block, item size), each row
+        one item's components in order (for `generate_batch`; kept as `item` keeps it)."""
+        _, item_size = _layout(stream)
+        per_block = _items_per_block(stream)
+        cached = self._blocks.get(stream)
+        if cached is None or cached[0] != block:
+            words = self.algebra.random(
+                self.prg, (per_block * item_size,), tag=stream.tag(block, "block")
+            )
+            cached = (block, words)
+            self._blocks[stream] = cached
+        return cached[1].reshape(per_block, item_size)
+
     def keep_epoch(self, epoch: int) -> None:
         """Drop partly used blocks of other runs."""
         self._blocks = {s: b for s, b in self._blocks.items() if s.epoch == epoch}
+
+
+class LazyItem(Mapping[str, np.ndarray]):
+    """The seeded shares of one item that is a PRG block of its own, each component drawn when
+    first asked for (`Prg.ring_at`: the words the whole block's draw has at its offset), so
+    that the ones a party or the dealer does not use are never expanded (ring only)."""
+
+    __slots__ = ("_drawn", "_layout", "_prg", "_tag")
+
+    def __init__(self, prg: Prg, tag: Tag, layout: tuple[tuple[str, Shape, int, int], ...]) -> None:
+        self._prg = prg
+        self._tag = tag
+        self._layout = layout
+        self._drawn: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, component: str) -> np.ndarray:
+        drawn = self._drawn.get(component)
+        if drawn is None:
+            for name, shape, start, size in self._layout:
+                if name == component:
+                    drawn = self._prg.ring_at(self._tag, start, size).reshape(shape)
+                    self._drawn[component] = drawn
+                    return drawn
+            raise KeyError(component)
+        return drawn
+
+    def __iter__(self) -> Iterator[str]:
+        return (component for component, _, _, _ in self._layout)
+
+    def __len__(self) -> int:
+        return len(self._layout)
 
 
 def is_derived(component: str) -> bool:
@@ -309,11 +414,11 @@ def generate_corrections(
     the "masked_matrix" items that multiply it (the caller drops old runs' entries).
     """
     algebra = scheme.algebra
-    if stream.kind == "compare" and algebra.modulus != 1 << 64:
+    if stream.kind in TREES and algebra.modulus != 1 << 64:
         raise ValueError("comparison masks need sharing over the ring Z_2^64")
     out: list[list[np.ndarray]] = [[] for _ in range(scheme.n)]
     secrets: dict[str, np.ndarray] = {}
-    if stream.kind == "masked_matrix":  # the parent's A, as every party expands its share
+    if stream.kind in _MASKED:  # the parent's A, as every party expands its share
         parent = stream.mask_stream()
         key = (parent, stream.parent)
         a = None if masks is None else masks.get(key)
@@ -328,11 +433,25 @@ def generate_corrections(
         secrets["parent_a"] = a
     prefixes = {c: seeded_prefix(scheme, c) for c in stream.components}
     items = [expanders[r].item(stream, counter) for r in range(max(prefixes.values()))]
+    _complete_items(scheme, stream, items, secrets, out)
+    return out
+
+
+def _complete_items(
+    scheme: SharingScheme,
+    stream: Stream,
+    items: list[Mapping[str, np.ndarray]],
+    secrets: dict[str, np.ndarray],
+    out: list[list[np.ndarray]],
+) -> None:
+    """From the seeded shares of ranks 0, 1, ... (`items`), each component's secret (into
+    `secrets`) and the correction shares of the other ranks (appended to `out`, by rank)."""
+    prefixes = {c: seeded_prefix(scheme, c) for c in stream.components}
     for component in stream.components:
         derived = is_derived(component)
         prefix = prefixes[component]
         seeded = [items[r][component] for r in range(prefix)]
-        given = derive_secret(algebra, stream, component, secrets) if derived else None
+        given = derive_secret(scheme.algebra, stream, component, secrets) if derived else None
         if component in _XOR:
             combined = _xor_all(seeded)
             secret = combined if given is None else given
@@ -342,4 +461,53 @@ def generate_corrections(
         secrets[component] = secret
         for offset, share in enumerate(rest):
             out[prefix + offset].append(share)
+
+
+#: Kinds whose derived components are element-wise functions of the others (no matrices, no
+#: bit planes): their small items can be generated many at once (`generate_batch`).
+_ELEMENTWISE = frozenset({"triple", "trunc", "trunc_exact", "trunc_triple", "trunc_triple2"})
+
+
+def batches_items(stream: Stream) -> bool:
+    """Whether `generate_batch` applies: element-wise items several to a PRG block."""
+    return stream.kind in _ELEMENTWISE and _items_per_block(stream) > 1
+
+
+def _items_per_block(stream: Stream) -> int:
+    return max(1, BLOCK_ELEMENTS // max(1, _layout(stream)[1]))
+
+
+def generate_batch(
+    scheme: SharingScheme,
+    expanders: list[SeededExpander],
+    stream: Stream,
+    start: int,
+    count: int,
+) -> list[list[list[np.ndarray]]]:
+    """Dealer side: `generate_corrections` for items start..start+count-1 of a stream that
+    `batches_items`, computed a PRG block at a time with one numpy operation per component
+    for all the block's items (a dealer generating item by item spent about 50 us of Python
+    on each small item). Returns, per item, the correction shares of every rank."""
+    per_block = _items_per_block(stream)
+    layout, _ = _layout(stream)
+    prefix = max(seeded_prefix(scheme, c) for c in stream.components)
+    out: list[list[list[np.ndarray]]] = []
+    counter = start
+    while counter < start + count:
+        block, first = divmod(counter, per_block)
+        last = min(per_block, first + start + count - counter)
+        items: list[Mapping[str, np.ndarray]] = []
+        for rank in range(prefix):
+            words = expanders[rank].block(stream, block)[first:last]
+            items.append(
+                {
+                    name: words[:, begin : begin + size].reshape((last - first, *shape))
+                    for name, shape, begin, size in layout
+                }
+            )
+        by_rank: list[list[np.ndarray]] = [[] for _ in range(scheme.n)]
+        _complete_items(scheme, stream, items, {}, by_rank)
+        for k in range(last - first):
+            out.append([[share[k, ...] for share in shares] for shares in by_rank])
+        counter += last - first
     return out

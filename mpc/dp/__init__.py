@@ -1,27 +1,12 @@
-"""Differential privacy for `mpc`: exact noise samplers, mechanisms, sensitivity bounds, a privacy
-accountant with a budget, and a tamper-evident ledger.
+"""Differential privacy for `mpc`: exact noise on shares, charged to every party's own ledger.
 
-Responsibility: the plaintext building blocks of differentially private release.  Samplers
-(`mpc.dp.samplers`) draw noise from the cryptographic PRG (`mpc.rng.Prg`) only — exact
-integer-arithmetic discrete Laplace and discrete Gaussian (Canonne, Kamath & Steinke, NeurIPS
-2020) for released noise, documented floating-point samplers for the continuous mechanisms.
-Mechanisms (`mpc.dp.mechanisms`) calibrate noise to (epsilon, delta) and a sensitivity and state
-their cost; `mpc.dp.sensitivity` bounds the sensitivity of L2-regularised logistic regression
-trained by gradient descent in fixed point (Chaudhuri, Monteleoni & Sarwate, JMLR 2011);
-`mpc.dp.accountant` composes costs (basic and zCDP) and refuses a release that would exceed the
-budget before anything is revealed; `mpc.dp.ledger` persists the spending per data set in an
-HMAC-chained append-only file; `mpc.dp.release` adds the noise *under MPC* (distributed pieces
-or dealer noise shares) and opens only the noisy value, after every party's ledger has accepted
-the cost, and releases the joint logistic-regression model by output perturbation;
-`mpc.dp.audit` measures the privacy of released models with a membership-inference attack
-(empirical epsilon lower bounds).  See docs/dp.md.
-
-Security model: semi-honest, as the rest of `mpc`.  Noise is only as secret as the PRG seed it
-came from; a guarantee holds only if the sensitivity is a true bound and the noise is added before
-anyone sees the value.  `mpc.dp.release` runs inside the parties: no party and not the driver
-sees a value before its noise is added; with distributed noise the guarantee survives
-`max_colluding` colluding parties, with dealer noise the dealer must not collude with a receiver
-(see that module).  The other modules are pure and see no shares.
+Modules, one job each: `samplers` (exact noise from the crypto PRG), `mechanisms` (one base:
+name, cost, noise, spec), `continuous` (textbook calibrations, no noise), `distributed` (noise
+split across parties), `sensitivity` (logistic-regression bounds), `accountant` and `ledger`
+(budgets), `plan`, `charging` and `reveal` (a release under MPC, all or nothing),
+`model_release` (the joint model), `audit` (membership inference).  Security model:
+semi-honest, as the rest of `mpc`; the guarantee needs true sensitivities and noise seeds no
+receiver knows.  See docs/dp.md.
 """
 
 from mpc.dp.accountant import (
@@ -38,32 +23,32 @@ from mpc.dp.accountant import (
     zcdp_epsilon,
     zcdp_rho,
 )
+from mpc.dp.charging import LEDGER_KEY, ledger_status, party_accountant
+from mpc.dp.continuous import (
+    GaussianMechanism,
+    LaplaceMechanism,
+    analytic_gaussian_sigma,
+    gaussian_delta,
+)
+from mpc.dp.distributed import DistributedDiscreteGaussian
 from mpc.dp.ledger import Ledger
 from mpc.dp.mechanisms import (
     DiscreteGaussianMechanism,
     DiscreteLaplaceMechanism,
-    DistributedDiscreteGaussian,
-    GaussianMechanism,
-    LaplaceMechanism,
+    Mechanism,
     VectorLaplaceMechanism,
-    analytic_gaussian_sigma,
-    gaussian_delta,
     grid_sensitivity,
     model_release_mechanism,
 )
-from mpc.dp.release import (
-    LEDGER_KEY,
+from mpc.dp.model_release import (
     ModelPrivacy,
-    ReleasePlan,
-    dp_reveal,
-    ledger_status,
     model_privacy,
     model_release_plan,
-    party_accountant,
-    plan_release,
     prepare_rows,
     release_model,
 )
+from mpc.dp.plan import ReleasePlan, plan_release
+from mpc.dp.reveal import DPPlan, PlannedRelease, dp_plan, dp_reveal
 from mpc.dp.sensitivity import (
     GDSensitivity,
     check_clipped,
@@ -78,6 +63,7 @@ __all__ = [
     "Accountant",
     "BudgetExceededError",
     "DPError",
+    "DPPlan",
     "DiscreteGaussianMechanism",
     "DiscreteLaplaceMechanism",
     "DistributedDiscreteGaussian",
@@ -87,8 +73,10 @@ __all__ = [
     "LaplaceMechanism",
     "Ledger",
     "LedgerTamperedError",
+    "Mechanism",
     "MissingSensitivityError",
     "ModelPrivacy",
+    "PlannedRelease",
     "PrivacyBudget",
     "Release",
     "ReleasePlan",
@@ -97,6 +85,7 @@ __all__ = [
     "check_clipped",
     "clip_rows",
     "compose",
+    "dp_plan",
     "dp_reveal",
     "erm_sensitivity",
     "gaussian_delta",

@@ -1,51 +1,18 @@
 """Privacy budget and accountant: what releases cost, and refusal before overspending.
 
-Responsibility
---------------
-* The error types of ``mpc.dp`` (one place, re-exported by ``mpc.dp``).
-* :class:`PrivacyBudget` ``(epsilon, delta)`` with validation, and :class:`Release`, the
-  privacy cost of one release: its own ``(epsilon, delta)`` guarantee and, when the mechanism
-  has one, its zero-concentrated-DP parameter ``rho``.
-* Composition.  *Basic* (sequential) composition sums epsilons and deltas (Dwork, McSherry,
-  Nissim & Smith, TCC 2006; Dwork & Roth 2014, Thm 3.16).  The tighter accountant is zCDP
-  (Bun & Steinke, "Concentrated Differential Privacy: Simplifications, Extensions, and Lower
-  Bounds", TCC 2016): rho adds up exactly under composition (their Lemma 2.3); the (continuous
-  or discrete) Gaussian mechanism with L2 sensitivity Δ and scale σ is ``Δ²/(2σ²)``-zCDP
-  (BS16 Prop 1.6; Canonne, Kamath & Steinke, NeurIPS 2020, Thm 14 for the discrete Gaussian);
-  pure ε-DP implies ``ε²/2``-zCDP (BS16 Prop 1.4).  ``rho``-zCDP is converted to
-  ``(ε, δ)``-DP with the bound of Canonne, Kamath & Steinke 2020 (Corollary 13):
-  ``δ = inf_{α>1} exp((α-1)(αρ-ε)) / (α-1) · (1-1/α)^α``, minimised numerically; any α gives a
-  valid bound, so an imprecise minimisation only errs on the safe side.  The standard
-  ``ε = ρ + 2 sqrt(ρ log(1/δ))`` (BS16 Prop 1.3) is also computed and the smaller ε kept.
-* :class:`Accountant`: holds a budget and the releases spent so far (optionally persisted in a
-  :class:`mpc.dp.ledger.Ledger`), and :meth:`Accountant.spend` refuses a release that would
-  exceed the budget with :class:`BudgetExceededError` *before* the caller releases anything.
-
-How the total is computed (``composition="zcdp"``, the default): every way below is a valid
-guarantee for the whole sequence, and the release is accepted if *any* of them fits the budget
-(reporting the smallest ε):
-
-1. basic composition of every release: ``(Σ ε_i, Σ δ_i)``;
-2. the releases with ``delta > 0`` and a ``rho`` (Gaussian-type) composed in zCDP and
-   converted at ``δ_budget - Σ δ_j`` of the others, plus basic composition of the others;
-3. as 2, but every release with a ``rho`` (pure ε-DP ones too, at ``ε²/2``) in zCDP.
-
-``composition="basic"`` uses 1 only.
-
-Security model
---------------
-Pure bookkeeping on public numbers; it sees no data.  The accountant is only as good as the
-releases it is told about: a caller that releases without calling :meth:`Accountant.spend`
-first, or declares a smaller cost than its mechanism has, defeats it.  The mechanisms in
-``mpc.dp.mechanisms`` produce their :class:`Release` themselves (``mechanism.cost()``) so the
-declared cost matches the noise.  Budget refusal reveals only public numbers (budget, spent,
-requested).  Persistence and tamper detection are in ``mpc.dp.ledger``.
+The error types of `mpc.dp`; :class:`PrivacyBudget` and :class:`Release` (one release's
+``(epsilon, delta)`` and, where it has one, its zCDP ``rho``); composition (basic, and zCDP with
+the conversion of Canonne, Kamath & Steinke 2020, Cor. 13: :func:`compose`); and
+:class:`Accountant`, which refuses a release, or a batch of releases, that would exceed the
+budget before anything is revealed.  Security model: bookkeeping on public numbers; it is only as
+good as the costs it is told (mechanisms state their own: ``mechanism.cost()``).  See docs/dp.md
+("Accountant and budget").
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -383,26 +350,49 @@ class Accountant:
     def check(self, release: Release) -> PrivacyBudget:
         """The total after ``release`` if it fits the budget; BudgetExceededError if not.
         Changes nothing."""
-        return self._check(self._releases, release)
+        return self._check(self._releases, [release])
 
-    def _check(self, history: list[Release], release: Release) -> PrivacyBudget:
-        if not isinstance(release, Release):
-            raise TypeError(f"expected a Release, got {type(release).__name__}")
+    def check_all(self, releases: Sequence[Release]) -> PrivacyBudget:
+        """The total after *all* of `releases` if together they fit the budget;
+        BudgetExceededError if not.  Changes nothing."""
+        return self._check(self._releases, list(releases))
+
+    def _check(self, history: list[Release], batch: list[Release]) -> PrivacyBudget:
+        if not batch:
+            raise InvalidPrivacyParameterError("no release to check: pass at least one")
+        for release in batch:
+            if not isinstance(release, Release):
+                raise TypeError(f"expected a Release, got {type(release).__name__}")
         b = self._budget
-        total = compose([*history, release], b.delta, self._composition)
+        total = compose([*history, *batch], b.delta, self._composition)
         if total is not None and total.epsilon <= b.epsilon and total.delta <= b.delta:
             return total
-        alone = compose([release], b.delta, self._composition)
-        what = (
-            f"release {release.label or release.mechanism!r} costs epsilon={release.epsilon:.6g}, "
-            f"delta={release.delta:.3g}"
+        alone = compose(batch, b.delta, self._composition)
+        if len(batch) == 1:
+            release = batch[0]
+            what = (
+                f"release {release.label or release.mechanism!r} costs "
+                f"epsilon={release.epsilon:.6g}, delta={release.delta:.3g}"
+            )
+        else:
+            names = ", ".join(repr(r.label or r.mechanism) for r in batch)
+            together = (
+                "more than any budget"
+                if alone is None
+                else f"epsilon={alone.epsilon:.6g} at delta={alone.delta:.3g}"
+            )
+            what = f"the {len(batch)} releases of this run ({names}) cost together {together}"
+        whose, its, it = (
+            ("the release's", "its", "it")
+            if len(batch) == 1
+            else ("the releases'", "their", "them")
         )
         if alone is None or alone.epsilon > b.epsilon or alone.delta > b.delta:
             raise BudgetExceededError(
                 f"{what}, more than the whole budget (epsilon={b.epsilon:.6g}, "
-                f"delta={b.delta:.3g}) of this data set: lower the release's epsilon (or raise "
-                f"its delta within the budget), or use a data set budget large enough for it; "
-                f"nothing was released"
+                f"delta={b.delta:.3g}) of this data set: lower {whose} epsilon (or raise "
+                f"{its} delta within the budget), or use a data set budget large enough for "
+                f"{it}; nothing was released"
             )
         spent = compose(history, b.delta, self._composition)
         spent_txt = (
@@ -412,7 +402,7 @@ class Accountant:
         )
         raise BudgetExceededError(
             f"{what}; {spent_txt} of the budget (epsilon={b.epsilon:.6g}, delta={b.delta:.3g}), "
-            f"so it would exceed the budget: lower the release's epsilon to fit the remaining "
+            f"so it would exceed the budget: lower {whose} epsilon to fit the remaining "
             f"{self._budget.epsilon - (0.0 if spent is None else spent.epsilon):.6g}; nothing "
             f"was released"
         )
@@ -421,14 +411,21 @@ class Accountant:
         """Record ``release`` and return the new total, or raise BudgetExceededError and record
         nothing.  With a ledger, the ledger is re-read and verified under its lock first (other
         processes may have spent), and the release is durably appended before returning."""
+        return self.spend_all([release])
+
+    def spend_all(self, releases: Sequence[Release]) -> PrivacyBudget:
+        """Record *all* of `releases` (checked together, then appended in order under one ledger
+        lock) and return the new total, or raise BudgetExceededError and record none."""
+        batch = list(releases)
         if self._ledger is None:
-            total = self._check(self._releases, release)
-            self._releases.append(release)
+            total = self._check(self._releases, batch)
+            self._releases.extend(batch)
             return total
         with self._ledger.transaction() as txn:
             history = list(txn.releases)
             self._releases = history
-            total = self._check(history, release)
-            txn.append(release)
-            self._releases = [*history, release]
+            total = self._check(history, batch)
+            for release in batch:
+                txn.append(release)
+            self._releases = [*history, *batch]
         return total

@@ -34,7 +34,7 @@ training row, and check the measurement against the claimed ε:
 
 The sweep trains in float64 (``mpc.ml.train_plain``, the same recipe and sigmoid as the secure
 fit) and adds noise from the *same* mechanism objects, calibrated to the *same* sensitivity (with
-the fixed-point slack) as :func:`mpc.dp.release.release_model`: gradient descent is
+the fixed-point slack) as :func:`mpc.dp.model_release.release_model`: gradient descent is
 deterministic, so the un-noised weights of D_in and D_out are computed once and each trial is one
 fresh noise draw (from the crypto PRG).  This is what makes thousands of trials cheap; the
 secure runs check that it is faithful.  The truncation-failure δ of the secure release (about
@@ -64,8 +64,8 @@ import numpy as np
 import numpy.typing as npt
 
 from mpc.dp.bisection import bisect
-from mpc.dp.mechanisms import DiscreteGaussianMechanism, VectorLaplaceMechanism
-from mpc.dp.release import ModelPrivacy, model_release_plan, release_model
+from mpc.dp.mechanisms import Mechanism
+from mpc.dp.model_release import ModelPrivacy, model_release_plan, release_model
 from mpc.encoding import FixedPoint
 from mpc.ml.logreg import LinearModel, LogisticRegression, train_plain
 from mpc.rng import Prg
@@ -360,19 +360,10 @@ class AuditPoint:
         return out
 
 
-def _noise(
-    mechanism: VectorLaplaceMechanism | DiscreteGaussianMechanism,
-    prg: Prg,
-    trials: int,
-    dim: int,
-    frac_bits: int,
-) -> FloatArray:
+def _noise(mechanism: Mechanism, prg: Prg, trials: int, dim: int, frac_bits: int) -> FloatArray:
     """`trials` independent draws of the release noise, in real units, as the secure release
-    adds them (on the fixed-point grid)."""
-    if isinstance(mechanism, VectorLaplaceMechanism):
-        ulps = mechanism.noise_fixed(prg, frac_bits, (trials,))
-    else:
-        ulps = mechanism.noise(prg, (trials, dim))
+    adds them (int64 ulps of the fixed-point grid)."""
+    ulps = mechanism.noise(prg, (trials, dim))
     return np.asarray(ulps, dtype=np.float64) / float(2**frac_bits)
 
 

@@ -114,12 +114,12 @@ class _State:
 
 
 class LedgerTransaction:
-    """The verified state under the ledger's lock; ``append`` adds one release durably."""
+    """The verified state under the ledger's lock; each ``append`` adds one release durably
+    (several appends of one transaction are one all-or-nothing charge, in order)."""
 
     def __init__(self, ledger: Ledger, state: _State) -> None:
         self._ledger = ledger
         self._state = state
-        self._done = False
 
     @property
     def releases(self) -> tuple[Release, ...]:
@@ -130,10 +130,7 @@ class LedgerTransaction:
         return self._state.budget
 
     def append(self, release: Release) -> None:
-        if self._done:
-            raise RuntimeError("one append per transaction")
         self._state = self._ledger._append_locked(self._state, release)
-        self._done = True
 
 
 class Ledger:

@@ -1,54 +1,12 @@
 """Noise samplers for differential privacy, driven only by the cryptographic PRG of `mpc.rng`.
 
-Responsibility
---------------
-Turn a :class:`mpc.rng.Prg` into samples of the distributions the DP mechanisms need:
-
-* exact, integer-only samplers (what released noise should use):
-  uniform integers in ``[0, n)`` by rejection (:func:`uniform_below`, :meth:`ExactSampler.below`),
-  ``Bernoulli(p)`` for rational ``p``, ``Bernoulli(exp(-gamma))`` for rational ``gamma``,
-  the discrete Laplace ``P[z] ∝ exp(-|z|/scale)`` and the discrete Gaussian
-  ``P[z] ∝ exp(-z²/(2σ²))`` on the integers, exactly as Algorithms 1-3 of
-  C. Canonne, G. Kamath, T. Steinke, "The Discrete Gaussian for Differential Privacy",
-  NeurIPS 2020 (arXiv:2004.00010).  All arithmetic is on Python ints; parameters are
-  rationals (:class:`fractions.Fraction`, ints, or floats taken at their exact binary value).
-  No floating-point number is involved in producing these samples, so the attacks of
-  I. Mironov, "On Significance of the Least Significant Bits for Differential Privacy",
-  ACM CCS 2012 (holes and biases in the low-order bits of floating-point Laplace noise)
-  do not apply.
-* floating-point samplers from the same PRG, for the continuous mechanisms only:
-  uniform floats in (0, 1) with 53 random bits, standard normals (Box-Muller), Laplace
-  (inverse CDF), ``Gamma(d, θ)`` for integer shape ``d`` (sum of ``d`` exponentials) and the
-  uniform direction on the sphere ``S^{d-1}`` (normalised Gaussian vector) used by the
-  vector mechanism of Chaudhuri, Monteleoni & Sarwate (JMLR 2011).
-
-Precision caveat of the floating-point samplers: each uniform carries 53 random bits, so
-``-log(U)`` is truncated at ``53 ln 2 ≈ 36.7`` (exponential, Gamma and Laplace tails beyond
-``36.7 θ`` per exponential term are never produced; the Box-Muller normal is cut at about
-``8.6 σ``), and probabilities are only resolved to about ``2^-53``.  Outputs are floats with
-the usual rounding; Mironov (2012) shows that releasing ``value + float noise`` can leak through
-the low-order bits.  The mechanisms therefore prefer the exact discrete samplers, and round
-floating-point vector noise to the fixed-point grid (a post-processing step that discards the
-low-order bits), which is documented in ``mechanisms.py``.
-
-Randomness and determinism
---------------------------
-Every sampler takes a ``Prg`` and an optional ``tag``.  With a tag, the stream is
-``prg.derive(("mpc.dp", <domain>, tag))``: the same (seed, tag) gives the same samples on every
-machine, and the derivation's domain keeps these streams apart from any other use of the same
-seed.  With ``tag=None`` a fresh child seed is drawn from the PRG's auto-tag counter
-(``Prg(prg.bytes(16))``), so successive calls give independent samples.  Exact samplers read the
-stream through a buffer (:class:`ExactSampler`), so one AES key set-up serves many draws.
-
-Security model
---------------
-The noise is exactly as unpredictable as the PRG seed: whoever knows the seed (and the tag) can
-recompute the noise and subtract it, so a party's noise seed must stay with that party (or the
-dealer that produces noise shares).  No Python or NumPy random generator is used.
-Nothing here is constant-time: the number of PRG bytes consumed and the running time depend on
-the sampled values (rejection loops), which is fine for the semi-honest, no-side-channel model of
-``mpc`` but would leak the noise to an observer of timing.  Samplers run locally on one party's
-machine; they see no data.
+Exact integer-only samplers (uniform integers, Bernoulli(p) and Bernoulli(exp(-γ)) for rational
+parameters, the discrete Laplace and the discrete Gaussian: Canonne, Kamath & Steinke, NeurIPS
+2020, Alg. 1-3) for released noise, and floating-point samplers for synthetic data and
+simulations only.  With a ``tag`` a sampler reads ``prg.derive(("mpc.dp", domain, tag))``
+(deterministic); without, a fresh child stream.  Security model: the noise is as secret as the
+PRG seed; rejection loops make running time depend on the noise (no side channels assumed, as
+everywhere in `mpc`).  See docs/dp.md ("Samplers").
 """
 
 from __future__ import annotations
@@ -73,9 +31,6 @@ __all__ = [
     "discrete_gaussian_variance",
     "discrete_laplace",
     "discrete_laplace_pmf",
-    "exponential",
-    "gamma_integer_shape",
-    "laplace",
     "standard_normal",
     "to_fraction",
     "uniform_below",
@@ -384,7 +339,7 @@ def discrete_gaussian_variance(sigma2: float) -> float:
     return float(2.0 * np.sum(k * k * w) / (1.0 + 2.0 * np.sum(w)))
 
 
-# ---- floating-point samplers (continuous mechanisms only) ---------------------------------------
+# ---- floating-point samplers (synthetic data and simulations, never released noise) ------------
 
 
 def uniform_open01(prg: Prg, shape: Shape = (), tag: Tag | None = None) -> FloatArray:
@@ -414,52 +369,6 @@ def standard_normal(prg: Prg, shape: Shape = (), tag: Tag | None = None) -> Floa
     angle = 2.0 * math.pi * u2
     out = np.concatenate([radius * np.cos(angle), radius * np.sin(angle)])[:count]
     return np.asarray(out.reshape(dims), dtype=np.float64)
-
-
-def exponential(prg: Prg, scale: float, shape: Shape = (), tag: Tag | None = None) -> FloatArray:
-    """Exponential floats of mean ``scale``: ``-scale · log(U)`` (floating point)."""
-    if not math.isfinite(scale) or scale <= 0:
-        raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
-    dims = _shape(shape)
-    u = _words_to_open01(_child(prg, tag, "exponential").ring(dims, "u"))
-    return np.asarray(-scale * np.log(u), dtype=np.float64)
-
-
-def laplace(prg: Prg, scale: float, shape: Shape = (), tag: Tag | None = None) -> FloatArray:
-    """Continuous Laplace floats, density ``exp(-|x|/scale) / (2 scale)`` (floating point:
-    prefer :func:`discrete_laplace` for released noise, Mironov 2012)."""
-    if not math.isfinite(scale) or scale <= 0:
-        raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
-    dims = _shape(shape)
-    child = _child(prg, tag, "laplace")
-    magnitude = -scale * np.log(_words_to_open01(child.ring(dims, "u")))
-    sign = (child.ring(dims, "sign") & np.uint64(1)).astype(np.float64) * 2.0 - 1.0
-    return np.asarray(sign * magnitude, dtype=np.float64)
-
-
-def gamma_integer_shape(
-    prg: Prg, k: int, scale: float, size: Shape = (), tag: Tag | None = None
-) -> FloatArray:
-    """``Gamma(k, scale)`` floats for an integer shape ``k >= 1``: ``-scale · Σ_{i<k} log U_i``.
-
-    This is the norm distribution of the Chaudhuri-Monteleoni-Sarwate vector noise
-    (``k = d``, ``scale = Δ/ε``).  Exact in distribution up to the floating-point caveat of the
-    module (each term is truncated at ``36.7 · scale``).
-    """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k (the Gamma shape) must be an int >= 1, got {k!r}")
-    if not math.isfinite(scale) or scale <= 0:
-        raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
-    dims = _shape(size)
-    count = math.prod(dims)
-    child = _child(prg, tag, "gamma")
-    total = np.zeros(count, dtype=np.float64)
-    block = max(1, (1 << 20) // max(count, 1))  # bound the uniforms held at once
-    for start in range(0, k, block):
-        width = min(block, k - start)
-        u = _words_to_open01(child.ring((width, count), ("u", start)))
-        total += np.sum(np.log(u), axis=0)
-    return np.asarray((-scale * total).reshape(dims), dtype=np.float64)
 
 
 def uniform_direction(prg: Prg, d: int, size: Shape = (), tag: Tag | None = None) -> FloatArray:

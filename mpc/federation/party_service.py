@@ -150,23 +150,28 @@ class PartyService:
         raise ConfigurationError(f"unknown method {method!r}")
 
     def _claim(self, run_id: bytes) -> None:
-        """Take this party for the run, or refuse: busy (nothing recorded), or a replay.
+        """Take this party for the run, or refuse: a replay (checked first, so that a replayed
+        id is named as such even while a run goes on), or busy (nothing recorded).
 
         The seen ids are bounded (MAX_SEEN_RUNS, oldest forgotten first). A forgotten id that
         comes again is a new run, not a replay of the old one: every run derives a fresh nonce
         from all parties' random bytes and a fresh party seed, so no mask or triple repeats.
         """
+        replay = ConfigurationError(
+            f"party {self.policy.name!r} refuses run {run_id.hex()[:12]}: it took part in a run "
+            "with this id before (replay)"
+        )
+        with self._seen_lock:
+            if run_id in self._seen:
+                raise replay
         if not self._busy.acquire(blocking=False):
             raise ConfigurationError(
                 f"party {self.policy.name!r} is busy with another run; runs execute one at a time"
             )
         with self._seen_lock:
-            if run_id in self._seen:
+            if run_id in self._seen:  # the same id, proposed twice at once
                 self._busy.release()
-                raise ConfigurationError(
-                    f"party {self.policy.name!r} refuses run {run_id.hex()[:12]}: it took part "
-                    "in a run with this id before (replay)"
-                )
+                raise replay
             self._seen.add(run_id)
             self._seen_order.append(run_id)
             while len(self._seen_order) > MAX_SEEN_RUNS:

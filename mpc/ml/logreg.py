@@ -19,7 +19,8 @@ convex case; `mpc.dp.release`). Mini-batches follow a public permutation of the 
 derived with the crypto PRG `mpc.rng.Prg` from `shuffle_seed` under a fixed, public key (public,
 data-independent; the same at every party and in `train_plain`). Per full-batch epoch: 2 rounds
 for X w, the sigmoid's rounds, 2 for X^T r, 1 for the update (one truncation for lr/|B| and the
-L2 term together).
+L2 term together); with `piecewise` and the additive protocol 6 in all (`_fused_step`: every
+truncation rides in a product's round; docs/logreg.md, "Rounds per epoch").
 
 Range: every product is checked by `mpc.bounds` against public bounds: |x| <= feature_limit,
 |p - y| <= 1 plus the sigmoid's error, and a per-coordinate bound W on the weights that
@@ -72,6 +73,7 @@ from mpc.ml.sigmoid import (
     max_error_bound,
     mul,
     sigmoid,
+    sigmoid_piecewise,
     sigmoid_plain,
 )
 from mpc.program import MaskedMatrix, PartyContext, Secret
@@ -79,6 +81,12 @@ from mpc.protocols.base import Protocol
 from mpc.rng import Prg
 
 FloatArray = npt.NDArray[np.float64]
+
+#: In a full-batch fit whose truncations ride in the masked products (the additive protocol),
+#: the piecewise sigmoid's result is truncated to this many bits fewer than the session's, so
+#: that the gradient X^T (p - y), folded untruncated into the update, stays within the exact
+#: truncation's range 2^62 (`_combine`): 2^-14 is ample for a residual in [-1.06, 1.06].
+RESIDUAL_DROP = 2
 
 #: The operation kinds (keys of the per-party stats) that training is counted under.
 TRAINING_KINDS = (
@@ -340,11 +348,13 @@ class LogisticRegression:
         if protocol is not None:
             self._check_schedule(n_rows, n_features, fp, limit, protocol, zero_one)
 
-    def residual_limit(self, zero_one: bool = True) -> float:
+    def residual_limit(self, zero_one: bool = True, frac_bits: int = 16) -> float:
         """A bound on |p - y|: 1 plus the sigmoid's error for labels in {0, 1} (p lies within
         that error of [0, 1] wherever the logits stay within `sigmoid.input_limit`); one more
-        for labels only known to satisfy |y| <= 1 (`zero_one=False`)."""
-        return (1.0 if zero_one else 2.0) + max_error_bound(self.sigmoid)[0]
+        for labels only known to satisfy |y| <= 1 (`zero_one=False`); plus the truncation of
+        p to `frac_bits` - RESIDUAL_DROP bits in the fused gradient (below 2 of its ulps)."""
+        slack = 2.0 ** (1 + RESIDUAL_DROP - frac_bits)
+        return (1.0 if zero_one else 2.0) + max_error_bound(self.sigmoid)[0] + slack
 
     def weight_bounds(
         self,
@@ -366,7 +376,8 @@ class LogisticRegression:
                 grad, decay = self.update_coefficients(len(rows), width, fixed_point.frac_bits)
                 shrink = float(np.max(np.abs(1.0 - decay)))
                 # the gradient sum is itself truncated (below 2 ulp), then the update (2 ulp)
-                step = grad * (len(rows) * column * self.residual_limit(zero_one) + 2 * ulp)
+                residual = self.residual_limit(zero_one, fixed_point.frac_bits)
+                step = grad * (len(rows) * column * residual + 2 * ulp)
                 weights = shrink * weights + step + 2 * ulp
                 out.append(weights)
         return out
@@ -389,7 +400,8 @@ class LogisticRegression:
         column = max(feature_limit, 1.0) if self.fit_intercept else feature_limit
         logits = min(products, input_limit(self.sigmoid, products))
         batch = self.batch_rows(n_rows)
-        gradient = batch * column * self.residual_limit(zero_one)
+        residual = self.residual_limit(zero_one, fixed_point.frac_bits)
+        gradient = batch * column * residual
         hint = (
             "lower feature_limit, learning_rate or epochs, add l2, or use fewer fractional bits "
             "(FixedPoint(frac_bits=...))"
@@ -399,7 +411,7 @@ class LogisticRegression:
                 f"a gradient sum over {batch} rows with |x| <= {column:g} can reach "
                 f"{gradient:.3g}, beyond the {products:.3g} a product admits with "
                 f"{protocol.algebra.name} (mpc.bounds); use batch_size <= "
-                f"{int(products // (column * self.residual_limit(zero_one)))} or {hint}"
+                f"{int(products // (column * residual))} or {hint}"
             )
         weights = self.weight_bounds(n_rows, n_features, fixed_point, feature_limit, zero_one)
         for step, bound in enumerate(weights[:-1], start=1):
@@ -533,11 +545,46 @@ class LogisticRegression:
         # Mini-batches are multiplied plainly: each batch's mask would be a new dealer stream
         # (one blocking dealer call per batch), which measured slower than opening it twice.
         full_x = design.masked() if full else None
+        # `piecewise`, where the masked products can truncate their vector operand in their own
+        # round (additive): the logits z = X w are kept untruncated and updated by the step s,
+        # z <- z - X s, whose product also truncates s; the sigmoid compares z untruncated,
+        # and the residual's truncation rides in the gradient's product (`_fused_step`): 6
+        # rounds an epoch instead of 11. (The other sigmoids truncate z and p themselves and
+        # would gain no round, for more dealer bytes.)
+        deferred = (
+            full_x is not None
+            and self.sigmoid == "piecewise"
+            and ctx.protocol.settles_in_masked_products()
+        )
+        logits: Secret | None = None
+        if deferred:
+            zeros = ctx.constant(np.zeros(n))
+            f = ctx.fixed_point.frac_bits
+            logits = Secret(ctx, zeros.share, 2 * f, f, bound=0.0)  # X @ 0, untruncated
+        steps = sum(len(self.batches(n, e)) for e in range(1, self.epochs + 1))
         history: list[EpochRecord] = []
         for epoch in range(1, self.epochs + 1):
             epoch_start = time.perf_counter()
             loss_sum: Secret | None = None
             for rows in self.batches(n, epoch):
+                steps -= 1
+                if full_x is not None and logits is not None:
+                    bound = next(weight_bounds)
+                    logits, w, loss_part = self._fused_step(
+                        ctx,
+                        full_x,
+                        logits,
+                        w,
+                        labels,
+                        decay,
+                        bound,
+                        zero_one,
+                        reveal_loss,
+                        last=steps == 0,
+                    )
+                    if loss_part is not None:
+                        loss_sum = loss_part if loss_sum is None else loss_sum + loss_part
+                    continue
                 xb: Secret | MaskedMatrix
                 xbt: Secret | MaskedMatrix
                 if full_x is not None:
@@ -548,10 +595,11 @@ class LogisticRegression:
                 with ctx.channel.operation("logreg.forward"):
                     z = xb @ w
                 p = sigmoid(z, self.sigmoid)
-                residual = p - yb
                 # p is within the sigmoid's error of [0, 1] (the logits stay where that error
                 # bound holds: `check_range`), y is 0 or 1
-                residual = residual._bounded(self.residual_limit(zero_one))
+                residual = _residual(
+                    p, yb, self.residual_limit(zero_one, ctx.fixed_point.frac_bits)
+                )
                 if reveal_loss:
                     with ctx.channel.operation("logreg.loss"):
                         part = mul(residual, residual).sum()
@@ -559,10 +607,10 @@ class LogisticRegression:
                 with ctx.channel.operation("logreg.gradient"):
                     grad_sum = xbt @ residual
                 with ctx.channel.operation("logreg.update"):
-                    w = w - _combine(
-                        [(grad_sum, self.learning_rate / len(rows)), (w, decay)],
-                        skip_zero=True,
-                    )
+                    # w - lr g - decay w; with `deferred`, truncated in the round of the next
+                    # epoch's forward product
+                    step = [(grad_sum, self.learning_rate / len(rows)), (w, decay)]
+                    w = _combine(step, skip_zero=True, defer=deferred, subtract_from=w)
                 # (1 - decay) w - lr g exactly, up to the truncation: `weight_bounds`
                 w = w._bounded(next(weight_bounds))
             loss = None
@@ -576,6 +624,60 @@ class LogisticRegression:
             if progress is not None:
                 progress(record)
         return SecureModel(w, d, self.fit_intercept, self, history, n_rows=n)
+
+    def _fused_step(
+        self,
+        ctx: PartyContext,
+        x: MaskedMatrix,
+        logits: Secret,
+        w: Secret,
+        labels: Secret,
+        decay: FloatArray,
+        weight_bound: float,
+        zero_one: bool,
+        reveal_loss: bool,
+        last: bool,
+    ) -> tuple[Secret, Secret, Secret | None]:
+        """One full-batch `piecewise` step with every truncation in a product's round
+        (additive): the sigmoid on the untruncated logits z = X w (4 rounds), the gradient
+        X^T (p - y) with the residual's truncation (1), the step s = lr/n g + decay w folded
+        with the gradient's pending truncation (local), and z - X s with s's truncation (1;
+        after the last step s is truncated alone). Returns (z, w, loss part)."""
+        f = ctx.fixed_point.frac_bits
+        width = w.size
+        column = max(self.feature_limit, 1.0) if self.fit_intercept else self.feature_limit
+        n = labels.size
+        p = sigmoid_piecewise(logits, frac=None if reveal_loss else f - RESIDUAL_DROP)
+        residual = _residual(p, labels, self.residual_limit(zero_one, f))
+        loss_part = None
+        if reveal_loss:
+            with ctx.channel.operation("logreg.loss"):
+                loss_part = mul(residual, residual).sum()
+        with ctx.channel.operation("logreg.gradient"):
+            grad_sum = x.T.product(residual, deferred=True)
+        with ctx.channel.operation("logreg.update"):
+            step = _combine(
+                [(grad_sum, self.learning_rate / n), (w, decay)], skip_zero=True, defer=True
+            )
+            if not last:
+                moved = x.product(step, deferred=True)  # X s, with s's truncation in its round
+                logits = _raw_difference(logits, moved)
+            elif step._pending:  # nothing to multiply: s is truncated alone
+                share = ctx.protocol.truncate(step._share, step._pending)
+                step = Secret(ctx, share, f, bound=step.bound)
+            w = (w - step)._bounded(weight_bound)  # s settled: exact
+        # z = X w exactly (the ring's products and sums are exact): its bound follows w's
+        return logits._bounded(width * column * weight_bound), w, loss_part
+
+
+def _raw_difference(a: Secret, b: Secret) -> Secret:
+    """a - b of two values whose truncations are pending by the same bits at the same scale,
+    left pending (local); otherwise as `Secret.__sub__` (which truncates them first)."""
+    if a._frac != b._frac or a._pending != b._pending or not a._pending:
+        difference: Secret = a - b
+        return difference
+    share = a.ctx.protocol.sub(a._share, b._share)
+    return Secret(a.ctx, share, a._frac, a._pending, a.bound + b.bound)
 
 
 def _resolve(
@@ -631,13 +733,28 @@ def _check_protocol(ctx: PartyContext, method: str) -> None:
         )
 
 
-def _combine(terms: list[tuple[Secret, Any]], *, skip_zero: bool = False) -> Secret:
-    """sum_i c_i * x_i for fixed-point secrets x_i and public reals c_i, with one truncation.
+def _combine(
+    terms: list[tuple[Secret, Any]],
+    *,
+    skip_zero: bool = False,
+    defer: bool = False,
+    subtract_from: Secret | None = None,
+) -> Secret:
+    """sum_i c_i * x_i for fixed-point secrets x_i and public reals c_i, with one truncation
+    (or `subtract_from` - sum_i c_i * x_i: with `defer`, the value is lifted to the sum's scale
+    exactly, inside the pending truncation; else it is subtracted after the truncation).
 
     Every c_i is encoded as round(c_i * 2^(16 + e)) with one e = max(0, floor(-log2 max |c|)),
     so small constants like lr / |B| keep about 16 significant bits; the sum is truncated once
-    by 16 + e bits (one round) and debiased by 1 ulp (see `mpc.ml.sigmoid`).
+    by 16 + e bits and debiased by 1 ulp (see `mpc.ml.sigmoid`). A term whose own truncation
+    is pending (a masked product's result) is folded in untruncated, its constant scaled up by
+    2^pending (exactly), where the exact truncation admits the larger sum; else it is settled
+    first (one round). With `defer`, the truncation is left pending for the next product to
+    do in its round (`MaskedMatrix.__matmul__`); else it takes one round now.
     """
+    if subtract_from is not None and not defer:
+        result: Secret = subtract_from - _combine(terms, skip_zero=skip_zero)
+        return result
     kept = [
         (as_fixed(x), np.asarray(c, dtype=np.float64))
         for x, c in terms
@@ -650,17 +767,49 @@ def _combine(terms: list[tuple[Secret, Any]], *, skip_zero: bool = False) -> Sec
     encoded, shift = encode_constants([c for _, c in kept], f)
     proto = ctx.protocol
     alg = proto.algebra
+    base = None if subtract_from is None else as_fixed(subtract_from)
     largest = sum(x.bound * float(np.max(np.abs(c))) for x, c in kept)
-    bound = admit_truncation(ctx, largest, f + shift)
+    largest += 0.0 if base is None else base.bound
+    top = max(x._frac for x, _ in kept)  # the largest scale of an untruncated term
+    exact = bounds.truncation_limit(alg, ctx.fixed_point.failure_bits, proto.exact_truncation())
+    if top > f and largest * 2.0 ** (top + shift) >= exact:
+        for x, _ in kept:
+            x.settle()  # the folded sum would be too large to truncate
+        top = f
+    bound = admit_truncation(ctx, largest, top + shift)
     total: np.ndarray | None = None
     for (x, _), big in zip(kept, encoded, strict=True):
-        part = proto.mul_public(x.share, alg.from_signed(big))
+        scaled = alg.mul(alg.from_signed(big), _power(alg, top - x._frac))
+        part = proto.mul_public(x._share, scaled)
         total = part if total is None else proto.add(total, part)
     assert total is not None
-    share = proto.add_public(
-        proto.truncate(total, shift), alg.from_signed(np.asarray(1, dtype=np.int64))
-    )
-    return Secret(ctx, share, f, bound=bound + 2.0 ** (1 - f))
+    bits = top + shift - f
+    if base is not None:
+        total = proto.sub(proto.mul_public(base.share, _power(alg, bits)), total)
+    total = proto.add_public(total, _power(alg, bits))  # + 1 ulp after the truncation
+    bound += 2.0 ** (1 - f)
+    if defer:
+        return Secret(ctx, total, top + shift, bits, bound)
+    return Secret(ctx, proto.truncate(total, bits), f, bound=bound)  # in this operation's stats
+
+
+def _power(algebra: Any, bits: int) -> np.ndarray:
+    """2^bits as a public ring or field element."""
+    power: np.ndarray = algebra.from_signed(np.asarray(1 << bits, dtype=object))
+    return power
+
+
+def _residual(p: Secret, y: Secret, bound: float) -> Secret:
+    """p - y with a public `bound`, keeping p's pending truncation (if any) pending: y (labels,
+    integers or fixed point, exact) is lifted to p's untruncated scale, locally."""
+    if not p._pending:
+        return (p - y)._bounded(bound)
+    alg = p.ctx.protocol.algebra
+    lifted = p.ctx.protocol.mul_public(y.share, _power(alg, p._frac - y.frac))
+    if lifted.shape != p._share.shape:
+        raise InvalidDataError(f"labels of shape {y.shape} for predictions of shape {p.shape}")
+    share = p.ctx.protocol.sub(p._share, lifted)
+    return Secret(p.ctx, share, p._frac, p._pending, bound)
 
 
 def encode_constants(

@@ -6,7 +6,7 @@ over a fixed-point `Secret` (the same shape in, fixed point out), their plaintex
 error), and the fixed-point helpers they share.
 
   name              rounds  ltz/element  max |error| vs expit: bound, and measured (secure)
-  piecewise            6        2        0.0561 for every z;   0.05605 on 8001 points of [-40, 40]
+  piecewise          4 + 1      2        0.0561 for every z;   0.05605 on 8001 points of [-40, 40]
   poly                 8        0        0.1035 on [-12, 12];  0.10320 on 20001 points
                                          (diverges outside)
   accurate            30        1        7e-4 for |z| <= 112;  4.3e-4 to 4.5e-4 on 20001 points
@@ -17,6 +17,8 @@ error), and the fixed-point helpers they share.
   poly:       0.5 + t (1.773046 - 3.133729 t^2 + 1.960132 t^4), t = z / 12
   accurate:   y = 1 / (1 + exp(-|z|)), result y for z >= 0 and 1 - y for z < 0
 
+(`piecewise`: 4 rounds up to WIDE_COMPARISON_LIMIT elements, 5 beyond, and its result's
+truncation, left pending: one round at its next use, or none if that use is a masked product.)
 The error bounds are asserted by `tests/test_ml_sigmoid.py` (secure runs, 3 parties, a dense
 grid, against `scipy.special.expit`). `piecewise` and `accurate` need `Secret.ltz` (exact
 comparison; protocol `additive` only, other protocols raise `UnsupportedOperationError`);
@@ -58,6 +60,9 @@ PIECEWISE_SLOPE = 0.17707
 #: The slope is encoded with 16 + 2 fractional bits (a < 1/4 keeps 16 significant bits).
 PIECEWISE_EXTRA_BITS = 2
 PIECEWISE_MAX_ERROR = 0.0561
+#: `piecewise` compares with the wide tree (`Secret.ltz_times(fewer_rounds=True)`: one round
+#: fewer, about ten times the dealer's bytes, 0.6 kB an element) up to this many elements.
+WIDE_COMPARISON_LIMIT = 4096
 
 #: `poly`: least-squares fit (uniform grid, 2 * 10^5 points) of expit(z) - 0.5 by b1 t + b3 t^3 +
 #: b5 t^5 in t = z / POLY_INTERVAL on [-POLY_INTERVAL, POLY_INTERVAL]. The variable t keeps every
@@ -187,34 +192,57 @@ def _flat(z: Secret) -> tuple[Secret, tuple[int, ...]]:
 
 
 # ---- the approximations -------------------------------------------------------------------------
-def sigmoid_piecewise(z: Secret) -> Secret:
-    """clip(0.5 + a z, 0, 1) with a = 0.17707: max error 0.0561 for every real z (6 rounds).
+def sigmoid_piecewise(z: Secret, frac: int | None = None) -> Secret:
+    """clip(0.5 + a z, 0, 1) with a = 0.17707: max error 0.0561 for every real z (4 rounds,
+    5 for more than `WIDE_COMPARISON_LIMIT` elements; the result's truncation is left pending).
 
     Piecewise-linear ("hard") sigmoid as in SecureML (Mohassel & Zhang, IEEE S&P 2017, sect. 4.1,
     which uses slope 1 on [-1/2, 1/2]); the slope here minimises the max error (PIECEWISE_SLOPE).
-    u = 0.5 + a z is computed without truncation, at scale 2^(2f + 2) for f fractional bits
-    (z at 2^f times a encoded with f + 2 bits, local), so its sign is exact while
-    |u| 2^(2f + 2) < 2^63 (f = 16: |z| < 2^26, beyond the default input range 2^24); both clip
-    comparisons run in one `ltz_times` on [u, 1 - u], which also gives the products b0 u and
-    b1 (1 - u) of the 0/1 results (5 rounds); result = u - b0 u + b1 (1 - u), truncated to f
-    bits (1 round, failure probability at most 2^(2f + 2 - 64) per element: 2^-30 for f = 16).
+    With T = 1 / (2a): b_lo = [z < -T] and b_hi = [z > T] from one exact `ltz_times` on
+    [z + T, T - z], which also gives b_lo z and b_hi z; then, locally,
+    result = (1 - b_lo - b_hi) / 2 + b_hi + a (z - b_lo z - b_hi z), at the scale of z times
+    2^(f + 2) (a encoded with f + 2 bits). z is taken as it is: a product whose truncation is
+    pending (`X @ w` in `mpc.ml.logreg`) is compared untruncated, at scale 2^(2f), and the
+    result's truncation (by 2f + 2 bits then, f + 2 otherwise) is left pending too, for the
+    product that uses it next to do in its round (`MaskedMatrix.__matmul__`; any other use does
+    it in a round of its own). The comparisons are exact, so the result is clip(0.5 + a z, 0,
+    1) up to the final truncation (below 2 ulp) and the encoding of a. `frac`: the result's
+    fractional bits once truncated (default: the session's).
     """
     flat, shape = _flat(z)
     ctx = flat.ctx
     n = flat.size
     proto = ctx.protocol
+    alg = proto.algebra
     f = ctx.fixed_point.frac_bits
+    scale = flat._frac  # z untruncated: its truncation, if pending, is never done
     slope_bits = f + PIECEWISE_EXTRA_BITS
-    slope = proto.algebra.from_signed(np.asarray(round(PIECEWISE_SLOPE * 2**slope_bits)))
+    slope = round(PIECEWISE_SLOPE * 2**slope_bits)
+    threshold = 2.0 ** (slope_bits - 1) / slope  # 1 / (2a) for the encoded a
+    operation = ctx.channel.current_operation
     with ctx.channel.operation("sigmoid"):
-        u_bound = flat.bound * PIECEWISE_SLOPE + 0.5
-        bounds.check_wrap(u_bound, f + slope_bits, proto.algebra, ctx.channel.current_operation)
-        u = Secret(ctx, proto.mul_public(flat.share, slope), f + slope_bits, bound=u_bound) + 0.5
-        both = ctx.concat([u, 1.0 - u])
-        _, picked = both.ltz_times(both)  # [u < 0] u and [u > 1] (1 - u)
-        wide = (u - picked[:n] + picked[n:])._bounded(1.0)  # clip(u, 0, 1), exact
-        bound = admit_truncation(ctx, wide.bound, wide.frac) + _slack(ctx)
-        out = Secret(ctx, _truncate(ctx, wide.share, slope_bits), f, bound=bound)
+        bounds.check_wrap(flat.bound + threshold, scale, alg, operation)
+        raw = Secret(ctx, flat._share, scale, bound=flat.bound)
+        tests = ctx.concat([raw + threshold, threshold - raw])
+        wide = n <= WIDE_COMPARISON_LIMIT
+        bits, picked = tests.ltz_times(ctx.concat([raw, raw]), fewer_rounds=wide)
+        low, high = bits[:n], bits[n:]
+        middle = raw - picked[:n] - picked[n:]  # z where |z| <= T, else 0 (exact)
+        top = scale + slope_bits
+        bounds.check_wrap(1.0 + threshold, top, alg, operation)
+        share = proto.mul_public(middle.share, alg.from_signed(np.asarray(slope)))
+        half = alg.from_signed(np.asarray(1 << (top - 1), dtype=object))
+        inside = proto.mul_public(proto.add(low.share, high.share), half)  # (b_lo + b_hi) / 2
+        share = proto.add(proto.sub(share, inside), proto.mul_public(high.share, half + half))
+        share = proto.add_public(share, half)
+        # + 1 ulp after the truncation (debiased, as `_truncate`)
+        pending = top - (f if frac is None else frac)
+        if not 0 < pending < top:
+            raise ValueError(f"piecewise: the result's fractional bits must be in (0, {top})")
+        share = proto.add_public(share, alg.from_signed(np.asarray(1 << pending, dtype=object)))
+        bound = 1.0 + 2.0 ** (1 + pending - top)
+        admit_truncation(ctx, bound, top)
+        out = Secret(ctx, share, top, pending, bound)
     return out.reshape(*shape)
 
 

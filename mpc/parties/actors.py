@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mpc.dealers.base import Items
+from mpc.dealers.base import LOOKAHEAD_BYTES, Items
 from mpc.dealers.seeded import NoiseDealerClient, NoiseKey, SeededDealer
 from mpc.dealers.streams import Stream, WireStream
 from mpc.errors import ConfigurationError, DealerError, PeerFailedError
@@ -129,8 +129,14 @@ class DealerActor:
 
     def corrections(
         self, rank: int, stream: WireStream, start: int, count: int
-    ) -> list[list[np.ndarray]]:
-        return self._dealer.corrections(rank, Stream.from_wire(stream), start, count)
+    ) -> list[np.ndarray]:
+        """Party `rank`'s corrections for items start..start+count-1, stacked: one array per
+        component it receives, items along the first axis (a batch of small items crosses Ray
+        as a few arrays, not thousands; `unstack` splits them)."""
+        items = self._dealer.corrections(rank, Stream.from_wire(stream), start, count)
+        if count == 1:
+            return [a[np.newaxis] for a in items[0]]  # views: no copy before Ray's own
+        return [np.stack(parts) for parts in zip(*items, strict=True)]
 
     def noise_share(self, rank: int, key: list[int], spec: dict[str, Any]) -> np.ndarray:
         """Party `rank`'s share of the noise draw `key` = [run epoch, counter] described by
@@ -275,8 +281,7 @@ class PartyActor(RelaysOutput):
                 ref = dealer.corrections.remote(rank, stream.to_wire(), start, count)
 
                 def wait() -> Items:
-                    result: Items = _from_dealer(ref, timeout, "corrections")
-                    return result
+                    return unstack(_from_dealer(ref, timeout, "corrections"), count)
 
                 return wait
 
@@ -285,7 +290,10 @@ class PartyActor(RelaysOutput):
                 share: np.ndarray = _from_dealer(ref, timeout, "a noise share")
                 return share
 
-            client = NoiseDealerClient(self.rank, seed, scheme, fetch, fetch_noise)
+            # the dealer works in its own process: fetch large items one ahead too
+            client = NoiseDealerClient(
+                self.rank, seed, scheme, fetch, fetch_noise, lookahead_bytes=LOOKAHEAD_BYTES
+            )
         self.runner = PartyRunner(self.rank, self.config, self.transport, client, self.private)
         return summary
 
@@ -306,12 +314,21 @@ class PartyActor(RelaysOutput):
             self.rank, self.session_id, self.config, options, ask_seed, ask_simulated_key
         )
 
-    def prefetch(self, streams: list[tuple[WireStream, int]]) -> None:
-        """Fetch dealer corrections ahead of a run (the offline phase of benchmarks)."""
+    def prefetch(self, streams: list[tuple[WireStream, int]]) -> int:
+        """Fetch dealer corrections ahead of a run (the offline phase: `Session.preprocess`);
+        return the bytes of corrections this party then holds for those streams."""
         if self.runner is None or self.runner.dealer is None:
-            return
+            return 0
+        held = 0
         for wire, count in streams:
-            self.runner.dealer.prefetch(Stream.from_wire(wire), count)
+            held += self.runner.dealer.prefetch(Stream.from_wire(wire), count)
+        return held
+
+    def dealer_usage(self) -> list[tuple[WireStream, int]]:
+        """The dealer items the last run took: (stream, count) per stream."""
+        if self.runner is None or self.runner.dealer is None:
+            return []
+        return [(s.to_wire(), n) for s, n in self.runner.dealer.usage().items()]
 
     def run(
         self, run_id: int, program: Program, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -333,6 +350,16 @@ class PartyActor(RelaysOutput):
             self._output.close()
         if self.transport is not None:
             self.transport.close()
+
+
+def unstack(stacked: Any, count: int) -> Items:
+    """`DealerActor.corrections`' stacked arrays as `count` items (views), checked: a list of
+    arrays whose first axis has `count` entries."""
+    if not isinstance(stacked, list) or not all(
+        isinstance(a, np.ndarray) and a.ndim >= 1 and a.shape[0] == count for a in stacked
+    ):
+        raise DealerError(f"the dealer's answer is not {count} stacked items")
+    return [[a[k, ...] for a in stacked] for k in range(count)]
 
 
 def _from_dealer(ref: Any, timeout: float, what: str) -> Any:

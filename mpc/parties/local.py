@@ -13,10 +13,10 @@ from __future__ import annotations
 import functools
 import secrets
 import threading
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
-from mpc.dealers.base import Dealer, DealerClient, Items
+from mpc.dealers.base import Dealer, DealerClient, Items, most_used
 from mpc.dealers.seeded import SeededDealer, local_noise_client
 from mpc.dealers.streams import Stream
 from mpc.parties.memory import MemoryNetwork
@@ -101,6 +101,23 @@ class LocalParties:
         for client in self.dealer_clients:
             if client is not None:
                 client.prefetch(stream.in_epoch(self._run_id + 1), count)
+
+    def preprocess(self, needs: Sequence[tuple[Stream, int]], runs: int) -> dict[str, int]:
+        """Fetch the dealer items `needs` for each of the next `runs` runs; bytes per party."""
+        held = dict.fromkeys(self.config.parties, 0)
+        for ahead in range(1, runs + 1):
+            for name, client in zip(self.config.parties, self.dealer_clients, strict=True):
+                for stream, count in needs:
+                    if client is not None:
+                        epoch = self._run_id + ahead
+                        held[name] += client.prefetch(stream.in_epoch(epoch), count)
+        return held
+
+    def dealer_usage(self) -> list[tuple[Stream, int]]:
+        """The dealer items the last run took: the most any party took of each stream."""
+        return most_used(
+            [(s, n) for c in self.dealer_clients if c is not None for s, n in c.usage().items()]
+        )
 
     def run(self, program: Program, *args: Any, **kwargs: Any) -> dict[str, PartyOutcome]:
         """Run `program(ctx, *args, **kwargs)` at every party; return each party's outcome."""

@@ -26,9 +26,10 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from mpc.dealers.base import most_used
 from mpc.dealers.streams import Stream
 from mpc.deploy import DeploymentConfig
 from mpc.errors import ConfigurationError, MpcError, PartyFailedError
@@ -262,6 +263,22 @@ class RayParties:
         """Fetch dealer corrections for the next run."""
         wire = stream.in_epoch(self._run_id + 1).to_wire()
         self._get([a.prefetch.remote([(wire, count)]) for a in self.actors], "prefetch")
+
+    def preprocess(self, needs: Sequence[tuple[Stream, int]], runs: int) -> dict[str, int]:
+        """Fetch the dealer items `needs` for each of the next `runs` runs, run by run (so that
+        the dealer's cache of other parties' shares serves them all); bytes held per party."""
+        held = dict.fromkeys(self.config.parties, 0)
+        for ahead in range(1, runs + 1):
+            wires = [(s.in_epoch(self._run_id + ahead).to_wire(), n) for s, n in needs]
+            answers = self._get([a.prefetch.remote(wires) for a in self.actors], "preprocessing")
+            for name, got in zip(self.config.parties, answers, strict=True):
+                held[name] += int(got)
+        return held
+
+    def dealer_usage(self) -> list[tuple[Stream, int]]:
+        """The dealer items the last run took: the most any party took of each stream."""
+        answers = self._get([a.dealer_usage.remote() for a in self.actors], "asking the parties")
+        return most_used([(Stream.from_wire(w), int(n)) for answer in answers for w, n in answer])
 
     def execute(
         self, program: Program, args: tuple[Any, ...], kwargs: Mapping[str, Any]

@@ -13,7 +13,7 @@ Security model: settings only; each runtime documents its own.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -117,6 +117,15 @@ class Runtime(Protocol):
         ...
 
     def prefetch(self, stream: Stream, count: int) -> None: ...
+
+    def preprocess(self, needs: Sequence[tuple[Stream, int]], runs: int) -> dict[str, int]:
+        """Fetch the dealer items `needs` for each of the next `runs` runs now; the bytes of
+        corrections each party then holds for them (`mpc.session.Session.preprocess`)."""
+        ...
+
+    def dealer_usage(self) -> list[tuple[Stream, int]]:
+        """The dealer items the last run took (stream, count), streams in run 0."""
+        ...
 
     def dealer_stats(self) -> dict[str, int]: ...
 

@@ -68,11 +68,17 @@ class AdditiveScheme(SharingScheme):
     def complete(
         self, seeded: list[np.ndarray], secret: np.ndarray | None
     ) -> tuple[np.ndarray, list[np.ndarray]]:
+        ring = isinstance(self.algebra, Ring64)
         total = seeded[0]
-        for s in seeded[1:]:
-            total = self.algebra.add(total, s)
+        for k, s in enumerate(seeded[1:]):
+            if ring and k and total.shape == s.shape:
+                np.add(total, s, out=total)  # total is ours (from the first sum): in place
+            else:
+                total = self.algebra.add(total, s)
         if secret is None:
             return total, []
+        if ring and len(seeded) > 1 and total.shape == np.shape(secret):
+            return secret, [np.subtract(secret, total, out=total)]
         return secret, [self.algebra.sub(secret, total)]
 
 
@@ -86,13 +92,15 @@ class AdditiveBeaver(BeaverMultiplication):
     optional_needs = frozenset({Need.COMPARISON_MASKS})
     algebra = RING64
 
-    def less_than_zero(self, x: np.ndarray) -> np.ndarray:
-        """Exact sign bit; see `mpc.protocols.comparison`. Five rounds."""
-        return less_than_zero(self, x)
+    def less_than_zero(self, x: np.ndarray, wide: bool = False) -> np.ndarray:
+        """Exact sign bit; see `mpc.protocols.comparison`. Five rounds (four if `wide`)."""
+        return less_than_zero(self, x, wide)
 
-    def less_than_zero_times(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The sign bit and its product with y, in the same five rounds."""
-        return less_than_zero_times(self, x, y)
+    def less_than_zero_times(
+        self, x: np.ndarray, y: np.ndarray, wide: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The sign bit and its product with y, in the same five rounds (four if `wide`)."""
+        return less_than_zero_times(self, x, y, wide)
 
     @classmethod
     def make_scheme(cls, n: int, t: int) -> SharingScheme:

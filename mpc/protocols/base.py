@@ -103,6 +103,15 @@ class CorrelatedRandomness(TypingProtocol):
         for the A of `matrix_mask` number `mask` of this run."""
         ...
 
+    def masked_truncating_triple(
+        self, shape_a: Shape, shape_y: Shape, transposed: bool, mask: int, bits: int
+    ) -> tuple[np.ndarray, ...]:
+        """For the A of `matrix_mask` number `mask` and a vector y of `shape_y` that awaits its
+        exact truncation by `bits`: shares of (r, r_low, r_top) as `exact_truncation_mask`, of
+        m = A' * r_top (column j of A' times r_top[j]) and of A' @ r_low, with A' = A^T if
+        `transposed` else A (`BeaverMultiplication.matmul_masked_settling`; ring only)."""
+        ...
+
     def truncation_pair(self, shape: Shape, bits: int) -> tuple[np.ndarray, np.ndarray]: ...
 
     def exact_truncation_mask(
@@ -118,8 +127,9 @@ class CorrelatedRandomness(TypingProtocol):
         operands: (r, s, r', s', r' * s')."""
         ...
 
-    def comparison_mask(self, shape: Shape, bits: int) -> ComparisonMask:
-        """The dealer material for one comparison of `shape` elements over `bits`-bit words."""
+    def comparison_mask(self, shape: Shape, bits: int, wide: bool = False) -> ComparisonMask:
+        """The dealer material for one comparison of `shape` elements over `bits`-bit words
+        (`wide`: for the two-level tree of `mpc.protocols.comparison.WIDE_TREE`)."""
         ...
 
 
@@ -387,17 +397,33 @@ class Protocol(ABC):
         left = x.share.T if transposed else x.share
         return self.matmul(np.ascontiguousarray(left), y)
 
-    def less_than_zero(self, x: np.ndarray) -> np.ndarray:
-        """Shares of the bit [x < 0] (0 or 1, as an integer)."""
+    def settles_in_masked_products(self) -> bool:
+        """True if `matmul_masked_settling` can absorb a vector's pending (exact) truncation
+        into a masked matrix product's round."""
+        return False
+
+    def matmul_masked_settling(
+        self, x: MaskedOperand, y: np.ndarray, bits: int, transposed: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """For a vector y awaiting truncation by `bits`: shares of x @ trunc(y) (x^T @ ...)
+        and of trunc(y), in the round of the product (only where
+        `settles_in_masked_products`)."""
+        raise UnsupportedOperationError(f"protocol {self.name!r} does not fuse truncations")
+
+    def less_than_zero(self, x: np.ndarray, wide: bool = False) -> np.ndarray:
+        """Shares of the bit [x < 0] (0 or 1, as an integer). `wide`: fewer rounds for more
+        dealer bytes, where the protocol has such a variant (a hint; ignored otherwise)."""
         raise UnsupportedOperationError(
             f"protocol {self.name!r} has no comparison yet; use protocol='additive' for "
             "comparisons (or an approximation that needs none)"
         )
 
-    def less_than_zero_times(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def less_than_zero_times(
+        self, x: np.ndarray, y: np.ndarray, wide: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Shares of b = [x < 0] and of the exact product b * y (y shared, x's shape). This
         default multiplies after the comparison (one more round); protocols may fuse them."""
-        bit = self.less_than_zero(x)
+        bit = self.less_than_zero(x, wide) if wide else self.less_than_zero(x)
         return bit, self.mul(bit, y)
 
     @classmethod

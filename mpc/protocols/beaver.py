@@ -17,6 +17,12 @@ many products once, sect. 4.2 "masking the data once"):
      truncated x, (r, b, r', r' * b), and opens x - r with y - b: the truncation rides in the
      product's round (the masked evaluation of ABY2.0, Patra et al., USENIX Security 2021,
      applied to the truncation pair of Mohassel & Rindal, ABY3, CCS 2018).
+  6. a product X @ y of a masked matrix with a vector y that awaits its exact truncation
+     (`matmul_masked_settling`, ring only) opens y's truncation mask c = y + 2^62 + r
+     (`mpc.protocols.truncation`) instead of a Beaver mask: trunc(y) = P + S with P public
+     and S = (1 - 2 c_t) r_t 2^(63-m) - r_low shared, so X @ trunc(y) = E @ trunc(y) + A @ P
+     + 2^(63-m) M @ (1 - 2 c_t) - A @ r_low with M = A * r_t (column-wise) and A @ r_low
+     from the dealer: the truncation and the product in one round, exact.
 Security model: semi-honest; e and d are uniformly masked by a and b, so the opened values are
 independent of x and y as long as the dealer is trusted and never reuses a triple. A mask A is
 opened against one matrix only; every product with it uses a fresh B. Traffic of a
@@ -29,7 +35,13 @@ import numpy as np
 
 from mpc.algebra import Ring64
 from mpc.protocols.base import MaskedOperand, Need, Protocol
-from mpc.protocols.truncation import truncate_exact
+from mpc.protocols.truncation import (
+    OFFSET_BITS,
+    masked_for_truncation,
+    masked_share,
+    opened_parts,
+    truncate_exact,
+)
 
 
 class BeaverMultiplication(Protocol):
@@ -150,6 +162,39 @@ class BeaverMultiplication(Protocol):
         product, together with that product's other operand)."""
         a, number = self._need(Need.MATRIX_TRIPLES).matrix_mask(tuple(x.shape))
         return MaskedOperand(x, a, number)
+
+    def settles_in_masked_products(self) -> bool:
+        return (
+            type(self).matmul_masked is BeaverMultiplication.matmul_masked
+            and isinstance(self.algebra, Ring64)
+            and self.dealer is not None
+            and Need.MATRIX_TRIPLES in self.dealer.provides
+        )
+
+    def matmul_masked_settling(
+        self, x: MaskedOperand, y: np.ndarray, bits: int, transposed: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """X @ trunc(y) (X^T @ ...) and trunc(y) for a vector y awaiting exact truncation by
+        `bits` (|y| < 2^62): step 6 above. One round (with E = X - A the first time). The
+        truncation's result is floor(y / 2^bits) or one less, as `truncate`."""
+        if x.mask is None or y.ndim != 1 or not 0 < bits < OFFSET_BITS:
+            raise ValueError(f"matmul_masked_settling: a masked matrix, a vector, bits {bits}")
+        alg = self.algebra
+        r, r_low, r_top, m, a_low = self._need(Need.MATRIX_TRIPLES).masked_truncating_triple(
+            tuple(x.share.shape), tuple(y.shape), transposed, x.number, bits
+        )
+        masked = masked_for_truncation(self, y, r)
+        if x.opened is None:
+            x.opened, c = self.open_many([alg.sub(x.share, x.mask), masked])
+        else:
+            c = self.open_all(masked)
+        public, sign = opened_parts(c, bits)
+        settled = self.add_public(masked_share(self, r_low, r_top, sign, bits), public)
+        e, a = (x.opened.T, x.mask.T) if transposed else (x.opened, x.mask)
+        weight = np.asarray(np.uint64(1 << (63 - bits)))
+        z = alg.add(alg.matmul(e, settled), alg.matmul(a, public))
+        z = alg.sub(alg.add(z, alg.mul(alg.matmul(m, sign), weight)), a_low)
+        return z, settled
 
     def matmul_masked(
         self, x: MaskedOperand, y: np.ndarray, transposed: bool = False
