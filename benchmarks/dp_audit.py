@@ -18,11 +18,19 @@ What it does (mpc/dp/audit.py has the method and its references):
    additive sharing, dealer noise shares) at epsilon = --secure-epsilon.
 3. Mutations, to show that the audit can fail: the same release with half the noise (the
    advantage must rise) and with no noise (the lower bound must exceed the claimed epsilon).
+4. The stronger attack (mpc/dp/audit_pair.py): a worst-case neighbouring pair the auditor
+   crafts (455 rows; the canary alone in feature space, at the clipping norm, spread over all
+   features) and a canary row in the real data, --pair-trials releases per world and claimed
+   epsilon, and the likelihood-ratio test: the epsilon lower bound with its confidence, next to
+   the loss attack's and the pair's ceiling (the most any test can show on it). Then the same
+   pair against noise 1/sqrt(31) too small (the L2 bound used as the L1 bound) and, at the same
+   trials, the loss attack against that noise; secure releases of the pair check the simulation.
 
 Security note: measurement only, on public data; the secure runs use an insecure in-process
 dealer and reveal un-noised weights for comparison, which a deployment never does.
 
 Run: python benchmarks/dp_audit.py [--trials 4000] [--epsilons 0.1 0.5 1 2 5 10 inf]
+     [--pair-trials 50000] (about 5 minutes on 2 cores with the defaults)
 Writes benchmarks/results/dp_audit.json and dp_audit.png; prints tables.
 """
 
@@ -40,6 +48,13 @@ import numpy as np
 
 from mpc.bench import progress, write_results
 from mpc.dp.audit import AuditPoint, audit_model_release, secure_check, secure_release_accuracy
+from mpc.dp.audit_pair import (
+    PairAuditPoint,
+    audit_pair,
+    crafted_pair,
+    data_canary_pair,
+    secure_pair_check,
+)
 from mpc.dp.release import max_learning_rate, prepare_rows
 from mpc.ml import LogisticRegression, Standardizer, train_plain
 from mpc.ml.data import breast_cancer_split
@@ -64,6 +79,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--accuracy-epsilons", nargs="+", type=float, default=[0.1, 1.0, 10.0])
     parser.add_argument("--accuracy-runs", type=int, default=10, help="secure releases per epsilon")
     parser.add_argument("--mutation-epsilons", nargs="+", type=float, default=[0.5, 5.0])
+    parser.add_argument(
+        "--pair-trials", type=int, default=50000, help="worst-case pair: releases per world"
+    )
+    parser.add_argument(
+        "--pair-epsilons",
+        nargs="+",
+        type=float,
+        default=None,
+        help="claimed epsilons of the pair audit (default: the finite --epsilons)",
+    )
+    parser.add_argument("--pair-mutation-epsilons", nargs="+", type=float, default=[1.0, 2.0, 4.0])
     parser.add_argument("--out", default=str(HERE / "results" / "dp_audit.json"))
     parser.add_argument("--plot", default=str(HERE / "results" / "dp_audit.png"))
     return parser.parse_args(argv)
@@ -81,6 +107,30 @@ def table(points: Sequence[AuditPoint]) -> str:
             f"{eps:>8} {p.advantage:>10.3f} {p.epsilon_lower:>10.3f} {p.fpr:>7.3f} "
             f"{p.fnr:>7.3f} {p.accuracy_mean:>8.3f} ± {p.accuracy_std:.3f}{flag}"
         )
+    return "\n".join(lines)
+
+
+def pair_table(
+    claims: Sequence[float],
+    old: Sequence[AuditPoint],
+    same: Sequence[PairAuditPoint],
+    columns: Sequence[Sequence[PairAuditPoint]],
+) -> str:
+    """Markdown: claimed ε, the loss attack's bound, the worst-case pair's at the same trials,
+    then each pair of `columns` at its own trials with the pair's ceiling."""
+    by_eps = {p.epsilon: p for p in old}
+    head = ["claimed ε", f"loss attack ({old[0].trials if old else '-'} trials)"]
+    head.append(f"worst-case pair ({same[0].trials} trials)")
+    for col in columns:
+        head += [f"{col[0].pair} ({col[0].trials} trials)", "its ceiling"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i, eps in enumerate(claims):
+        row = [f"{eps:g}", f"{by_eps[eps].epsilon_lower:.2f}" if eps in by_eps else "-"]
+        row.append(f"{same[i].epsilon_lower:.2f}")
+        for col in columns:
+            flag = " VIOLATED" if col[i].violated else ""
+            row += [f"{col[i].epsilon_lower:.2f}{flag}", f"{col[i].ceiling:.2f}"]
+        lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
@@ -119,9 +169,16 @@ def plot(points: Sequence[AuditPoint], extra: dict[str, Any], path: str) -> None
         finite,
         [p.epsilon_lower for p in points if not math.isinf(p.epsilon)],
         marker="o",
-        label="empirical lower bound (95%)",
+        label="loss attack, lower bound (95%)",
     )
     right.plot(finite, finite, color="tab:gray", ls="--", label="claimed epsilon")
+    for name, pts in extra.get("pairs", {}).items():
+        right.plot(
+            [p["epsilon"] for p in pts],
+            [p["epsilon_lower"] for p in pts],
+            marker="^",
+            label=f"{name}, likelihood ratio (95%)",
+        )
     for name, pts in extra.get("mutations", {}).items():
         right.scatter(
             [p["epsilon"] for p in pts],
@@ -190,6 +247,64 @@ def main(argv: Sequence[str] | None = None) -> int:
             canary=audit.canary,
         )
         mutations[name] = [p.to_json() for p in mutated.points]
+    claims = args.pair_epsilons or [e for e in epsilons if not math.isinf(e)]
+    worst = crafted_pair(x.shape[0], x.shape[1], config, r)
+    in_data = data_canary_pair(x, y_train, config, r)
+    progress(f"worst-case pair at {args.trials} trials per world (the loss attack's budget)")
+    same = audit_pair(
+        worst, config=config, clip_norm=r, epsilons=claims, delta=args.delta, trials=args.trials
+    )
+    pair_points: dict[str, list[PairAuditPoint]] = {}
+    for pair in (worst, in_data):
+        progress(f"{pair.name}: {args.pair_trials} trials per world and epsilon")
+        pair_points[pair.name] = audit_pair(
+            pair,
+            config=config,
+            clip_norm=r,
+            epsilons=claims,
+            delta=args.delta,
+            trials=args.pair_trials,
+            progress=progress,
+        )
+    shrink = 1.0 / math.sqrt(x.shape[1] + 1)
+    progress(f"mutation: noise x {shrink:.3f} (the L2 bound used as the L1 bound)")
+    pair_mutated = audit_pair(
+        worst,
+        config=config,
+        clip_norm=r,
+        epsilons=args.pair_mutation_epsilons,
+        delta=args.delta,
+        trials=args.pair_trials,
+        noise_scale=shrink,
+        progress=progress,
+    )
+    loss_mutated = audit_model_release(
+        x,
+        y_train,
+        xt,
+        y_test,
+        config=config,
+        clip_norm=r,
+        epsilons=args.pair_mutation_epsilons,
+        delta=args.delta,
+        trials=args.pair_trials,
+        noise_scale=shrink,
+        canary=audit.canary,
+    ).points
+    pair_checks = []
+    if args.secure_runs > 0:
+        for pair in (worst, in_data):
+            progress(f"{args.secure_runs} secure releases of {pair.name}")
+            pair_checks.append(
+                secure_pair_check(
+                    pair,
+                    config=config,
+                    clip_norm=r,
+                    epsilon=args.secure_epsilon,
+                    delta=args.delta,
+                    runs=args.secure_runs,
+                )
+            )
     check = None
     if args.secure_runs > 0:
         progress(f"{args.secure_runs} secure releases at epsilon {args.secure_epsilon:g}")
@@ -230,6 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "plain_accuracy": plain.accuracy(xt, y_test),
         "sklearn_accuracy": sk_acc,
         "mutations": mutations,
+        "pairs": {k: [p.to_json() for p in v] for k, v in pair_points.items()},
     }
     print(
         f"recipe: {args.features} features, R={r:g}, l2={args.l2:g}, {args.epochs} epochs, "
@@ -258,6 +374,32 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"  {label:<28} {np.mean(values):.4f} ± {np.std(values):.4f} ({len(values)} run(s))"
             )
         print(f"  {'scikit-learn (standardised)':<28} {sk_acc:.4f}")
+    bound = privacy.total
+    print(
+        f"\nstronger attack: likelihood-ratio test on neighbouring pairs (mpc/dp/audit_pair.py), "
+        f"{same[0].confidence:.0%} confidence; weight gap of each pair, L2 and L1, as a "
+        f"fraction of the sensitivity bound (L1: of sqrt(dim) x bound):"
+    )
+    for pair in (worst, in_data):
+        print(
+            f"  {pair.name}: {pair.gap('l2') / bound:.0%}, "
+            f"{pair.gap('l1') / (math.sqrt(x.shape[1] + 1) * bound):.0%}"
+        )
+    print()
+    print(pair_table(claims, audit.points, same, list(pair_points.values())))
+    print(f"\nmutation: noise x {shrink:.3f} (as if the L2 bound were the L1 bound)")
+    for p, q in zip(pair_mutated, loss_mutated, strict=True):
+        print(
+            f"  claimed epsilon {p.epsilon:g}: worst-case pair {p.epsilon_lower:.2f}"
+            f"{'  VIOLATED' if p.violated else ''} (ceiling {p.ceiling:.2f}); loss attack "
+            f"{q.epsilon_lower:.2f}{'  VIOLATED' if q.violated else ''} ({p.trials} trials each)"
+        )
+    for c, pair in zip(pair_checks, (worst, in_data), strict=False):
+        print(
+            f"secure releases of {pair.name} at epsilon {c.epsilon:g}: statistics inside the "
+            f"simulated range {c.inside}; drift {c.drift:.2e} (allowed {c.drift_bound:.2e}): "
+            f"{'OK' if c.ok else 'MISMATCH'}"
+        )
     if check is not None:
         print(
             f"\nsecure releases at epsilon {check.epsilon:g}: attack scores {check.scores} "
@@ -297,12 +439,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         "secure_accuracy": secure_accuracy,
         "sweep_seconds": sweep_seconds,
+        "pair_audit": {
+            "gaps": {
+                pair.name: {"l2": pair.gap("l2"), "l1": pair.gap("l1")} for pair in (worst, in_data)
+            },
+            "same_trials": [p.to_json() for p in same],
+            "mutation_noise_scale": shrink,
+            "mutation": [p.to_json() for p in pair_mutated],
+            "mutation_loss_attack": [p.to_json() for p in loss_mutated],
+            "secure_checks": [
+                {"epsilon": c.epsilon, "inside": c.inside, "drift": c.drift, "ok": c.ok}
+                for c in pair_checks
+            ],
+        },
     }
     path = write_results(results, args.out)
     plot(audit.points, extra, args.plot)
     print(f"\nwrote {path} and {args.plot}")
-    violated = any(p.violated for p in audit.points)
-    return 1 if violated or (check is not None and not check.ok) else 0
+    violated = any(p.violated for p in audit.points) or any(
+        p.violated for pts in [same, *pair_points.values()] for p in pts
+    )
+    broken = not all(c.ok for c in pair_checks)
+    return 1 if violated or broken or (check is not None and not check.ok) else 0
 
 
 if __name__ == "__main__":

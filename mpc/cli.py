@@ -67,7 +67,7 @@ def _start_federated(program: str, argv: list[str]) -> int:
     cost = PartyStats.from_dict(_answer["stats"]).total
     print(
         f"cost at this party: {cost.rounds} rounds, {cost.bytes_sent:,} bytes sent by the "
-        "program (agreeing on the run adds 2 rounds)"
+        "program (agreeing on the run and ending it add 3 rounds)"
     )
     return 0
 

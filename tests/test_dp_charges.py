@@ -36,7 +36,12 @@ from mpc.dp import (
     compose,
     zcdp_epsilon,
 )
-from mpc.dp.mechanisms import l1_ulps_of_l2, noise_spec, sample_noise
+from mpc.dp.mechanisms import (
+    ObjectivePerturbationMechanism,
+    l1_ulps_of_l2,
+    noise_spec,
+    sample_noise,
+)
 from mpc.dp.samplers import discrete_gaussian_pmf
 from mpc.rng import Prg
 
@@ -57,7 +62,17 @@ CASES: dict[str, list[Mechanism]] = {
         VectorLaplaceMechanism(epsilon=1.0, sensitivity=0.2, dim=31, frac_bits=8),
         VectorLaplaceMechanism(epsilon=0.1, sensitivity=0.16, dim=5, frac_bits=16),
     ],
-}
+    "objective_perturbation": [
+        ObjectivePerturbationMechanism(
+            epsilon=1.0, sensitivity=4.0, epsilon_jacobian=0.0506, gap=1.1e-4,
+            epsilon_gap=0.01, dim=31, frac_bits=23,
+        ),
+        ObjectivePerturbationMechanism(
+            epsilon=0.1, sensitivity=2.0, epsilon_jacobian=0.01, gap=0.003,
+            epsilon_gap=0.002, dim=5, frac_bits=12, tail_bits=64,
+        ),
+    ],
+}  # fmt: skip
 
 
 def prg(i: int) -> Prg:
@@ -95,6 +110,9 @@ def test_each_charge_against_dp_accounting(mech: Mechanism) -> None:
     far above it, and the zCDP rho the accountant composes converts back to the charge."""
     cost = mech.cost("x")
     assert cost.mechanism == mech.name
+    if isinstance(mech, ObjectivePerturbationMechanism):
+        _check_objective_charge(mech)
+        return
     assert _pld_delta(mech, cost.epsilon) <= cost.delta + 1e-15
     if cost.delta == 0.0:  # pure epsilon: tight, any smaller epsilon fails
         assert _pld_delta(mech, 0.97 * cost.epsilon) > 0.0
@@ -113,11 +131,34 @@ def test_each_charge_against_dp_accounting(mech: Mechanism) -> None:
         assert np.all(laplace._rdp <= np.asarray(ORDERS) * cost.rho * (1 + 1e-12))
 
 
+def _check_objective_charge(mech: ObjectivePerturbationMechanism) -> None:
+    """Objective perturbation (docs/dp.md): the charge is epsilon_noise + epsilon_jacobian +
+    2 epsilon_gap and 2^-tail_bits; each noise row is exactly the discrete Laplace mechanism
+    for its L1 bound in ulps (the rounding slack included): delta 0 at its epsilon, tight."""
+    cost = mech.cost("x")
+    total = mech.epsilon_noise + mech.epsilon_jacobian + 2 * mech.epsilon_gap
+    assert cost.epsilon == mech.epsilon == pytest.approx(total, rel=1e-12)
+    assert cost.delta == 2.0**-mech.tail_bits and cost.rho is None
+    f, d = mech.frac_bits, mech.dim
+    rows = [
+        (mech.scale, l1_ulps_of_l2(float(mech.sensitivity or 0), d, f) + d, mech.epsilon_noise),
+        (mech.output_scale, l1_ulps_of_l2(mech.gap, d, f) + (d + 1) // 2, mech.epsilon_gap),
+    ]
+    for scale, ulps, eps in rows:
+        loss = plm.DiscreteLaplacePrivacyLoss(1.0 / float(scale), sensitivity=ulps)
+        assert float(loss.get_delta_for_epsilon(eps)) <= 1e-15
+        assert float(loss.get_delta_for_epsilon(0.97 * eps)) > 0.0
+    # the tail: P[|b_i| > bound] <= exp(-bound/scale) per element, 2^-tail_bits for dim of them
+    assert d * math.exp(-mech.bound_ulps / float(mech.scale)) <= 2.0**-mech.tail_bits
+
+
 @pytest.mark.parametrize("mech", [m for ms in CASES.values() for m in ms], ids=lambda m: m.name)
 def test_noise_is_exact_integers_on_the_grid(mech: Mechanism) -> None:
     """What the charge assumes: int64 ulps from the exact samplers, by the mechanism and by the
     dealer's `sample_noise` (the only two ways noise is drawn)."""
-    shape = (getattr(mech, "dim", 4),)
+    shape: tuple[int, ...] = (getattr(mech, "dim", 4),)
+    if isinstance(mech, ObjectivePerturbationMechanism):
+        shape = (2, mech.dim)
     own = mech.noise(prg(1), shape)
     dealt = sample_noise(noise_spec(mech, shape), prg(2))
     for noise in (own, dealt):

@@ -4,9 +4,9 @@ Modules, one job each: `samplers` (exact noise from the crypto PRG), `mechanisms
 name, cost, noise, spec), `continuous` (textbook calibrations, no noise), `distributed` (noise
 split across parties), `sensitivity` (logistic-regression bounds), `accountant` and `ledger`
 (budgets), `plan`, `charging` and `reveal` (a release under MPC, all or nothing),
-`model_release` (the joint model), `audit` (membership inference).  Security model:
-semi-honest, as the rest of `mpc`; the guarantee needs true sensitivities and noise seeds no
-receiver knows.  See docs/dp.md.
+`model_release` (the joint model), `audit` and `audit_pair` (membership inference, worst-case
+pairs).  Security model: semi-honest, as the rest of `mpc`; the guarantee needs true
+sensitivities and noise seeds no receiver knows.  See docs/dp.md.
 """
 
 from mpc.dp.accountant import (

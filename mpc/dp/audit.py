@@ -27,10 +27,12 @@ training row, and check the measurement against the claimed ε:
   model is trained on each and released with the mechanism under audit many times, and the
   attack's scores are audited for each ε of a sweep, with the accuracy of releases of the
   model trained on the real data;
-* :func:`secure_check`: a few genuinely secure runs (in-process parties, dealer noise) of the
-  same release on D_in, to check that the secure pipeline releases what the sweep simulates
-  (its attack scores fall inside the simulated distribution; its un-noised weights are within
-  the fixed-point drift the sensitivity analysis allows).
+* :func:`secure_check` (on :func:`secure_weights`): a few genuinely secure runs (in-process
+  parties, dealer noise) of the same release on D_in, to check that the secure pipeline
+  releases what the sweep simulates (its attack scores fall inside the simulated distribution;
+  its un-noised weights are within the fixed-point drift the sensitivity analysis allows).
+
+The stronger attack, a worst-case pair and the likelihood-ratio test, is ``mpc.dp.audit_pair``.
 
 The sweep trains in float64 (``mpc.ml.train_plain``, the same recipe and sigmoid as the secure
 fit) and adds noise from the *same* mechanism objects, calibrated to the *same* sensitivity (with
@@ -83,11 +85,12 @@ __all__ = [
     "make_canary",
     "secure_check",
     "secure_release_accuracy",
+    "secure_weights",
 ]
 
 FloatArray = npt.NDArray[np.float64]
 
-#: At most this many candidate thresholds are tried on the calibration half.
+#: At most this many candidate thresholds (quantiles of the calibration scores) are tried.
 MAX_THRESHOLDS = 400
 
 
@@ -118,13 +121,14 @@ def _tail_le(successes: int, trials: int, p: float) -> float:
     return min(1.0, math.exp(top) * float(np.sum(np.exp(logs - top))))
 
 
-def _wilson_upper(successes: int, trials: int, alpha: float) -> float:
-    """A closed-form upper bound close to Clopper-Pearson's (to pick thresholds quickly)."""
+def _wilson_upper(successes: Any, trials: int, alpha: float) -> FloatArray:
+    """Closed-form upper bounds close to Clopper-Pearson's, elementwise (to pick thresholds
+    quickly)."""
     z = _normal_quantile(1.0 - alpha)
-    p = successes / trials
+    p = np.asarray(successes, dtype=np.float64) / trials
     centre = p + z * z / (2 * trials)
-    spread = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials))
-    return min(1.0, (centre + spread) / (1 + z * z / trials))
+    spread = z * np.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials))
+    return np.asarray(np.minimum(1.0, (centre + spread) / (1 + z * z / trials)))
 
 
 def _normal_quantile(q: float) -> float:
@@ -169,22 +173,24 @@ def epsilon_lower_bound(
     return best
 
 
-def _quick_epsilon(
-    false_positives: int,
+def _quick_epsilons(
+    false_positives: Any,
     negatives: int,
-    false_negatives: int,
+    false_negatives: Any,
     positives: int,
     delta: float,
     alpha: float,
-) -> float:
-    """epsilon_lower_bound with Wilson instead of Clopper-Pearson bounds (threshold choice)."""
+) -> FloatArray:
+    """epsilon_lower_bound with Wilson instead of Clopper-Pearson bounds, elementwise over
+    arrays of error counts (threshold choice)."""
     fpr = _wilson_upper(false_positives, negatives, alpha / 2.0)
     fnr = _wilson_upper(false_negatives, positives, alpha / 2.0)
-    best = 0.0
-    for num, den in ((1.0 - delta - fnr, fpr), (1.0 - delta - fpr, fnr)):
-        if num > 0.0 and den > 0.0:
-            best = max(best, math.log(num / den))
-    return best
+    best = np.zeros(fpr.shape)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for num, den in ((1.0 - delta - fnr, fpr), (1.0 - delta - fpr, fnr)):
+            ok = (num > 0.0) & (den > 0.0)
+            best = np.where(ok, np.maximum(best, np.log(np.where(ok, num / den, 1.0))), best)
+    return np.asarray(best)
 
 
 # ---- the attack --------------------------------------------------------------------------------
@@ -225,8 +231,9 @@ def _candidates(scores: FloatArray) -> FloatArray:
 def audit_scores(
     scores_in: Any, scores_out: Any, *, delta: float = 0.0, alpha: float = 0.05
 ) -> AttackOutcome:
-    """Loss-threshold attack: the threshold (on the first half of each sample) that maximises the
-    ε lower bound (with Wilson bounds there, for speed), and the one that maximises TPR - FPR;
+    """Threshold attack, 'member iff score <= threshold': the threshold (any score of the first
+    half of each sample) that maximises the ε lower bound (with Wilson bounds there, for
+    speed), and the one that maximises TPR - FPR;
     their error rates, ε lower bound (Clopper-Pearson) and advantage counted on the second
     halves (so the confidence bounds are valid)."""
     s_in = np.asarray(scores_in, dtype=np.float64)
@@ -236,16 +243,12 @@ def audit_scores(
     half_in, half_out = s_in.size // 2, s_out.size // 2
     cal_in, ev_in = s_in[:half_in], s_in[half_in:]
     cal_out, ev_out = s_out[:half_out], s_out[half_out:]
-    best_eps, tau_eps = -1.0, math.inf
-    best_adv, tau_adv = -2.0, math.inf
-    for tau in _candidates(np.concatenate([cal_in, cal_out])):
-        fp, fn = _errors(cal_in, cal_out, float(tau))
-        eps = _quick_epsilon(fp, cal_out.size, fn, cal_in.size, delta, alpha)
-        adv = (1.0 - fn / cal_in.size) - fp / cal_out.size
-        if eps > best_eps:
-            best_eps, tau_eps = eps, float(tau)
-        if adv > best_adv:
-            best_adv, tau_adv = adv, float(tau)
+    taus = _candidates(np.concatenate([cal_in, cal_out]))
+    fps = np.searchsorted(np.sort(cal_out), taus, side="right")
+    fns = cal_in.size - np.searchsorted(np.sort(cal_in), taus, side="right")
+    eps = _quick_epsilons(fps, cal_out.size, fns, cal_in.size, delta, alpha)
+    adv = (1.0 - fns / cal_in.size) - fps / cal_out.size
+    tau_eps, tau_adv = float(taus[np.argmax(eps)]), float(taus[np.argmax(adv)])
     fp, fn = _errors(ev_in, ev_out, tau_eps)
     eps_lb = epsilon_lower_bound(fp, ev_out.size, fn, ev_in.size, delta=delta, alpha=alpha)
     fp_a, fn_a = _errors(ev_in, ev_out, tau_adv)
@@ -480,7 +483,9 @@ def audit_model_release(
 # ---- genuinely secure runs ---------------------------------------------------------------------
 
 
-def _local_parties(x: FloatArray, y: Any, parties: Sequence[str]) -> Any:
+def _local_parties(
+    x: FloatArray, y: Any, parties: Sequence[str], fixed_point: FixedPoint | None = None
+) -> Any:
     """In-process parties (additive sharing) holding the rows of (x, y) split by rows, with an
     in-process dealer that also deals noise shares."""
     from mpc.dealers.seeded import InsecureLocalDealer, local_noise_client
@@ -493,7 +498,7 @@ def _local_parties(x: FloatArray, y: Any, parties: Sequence[str]) -> Any:
     private = {p: {"x": x[s], "y": labels[s]} for p, s in zip(parties, split, strict=True)}
     cls = get_protocol("additive")
     t = cls.check_parties(len(parties), None)
-    session = SessionConfig(tuple(parties), "additive", t, FixedPoint(), timeout=30)
+    session = SessionConfig(tuple(parties), "additive", t, fixed_point or FixedPoint(), timeout=30)
     dealer = InsecureLocalDealer(cls.make_scheme(len(parties), t))
     local = LocalParties(session, dealer, private)
     for rank, runner in enumerate(local.runners):
@@ -544,6 +549,45 @@ def secure_release_accuracy(
     return [float(local.run(program)[parties[0]].output.accuracy(xt, y_test)) for _ in range(runs)]
 
 
+def secure_weights(
+    x: Any,
+    y: Any,
+    *,
+    config: LogisticRegression,
+    clip_norm: float,
+    epsilon: float,
+    delta: float = 0.0,
+    runs: int = 3,
+    parties: Sequence[str] = ("alice", "bob", "carol"),
+) -> tuple[FloatArray, list[FloatArray]]:
+    """A genuinely secure fit of (x, y) (in-process parties, additive sharing, rows split among
+    `parties`): its un-noised weights (audit only, on public data) and the weights of `runs`
+    releases with dealer noise shares (intercept last)."""
+    from mpc.program import PartyContext
+
+    local = _local_parties(np.asarray(x, dtype=np.float64), y, parties)
+
+    def program(ctx: PartyContext, raw: bool) -> Any:
+        data = config.share_horizontal(ctx, ctx.private["x"], ctx.private["y"])
+        model = config.fit(ctx, data)
+        if raw:
+            return model.reveal(to=parties[0])
+        return release_model(
+            ctx,
+            model,
+            epsilon=epsilon,
+            delta=delta,
+            clip_norm=clip_norm,
+            noise="dealer",
+            accountant=None,
+            to=parties[0],
+        )
+
+    first = parties[0]
+    raw_weights = _weights(local.run(program, True)[first].output)
+    return raw_weights, [_weights(local.run(program, False)[first].output) for _ in range(runs)]
+
+
 @dataclass(frozen=True)
 class SecureCheck:
     """Secure releases of D_in compared with the simulation: each release's attack score and
@@ -578,34 +622,21 @@ def secure_check(
 ) -> SecureCheck:
     """`runs` genuinely secure fits and releases (in-process parties, additive sharing, dealer
     noise shares) of the model on D_in, split by rows among `parties`; see SecureCheck."""
-    from mpc.program import PartyContext
-
     x = np.asarray(x_train, dtype=np.float64)
     d_in, y_in, _, _ = canary.datasets(x, y_train)
     n, d = d_in.shape
-    local = _local_parties(d_in, y_in, parties)
-
-    def program(ctx: PartyContext, raw: bool) -> Any:
-        data = config.share_horizontal(ctx, ctx.private["x"], ctx.private["y"])
-        model = config.fit(ctx, data)
-        if raw:  # audit only, on public data: the un-noised weights
-            return model.reveal(to=parties[0])
-        return release_model(
-            ctx,
-            model,
-            epsilon=epsilon,
-            delta=delta,
-            clip_norm=clip_norm,
-            noise="dealer",
-            accountant=None,
-            to=parties[0],
-        )
-
-    first = parties[0]
-    raw_model = local.run(program, True)[first].output
+    raw, released = secure_weights(
+        d_in,
+        y_in,
+        config=config,
+        clip_norm=clip_norm,
+        epsilon=epsilon,
+        delta=delta,
+        runs=runs,
+        parties=parties,
+    )
     plain = _train(d_in, y_in, config)
-    drift = float(np.linalg.norm(_weights(raw_model) - plain))
-    released = [_weights(local.run(program, False)[first].output) for _ in range(runs)]
+    drift = float(np.linalg.norm(raw - plain))
     mechanism, privacy = model_release_plan(
         config, n_rows=n, n_features=d, clip_norm=clip_norm, epsilon=epsilon, delta=delta
     )

@@ -39,6 +39,7 @@ __all__ = [
     "DiscreteGaussianMechanism",
     "DiscreteLaplaceMechanism",
     "Mechanism",
+    "ObjectivePerturbationMechanism",
     "VectorLaplaceMechanism",
     "grid_sensitivity",
     "l1_ulps_of_l2",
@@ -390,6 +391,129 @@ class VectorLaplaceMechanism(Mechanism):
         return discrete_laplace(prg, self.scale, shape, tag)
 
 
+@dataclass(frozen=True, kw_only=True)
+class ObjectivePerturbationMechanism(Mechanism):
+    """The noise of objective perturbation (CMS11 Alg. 2) trained under MPC, with output noise
+    covering the proven distance G between the trained weights and the exact minimiser
+    (``mpc.dp.objective``; proof in docs/dp.md, "Objective perturbation").
+
+    One draw has shape ``(2, dim)``, in ulps of ``2^-frac_bits``: row 0 the linear term b of
+    the objective (exact discrete Laplace, scale ``(ceil(sqrt(dim)·Δ·2^f) + dim)/ε_noise``,
+    Δ = `sensitivity`, the L2 change of the gradient sum when one row is replaced), row 1 the
+    output noise (discrete Laplace, scale ``(ceil(sqrt(dim)·G·2^f) + ceil(dim/2))/epsilon_gap``).
+    ``ε = ε_noise + epsilon_jacobian + 2·epsilon_gap``: the charge.  |b| <= ``bound_ulps``
+    except with probability ``2^-tail_bits`` per draw (checked; charged as δ).
+    """
+
+    name: ClassVar[str] = "objective_perturbation"
+    epsilon: float
+    sensitivity: float | None = None
+    epsilon_jacobian: float = 0.0
+    gap: float = 0.0
+    epsilon_gap: float = 0.0
+    dim: int = 1
+    frac_bits: int = DEFAULT_FRAC_BITS
+    tail_bits: int = 128
+    epsilon_noise: float = field(init=False)
+    scale: Fraction = field(init=False)
+    output_scale: Fraction = field(init=False)
+    bound_ulps: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        eps = check_epsilon(self.epsilon)
+        sens = check_sensitivity(self.sensitivity, "L2", "2R for the logistic loss: 2 x clip_norm")
+        if isinstance(self.dim, bool) or not isinstance(self.dim, int) or self.dim < 1:
+            raise InvalidPrivacyParameterError(f"dim must be an int >= 1, got {self.dim!r}")
+        f = check_frac_bits(self.frac_bits)
+        tail = self.tail_bits
+        if isinstance(tail, bool) or not isinstance(tail, int) or not 1 <= tail <= 1024:
+            raise InvalidPrivacyParameterError(
+                f"tail_bits must be an int in [1, 1024], got {tail!r}"
+            )
+        for label, value in (("epsilon_jacobian", self.epsilon_jacobian), ("gap", self.gap)):
+            if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+                raise InvalidPrivacyParameterError(f"{label} must be a finite number >= 0")
+        gap_eps = check_epsilon(self.epsilon_gap, "epsilon_gap")
+        noise_eps = eps - float(self.epsilon_jacobian) - 2.0 * gap_eps
+        if not noise_eps > 0.0:
+            raise InvalidPrivacyParameterError(
+                f"epsilon {eps:g} does not cover the Jacobian term {self.epsilon_jacobian:.4g} "
+                f"and twice the gap's {gap_eps:.4g}: raise epsilon or the L2 penalty "
+                f"(mpc.dp.objective.objective_l2), or lower gap_fraction"
+            )
+        scale = laplace_scale(l1_ulps_of_l2(sens, self.dim, f) + self.dim, noise_eps)
+        gap_ulps = l1_ulps_of_l2(float(self.gap), self.dim, f) if self.gap > 0 else 0
+        output = laplace_scale(gap_ulps + -(-self.dim // 2), gap_eps)
+        # P[|k| > K] <= exp(-K/scale) for the discrete Laplace: dim elements, 2^-tail overall
+        tail_log = tail * math.log(2.0) + math.log(self.dim)
+        bound = math.ceil(float(scale) * tail_log * (1.0 + 1e-9)) + 1
+        if bound >= 1 << 62:
+            raise InvalidPrivacyParameterError(
+                "the objective noise is too large for int64 shares: raise epsilon or lower "
+                "frac_bits"
+            )
+        object.__setattr__(self, "epsilon", eps)
+        object.__setattr__(self, "sensitivity", sens)
+        object.__setattr__(self, "epsilon_noise", noise_eps)
+        object.__setattr__(self, "scale", scale)
+        object.__setattr__(self, "output_scale", output)
+        object.__setattr__(self, "bound_ulps", bound)
+
+    @property
+    def tail_delta(self) -> float:
+        """The probability that one draw's |b| exceeds ``bound_ulps``: at most 2^-tail_bits."""
+        return 2.0**-self.tail_bits
+
+    @property
+    def bound(self) -> float:
+        """``bound_ulps`` in real units: the public bound on |b| of one draw."""
+        return float(Fraction(self.bound_ulps, 1 << self.frac_bits))
+
+    def check_shape(self, shape: Sequence[int]) -> None:
+        if tuple(shape) != (2, self.dim):
+            raise InvalidPrivacyParameterError(
+                f"objective-perturbation noise has shape (2, {self.dim}) (the objective's b and "
+                f"the output noise), not {tuple(shape)}"
+            )
+
+    def cost(self, label: str = "") -> Release:
+        return Release(
+            self.name,
+            self.epsilon,
+            self.tail_delta,
+            rho=None,
+            label=label,
+            params={
+                "sensitivity_l2": float(self.sensitivity or 0.0),
+                "epsilon_noise": self.epsilon_noise,
+                "epsilon_jacobian": float(self.epsilon_jacobian),
+                "epsilon_gap": float(self.epsilon_gap),
+                "gap_l2": float(self.gap),
+                "dim": self.dim,
+                "frac_bits": self.frac_bits,
+                "scale_ulps": str(self.scale),
+                "output_scale_ulps": str(self.output_scale),
+                "bound_ulps": self.bound_ulps,
+            },
+        )
+
+    def noise(self, prg: Prg, shape: Shape = (), tag: Tag | None = None) -> IntArray:
+        """One draw: shape (2, dim); raises OverflowError if |b| > bound_ulps (probability
+        <= 2^-tail_bits, charged as the release's δ)."""
+        dims = (shape,) if isinstance(shape, int) else tuple(shape)
+        self.check_shape(dims)
+        first = None if tag is None else (tag, "objective")
+        second = None if tag is None else (tag, "output")
+        b = discrete_laplace(prg, self.scale, (self.dim,), first)
+        if int(np.max(np.abs(b))) > self.bound_ulps:
+            raise OverflowError(
+                "objective noise beyond its public bound (probability <= 2^-tail_bits): "
+                "nothing was computed; run again"
+            )
+        out = discrete_laplace(prg, self.output_scale, (self.dim,), second)
+        return np.stack([b, out]).astype(np.int64)
+
+
 def model_release_mechanism(
     *,
     epsilon: float,
@@ -436,6 +560,10 @@ _PARAMETERS: dict[str, Callable[[object, str], float | int]] = {
     "sensitivity": _number,
     "frac_bits": lambda v, n: _int(v, n, 0, 52),
     "dim": lambda v, n: _int(v, n, 1, MAX_NOISE_ELEMENTS),
+    "epsilon_jacobian": _number,
+    "gap": _number,
+    "epsilon_gap": _number,
+    "tail_bits": lambda v, n: _int(v, n, 1, 1024),
 }
 
 

@@ -6,7 +6,7 @@ per-step fixed-point error) and the probability that a probabilistic truncation 
 added to δ.  :func:`prepare_rows` is the owner-side public scaling and clipping;
 :func:`release_model` releases the noisy weights with ``mpc.dp.reveal.dp_reveal``.  Security
 model: as ``dp_reveal``; the guarantee needs the rows clipped at their owners as declared.
-Conditions and derivations: docs/dp.md ("Releasing the joint model").
+Conditions and derivations: docs/dp.md ("Releasing the joint model by output perturbation").
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ docs/dp.md ("Releasing under MPC").
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
@@ -83,6 +83,22 @@ class DPPlan:
         """How many charged releases are still to be made (they stay charged if never made)."""
         return len(self._entries) - self._next
 
+    def _entry(self) -> _Entry:
+        if self._next >= len(self._entries):
+            raise ConfigurationError(
+                f"all {len(self._entries)} planned releases were made: declare every release of "
+                f"the run in dp_plan (each is charged once and revealed once)"
+            )
+        return self._entries[self._next]
+
+    def _open(self, entry: _Entry, noisy: Secret) -> npt.NDArray[Any] | None:
+        ctx = self._ctx
+        with ctx.channel.operation("dp.reveal"):
+            receivers = (
+                None if entry.receivers is None else [ctx.parties[r] for r in entry.receivers]
+            )
+            return ctx.reveal(noisy, receivers)
+
     def reveal(self, secret: Secret) -> npt.NDArray[Any] | None:
         """Make the next planned release with `secret`: its noisy value at the receivers (float
         for fixed point, int64 for integers), None elsewhere.  SPMD."""
@@ -90,25 +106,41 @@ class DPPlan:
         if not isinstance(secret, Secret):
             raise TypeError(f"reveal expects a Secret, got {type(secret).__name__}")
         secret._check(ctx)
-        if self._next >= len(self._entries):
-            raise ConfigurationError(
-                f"all {len(self._entries)} planned releases were made: declare every release of "
-                f"the run in dp_plan (each is charged once and revealed once)"
-            )
-        entry = self._entries[self._next]
+        entry = self._entry()
         _check_value(entry.plan, entry.shape, secret)
         self._next += 1
         value = secret.reshape(1) if secret.shape == () else secret
         with ctx.channel.operation("dp.noise"):
             noisy = _add_noise(ctx, value, entry.plan)
-        with ctx.channel.operation("dp.reveal"):
-            receivers = (
-                None if entry.receivers is None else [ctx.parties[r] for r in entry.receivers]
-            )
-            opened = ctx.reveal(noisy, receivers)
+        opened = self._open(entry, noisy)
         if opened is None:
             return None
         return opened.reshape(()) if secret.shape == () else opened
+
+    def reveal_with_noise(self, compute: Callable[[Secret], Secret]) -> npt.NDArray[Any] | None:
+        """Make the next planned release from a computation its noise enters, rather than
+        noise added to a value (objective perturbation, ``mpc.dp.objective``): `compute` gets
+        the release's noise as shares (the planned shape; nothing is opened) and returns the
+        value to open, at the receivers; None elsewhere.  Its mechanism's analysis must cover
+        what `compute` does with the noise.  SPMD."""
+        ctx = self._ctx
+        entry = self._entry()
+        self._next += 1
+        shape = entry.shape if entry.shape else (1,)
+        integer = entry.plan.frac_bits == 0
+        zero = ctx.constant(np.zeros(shape), kind="int" if integer else "fixed")
+        if zero.frac != entry.plan.frac_bits:
+            raise InvalidPrivacyParameterError(
+                f"the mechanism counts noise in ulps of 2^-{entry.plan.frac_bits} but the "
+                f"session has {zero.frac} fractional bits: build it with frac_bits={zero.frac}"
+            )
+        with ctx.channel.operation("dp.noise"):
+            noise = _add_noise(ctx, zero, entry.plan)
+        value = compute(noise)
+        if not isinstance(value, Secret):
+            raise TypeError(f"compute must return a Secret, got {type(value).__name__}")
+        value._check(ctx)
+        return self._open(entry, value)
 
 
 def _check_value(plan: ReleasePlan, shape: tuple[int, ...], secret: Secret) -> None:

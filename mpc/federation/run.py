@@ -5,9 +5,10 @@ the approved program from this party's own folder, open the data plane to the pe
 party's policy (encrypted TCP, keys pinned by this party), check that every party sees the same
 run (`agree`: one round, then one round confirming the nonce), derive the run nonce, attach
 the dealer service, run the approved program's `accept_args` on the public arguments, execute
-the program, and return only what `ctx.reveal` gave this party (Beaver 1991 triples and the
-dealer model as in `mpc.dealers.seeded`; the agreement is MP-SPDZ's program-hash check widened to
-the whole run).
+the program, end the run together (`end_together`: one round, so that no party closes the data
+plane while a peer still receives from it), and return only what `ctx.reveal` gave this party
+(Beaver 1991 triples and the dealer model as in `mpc.dealers.seeded`; the agreement is MP-SPDZ's
+program-hash check widened to the whole run).
 Security model: everything that makes the run safe comes from this party's policy (keys,
 addresses, protocol, transport, dealer, data sources, DP ledger); the proposal contributes only
 a program hash (approved here or refused), public arguments and a run id. Before any input is
@@ -25,9 +26,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import secrets
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -42,7 +45,7 @@ from mpc.errors import ConfigurationError, DealerError, IntegrityError
 from mpc.federation.outputs import only_revealed
 from mpc.federation.policy import PartyPolicy
 from mpc.federation.programs import accepted_args, canonical_args, check_args, find_approved
-from mpc.federation.secure_rpc import SecureClient
+from mpc.federation.secure_rpc import KEEPALIVES_PER_TIMEOUT, SecureClient
 from mpc.parties.channel import PartyChannel
 from mpc.parties.keys import PartyKey
 from mpc.parties.party import PartyRunner, SessionConfig
@@ -53,8 +56,11 @@ from mpc.stats import PartyStats
 RUN_ID_BYTES = 16
 CONTRIBUTION_BYTES = 32
 MAX_VIEW_BYTES = 64 * 1024
-#: Mailbox run ids of a fresh data plane: the agreement round, then the program.
-AGREE_RUN, PROGRAM_RUN = 1, 2
+#: Mailbox run ids of a fresh data plane: the agreement round, the program, the closing round.
+AGREE_RUN, PROGRAM_RUN, END_RUN = 1, 2, 3
+#: A dealer call for items or noise fails after this many receive timeouts, even while its
+#: answer keeps coming (without progress, after one timeout).
+DEALER_CALL_LIMIT_TIMEOUTS = 20
 
 
 @dataclass(frozen=True)
@@ -143,7 +149,10 @@ def execute(
         nonce = agree(transport, view, request.run_id, settings.timeout)
         dealer = None
         if policy.dealer is not None and settings.dealer != "none":
-            dealer = DealerConnection(policy, key, nonce, threshold)
+            # while this party waits for the dealer, its peers (who may wait for it) hear that it
+            # is alive and how fresh the dealer's progress is (TcpTransport's keepalive)
+            dealer = DealerConnection(policy, key, nonce, threshold, transport._keepalive)
+        failed = True
         try:
             config = SessionConfig(
                 tuple(names), settings.protocol, threshold, settings.fixed_point, settings.timeout
@@ -160,9 +169,11 @@ def execute(
             transport.mailbox.begin_run(PROGRAM_RUN)
             program_entry = entry if output is None else _inside(output, entry)
             outcome = runner.run(PROGRAM_RUN, program_entry, (args,))
+            end_together(transport, settings.timeout)
+            failed = False
         finally:
             if dealer is not None:
-                dealer.close()
+                dealer.close(failed)
     finally:
         transport.close()
     return RunOutcome(outcome.output, outcome.stats)
@@ -240,6 +251,19 @@ def agree(transport: TcpTransport, view: dict[str, Any], run_id: bytes, timeout:
     return nonce
 
 
+def end_together(transport: TcpTransport, timeout: float) -> None:
+    """One tiny round after the program: every party tells every other that its program has
+    ended, so that none closes the data plane while a peer still receives from it. A party's
+    last messages may still be on their way when its own program ends (queued in its kernel,
+    on a slow link), and closing a connection that holds unread bytes (a waiting peer's
+    keepalives) resets it, which discards them: the peer's run failed while this one's ended."""
+    transport.mailbox.begin_run(END_RUN)
+    channel = PartyChannel(transport, END_RUN, timeout)
+    others = [r for r in range(transport.n) if r != transport.rank]
+    with channel.operation("end the run"):
+        channel.exchange(dict.fromkeys(others, np.zeros(1, np.uint8)), others)
+
+
 def _check_views(views: dict[int, Any], names: list[str], me: int) -> None:
     encoded = {r: msgpack.packb(v, use_bin_type=True) for r, v in views.items()}
     if len(set(encoded.values())) == 1:
@@ -267,14 +291,32 @@ def _check_views(views: dict[int, Any], names: list[str], me: int) -> None:
 
 
 class DealerConnection:
-    """This party's connection to the dealer service for one run (seed, corrections, noise)."""
+    """This party's connection to the dealer service for one run (seed, corrections, noise).
 
-    def __init__(self, policy: PartyPolicy, key: PartyKey, nonce: bytes, threshold: int) -> None:
+    A call for items or noise fails once the dealer has shown no progress for the receive
+    timeout (no answer begun, or no further part of it), and goes on while a large answer keeps
+    coming on a slow link, up to DEALER_CALL_LIMIT_TIMEOUTS timeouts. While the program waits for
+    one, `alive(age)` is called every quarter timeout with the age of the dealer's latest
+    progress: the transport's keepalive, so that peers waiting for this party meanwhile neither
+    give up on it while the dealer's answer comes nor blame it (rather than the dealer, which
+    this party's own error names) when the dealer stops.
+    """
+
+    def __init__(
+        self,
+        policy: PartyPolicy,
+        key: PartyKey,
+        nonce: bytes,
+        threshold: int,
+        alive: Callable[[float], None] | None = None,
+    ) -> None:
         endpoint = policy.dealer
         if endpoint is None:
             raise ConfigurationError(f"{policy.origin}: no [dealer] table")
         timeout = policy.settings.timeout
         self.nonce = nonce
+        self._timeout = timeout
+        self._alive = alive
         self._rpc = SecureClient(
             policy.name,
             key,
@@ -295,7 +337,7 @@ class DealerConnection:
             scheme = get_protocol(policy.settings.protocol).make_scheme(len(names), threshold)
             self.client = NoiseDealerClient(rank, seed, scheme, self._fetch, self._fetch_noise)
         except BaseException:
-            self.close()
+            self.close(failed=True)
             raise
 
     def _seed(self, policy: PartyPolicy, threshold: int) -> bytes:
@@ -336,10 +378,10 @@ class DealerConnection:
             "start": start,
             "count": count,
         }
-        future = self._pool.submit(self._rpc.call, "corrections", params)
+        future = self._pool.submit(self._call, "corrections", params)
 
         def wait() -> Items:
-            items: Items = future.result()["items"]
+            items: Items = self._wait(future)["items"]
             if not isinstance(items, list) or len(items) != count:
                 raise DealerError(f"the dealer sent {len(items)} items, asked for {count}")
             return items
@@ -347,14 +389,40 @@ class DealerConnection:
         return wait
 
     def _fetch_noise(self, key: NoiseKey, spec: dict[str, Any]) -> np.ndarray:
-        answer = self._rpc.call("noise", {"run": self.nonce, "key": list(key), "spec": spec})
-        share: np.ndarray = answer["share"]
+        params = {"run": self.nonce, "key": list(key), "spec": spec}
+        share: np.ndarray = self._wait(self._pool.submit(self._call, "noise", params))["share"]
         return share
 
-    def close(self) -> None:
+    def _call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        limit = DEALER_CALL_LIMIT_TIMEOUTS * self._timeout
+        return self._rpc.call(method, params, timeout=limit, stall=self._timeout)
+
+    def _wait(self, future: Future[dict[str, Any]]) -> dict[str, Any]:
+        """The answer of a dealer call, telling the peers meanwhile (`alive`) that this party
+        waits for the dealer, and how long ago the dealer last showed progress."""
+        beat = self._timeout / KEEPALIVES_PER_TIMEOUT
+        while True:
+            try:
+                return future.result(timeout=beat)
+            except TimeoutError:
+                if future.done():  # the call itself timed out (ReceiveTimeoutError)
+                    raise
+                if self._alive is not None:
+                    self._alive(max(0.0, time.monotonic() - self._rpc.progress_at))
+
+    def close(self, failed: bool = False) -> None:
+        """Tell the dealer that this party is done with the run, and close the connection. After
+        a failed run that happens in the background: the run's error must not wait for a
+        dealer that may be its cause (frozen, or its link down)."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if failed:
+            threading.Thread(target=self._end, name="mpc-dealer-close", daemon=True).start()
+        else:
+            self._end()
+
+    def _end(self) -> None:
         with contextlib.suppress(Exception):  # best effort: the dealer drops the run anyway
-            self._rpc.call("close", {"run": self.nonce}, timeout=5.0)
+            self._rpc.call("close", {"run": self.nonce}, timeout=min(5.0, self._timeout))
         self._rpc.close()
 
 

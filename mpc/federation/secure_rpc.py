@@ -20,7 +20,10 @@ the connection (a call is never retried: methods need not be idempotent). Messag
 only (never pickle) with str map keys, bounded nesting and allow-listed array dtypes; decoded
 arrays are fresh writable copies. Lengths are bounded before anything is allocated, and a body's
 buffer grows only as its bytes arrive (at most 1 MiB ahead), so a length prefix alone costs the
-receiver nothing. Every receive has a deadline. The server bounds idle connections
+receiver nothing. Every receive has a deadline; a server's answer, and the answer to a call
+made with a `stall` limit, may take longer as long as its bytes keep coming (each part within
+the server's timeout, or `stall`, of the one before), so that a large answer on a slow link is
+not cut short while a stopped peer is still found soon. The server bounds idle connections
 (`idle_timeout`) and concurrent authenticated connections (`max_connections`). Anyone who can
 reach its port can open connections without a key, so those are kept apart: a handshake must
 finish within `hello_timeout` (5 s by default, at most `timeout`), at most `max_handshakes` run
@@ -100,6 +103,8 @@ _DTYPE: Final = {c: np.dtype(s) for s, c in _CODE.items()}
 _ARRAY_HEAD: Final = struct.Struct("<BB")
 _CHUNK: Final = 2**20  # a receive buffer grows by at most this much ahead of the data
 _POLL: Final = 0.1  # how often the accept thread looks at the stop flag (seconds)
+#: A send with a `stall` limit looks this many times per limit whether the peer took bytes.
+_PROGRESS_CHECKS: Final = 8
 _JOIN_WAIT: Final = 5.0  # how long close() waits for the server's threads in all (seconds)
 _log = logging.getLogger(__name__)
 
@@ -198,18 +203,69 @@ def _decode(data: framing.Buffer) -> dict[str, Any]:
     return obj
 
 
-def _send_body(sock: socket.socket, body: bytes, deadline: float) -> None:
-    sock.settimeout(max(deadline - time.monotonic(), 1e-3))
-    sock.sendall(framing.length_prefix(len(body)) + body)
+def _unsent(sock: socket.socket) -> int | None:
+    """Bytes in `sock`'s send queue that the peer has not acknowledged (Linux SIOCOUTQ), or
+    None where that cannot be read."""
+    try:
+        import fcntl
+        import termios
+
+        answer = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+    except (ImportError, AttributeError, OSError):
+        return None
+    count: int = struct.unpack("i", answer)[0]
+    return count
 
 
-def _recv_exact(sock: socket.socket, n: int, deadline: float) -> bytearray:
-    """Exactly `n` bytes by `deadline`. The result grows as bytes arrive, read through a buffer
-    of at most `_CHUNK` bytes: memory follows what the peer sent, not the length it declared."""
+def _send_body(
+    sock: socket.socket, body: bytes, deadline: float, stall: float | None = None
+) -> None:
+    """Send one length-prefixed body, all of it by `deadline`; with `stall`, also with progress
+    at least every `stall` s, so that a large answer on a slow link is sent as long as the peer
+    takes it. Progress is a write, or the peer acknowledging queued bytes: on a slow link the
+    kernel lets a full socket take more only once much of its queue has gone (seconds)."""
+    data = framing.length_prefix(len(body)) + body
+    if stall is None:
+        sock.settimeout(max(deadline - time.monotonic(), 1e-3))
+        sock.sendall(data)
+        return
+    view = memoryview(data)
+    last = time.monotonic()
+    queued = None
+    while view:
+        now = time.monotonic()
+        remaining = min(deadline, last + stall) - now
+        if remaining <= 0:
+            raise TimeoutError("timed out")
+        sock.settimeout(min(remaining, stall / _PROGRESS_CHECKS))
+        try:
+            view = view[sock.send(view) :]
+        except TimeoutError:
+            unsent = _unsent(sock)
+            if unsent is not None and queued is not None and unsent < queued:
+                last = time.monotonic()  # the peer took some: the link is slow, not dead
+            queued = unsent
+            continue
+        last, queued = time.monotonic(), None
+
+
+def _recv_exact(
+    sock: socket.socket,
+    n: int,
+    deadline: float,
+    stall: float | None = None,
+    progress: Callable[[], None] | None = None,
+) -> bytearray:
+    """Exactly `n` bytes by `deadline`; with `stall`, also each part within `stall` s of the one
+    before. `progress` is called as parts arrive. The result grows as bytes arrive, read through
+    a buffer of at most `_CHUNK` bytes: memory follows what the peer sent, not the length it
+    declared."""
     buf = bytearray()
     scratch = memoryview(bytearray(min(n, _CHUNK)))
     while len(buf) < n:
         remaining = deadline - time.monotonic()
+        if stall is not None:
+            remaining = min(remaining, stall)
         if remaining <= 0:
             raise TimeoutError("timed out")
         sock.settimeout(remaining)
@@ -217,15 +273,32 @@ def _recv_exact(sock: socket.socket, n: int, deadline: float) -> bytearray:
         if k == 0:
             raise EOFError("the connection closed")
         buf += scratch[:k]
+        if progress is not None:
+            progress()
     return buf
 
 
 def _recv_body(
-    sock: socket.socket, limit: int, deadline: float, rest: float | None = None
+    sock: socket.socket,
+    limit: int,
+    deadline: float,
+    rest: float | None = None,
+    *,
+    stall: float | None = None,
+    cap: float | None = None,
+    progress: Callable[[], None] | None = None,
 ) -> bytearray:
-    """One length-prefixed body; the prefix by `deadline`, the rest within `rest` s if given."""
-    size = framing.parse_length(_recv_exact(sock, framing.LENGTH_PREFIX_BYTES, deadline), limit)
-    return _recv_exact(sock, size, deadline if rest is None else time.monotonic() + rest)
+    """One length-prefixed body; the prefix by `deadline`, the rest within `rest` s if given,
+    else, with `stall`, each part of the rest within `stall` s of the one before and all of it
+    by `cap` (a transfer that goes on is not cut short), else by `deadline`."""
+    prefix = _recv_exact(sock, framing.LENGTH_PREFIX_BYTES, deadline, progress=progress)
+    size = framing.parse_length(prefix, limit)
+    if rest is not None:
+        return _recv_exact(sock, size, time.monotonic() + rest)
+    if stall is not None:
+        end = deadline if cap is None else cap
+        return _recv_exact(sock, size, end, stall, progress)
+    return _recv_exact(sock, size, deadline)
 
 
 def _send_plain(sock: socket.socket, message: dict[str, Any], deadline: float) -> None:
@@ -278,11 +351,24 @@ class _Channel:
             return isinstance(record, bytes) and self.open(record) == self.confirm
         return False
 
-    def send(self, plain: bytes, deadline: float) -> None:
-        _send_body(self.sock, self.seal(plain), deadline)
+    def send(self, plain: bytes, deadline: float, stall: float | None = None) -> None:
+        _send_body(self.sock, self.seal(plain), deadline, stall)
 
-    def recv(self, limit: int, deadline: float, rest: float | None = None) -> dict[str, Any]:
-        return _decode(self.open(_recv_body(self.sock, limit + GCM_TAG, deadline, rest)))
+    def recv(
+        self,
+        limit: int,
+        deadline: float,
+        rest: float | None = None,
+        *,
+        stall: float | None = None,
+        cap: float | None = None,
+        progress: Callable[[], None] | None = None,
+    ) -> dict[str, Any]:
+        """One record (see `_recv_body` for `rest`, `stall`, `cap` and `progress`)."""
+        body = _recv_body(
+            self.sock, limit + GCM_TAG, deadline, rest, stall=stall, cap=cap, progress=progress
+        )
+        return _decode(self.open(body))
 
 
 def _session(
@@ -549,7 +635,7 @@ class SecureServer:
                 if self.keepalive:
                     self._respond_alive(channel, client, request)
                 else:
-                    channel.send(self._respond(client, request), time.monotonic() + self.timeout)
+                    self._answer(channel, self._respond(client, request))
         except (MpcError, OSError, EOFError) as e:
             if not self._stop.is_set():
                 _log.info("server %r: connection from %s ended: %s", self.name, where, e)
@@ -583,7 +669,13 @@ class SecureServer:
         finally:
             done.set()
         with sending:
-            channel.send(answer, time.monotonic() + self.timeout)
+            self._answer(channel, answer)
+
+    def _answer(self, channel: _Channel, answer: bytes) -> None:
+        """Send `answer` as long as the client keeps reading it (a large answer on a slow link
+        takes longer than `timeout`): each part within `timeout` s of the one before, all of it
+        within `idle_timeout` (at least `timeout`)."""
+        channel.send(answer, time.monotonic() + max(self.timeout, self.idle_timeout), self.timeout)
 
     def _respond(self, client: str, request: dict[str, Any]) -> bytes:
         rid, method, params = request.get("id"), request.get("method"), request.get("params")
@@ -628,6 +720,8 @@ class SecureClient:
         self._lock = threading.Lock()
         self._next_id = 0
         self._broken = ""
+        #: When the call in progress (or the latest one) last showed progress (monotonic).
+        self.progress_at = time.monotonic()
         self._channel: _Channel | None = self._connect(
             time.monotonic() + (timeout if connect_timeout is None else connect_timeout)
         )
@@ -728,9 +822,12 @@ class SecureClient:
         """Call `method` on the server and return its result; RemoteError if it refused.
 
         The answer must come within `timeout` s (default: the client's); with `stall`, also
-        within `stall` s of the server's last sign that it still handles the call (a server
-        with `keepalive` sends one every quarter of its timeout), so that a long call fails
-        soon once the server stops (frozen, or its host or link down)."""
+        begin within `stall` s of the server's last sign that it still handles the call (a
+        server with `keepalive` sends one every quarter of its timeout), and each part of it
+        arrive within `stall` s of the one before, so that a long call, or a large answer on a
+        slow link, goes on while a call fails soon once the server stops (frozen, or its host
+        or link down). `progress_at` is the time (monotonic) of the latest sign of the call in
+        progress: its start, a "still running" message, or a part of its answer."""
         wait = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + wait
         what = f"call {method!r} to {self._who}"
@@ -742,14 +839,15 @@ class SecureClient:
                 raise CommunicationError(f"{what}: the connection is closed{self._broken}")
             rid = self._next_id = self._next_id + 1
             plain = _encode({"id": rid, "method": method, "params": params or {}}, self.max_message)
-            stalled = False
             try:
-                channel.send(plain, deadline)
-                heard = time.monotonic()
+                self.progress_at = time.monotonic()
+                channel.send(plain, deadline, stall)
+                heard = self.progress_at = time.monotonic()
                 while True:
                     until = deadline if stall is None else min(deadline, heard + stall)
-                    stalled = until < deadline
-                    response = channel.recv(self.max_message, until)
+                    response = channel.recv(
+                        self.max_message, until, stall=stall, cap=deadline, progress=self._progress
+                    )
                     if _is_wait(response, rid):  # still handled there
                         heard = time.monotonic()
                         continue
@@ -760,6 +858,7 @@ class SecureClient:
             except BaseException as e:
                 self._broken = f" (after: {type(e).__name__}: {e})"
                 self._shut()
+                stalled = stall is not None and time.monotonic() < deadline
                 if isinstance(e, TimeoutError) and stalled:
                     raise ReceiveTimeoutError(
                         f"{what}: no answer, and no sign that it is still handled for "
@@ -777,6 +876,9 @@ class SecureClient:
             raise RemoteError(f"{self.server_name} refused {method}: {error}")
         finally:
             self._lock.release()
+
+    def _progress(self) -> None:
+        self.progress_at = time.monotonic()
 
     def _shut(self) -> None:
         channel, self._channel = self._channel, None

@@ -65,6 +65,7 @@ from mpc.ml.data import (
 )
 from mpc.ml.sigmoid import (
     NEEDS_COMPARISON,
+    PIECEWISE_EXTRA_BITS,
     SIGMOIDS,
     admit_truncation,
     as_fixed,
@@ -315,6 +316,8 @@ class LogisticRegression:
         feature_limit: float | None = None,
         protocol: type[Protocol] | None = None,
         zero_one: bool = True,
+        start_bound: float = 0.0,
+        offset_bound: float = 0.0,
     ) -> None:
         """ConfigurationError if the learning rate or the batch can leave the fixed-point range.
 
@@ -346,7 +349,9 @@ class LogisticRegression:
                 f"<= {int(bound // limit) - 1} (or a smaller feature_limit)"
             )
         if protocol is not None:
-            self._check_schedule(n_rows, n_features, fp, limit, protocol, zero_one)
+            self._check_schedule(
+                n_rows, n_features, fp, limit, protocol, zero_one, start_bound, offset_bound
+            )
 
     def residual_limit(self, zero_one: bool = True, frac_bits: int = 16) -> float:
         """A bound on |p - y|: 1 plus the sigmoid's error for labels in {0, 1} (p lies within
@@ -363,21 +368,24 @@ class LogisticRegression:
         fixed_point: FixedPoint,
         feature_limit: float,
         zero_one: bool = True,
+        start_bound: float = 0.0,
+        offset_bound: float = 0.0,
     ) -> list[float]:
         """The public bound W on every weight before each step of training, in order (the
-        first is 0): W <- max|1 - decay| W + lr_eff * batch * max(L, 1) * R + 2 ulp, with the
-        encoded constants of the update (`update_coefficients`) and R = `residual_limit`."""
+        first is `start_bound`, 0 from w = 0): W <- max|1 - decay| W + lr_eff * (batch *
+        max(L, 1) * R + `offset_bound`) + 2 ulp, with the encoded constants of the update
+        (`update_coefficients`) and R = `residual_limit`."""
         width = n_features + (1 if self.fit_intercept else 0)
         column = max(feature_limit, 1.0) if self.fit_intercept else feature_limit
         ulp = 2.0**-fixed_point.frac_bits
-        weights, out = 0.0, [0.0]
+        weights, out = float(start_bound), [float(start_bound)]
         for epoch in range(1, self.epochs + 1):
             for rows in self.batches(n_rows, epoch):
                 grad, decay = self.update_coefficients(len(rows), width, fixed_point.frac_bits)
                 shrink = float(np.max(np.abs(1.0 - decay)))
                 # the gradient sum is itself truncated (below 2 ulp), then the update (2 ulp)
                 residual = self.residual_limit(zero_one, fixed_point.frac_bits)
-                step = grad * (len(rows) * column * residual + 2 * ulp)
+                step = grad * (len(rows) * column * residual + 2 * ulp + offset_bound)
                 weights = shrink * weights + step + 2 * ulp
                 out.append(weights)
         return out
@@ -390,6 +398,8 @@ class LogisticRegression:
         feature_limit: float,
         protocol: type[Protocol],
         zero_one: bool,
+        start_bound: float = 0.0,
+        offset_bound: float = 0.0,
     ) -> None:
         """Refuse a schedule whose logits or gradient sums leave what the products admit."""
         exact = protocol.exact_truncation()
@@ -413,7 +423,9 @@ class LogisticRegression:
                 f"{protocol.algebra.name} (mpc.bounds); use batch_size <= "
                 f"{int(products // (column * residual))} or {hint}"
             )
-        weights = self.weight_bounds(n_rows, n_features, fixed_point, feature_limit, zero_one)
+        weights = self.weight_bounds(
+            n_rows, n_features, fixed_point, feature_limit, zero_one, start_bound, offset_bound
+        )
         for step, bound in enumerate(weights[:-1], start=1):
             reach = width * column * bound
             if reach >= logits:
@@ -517,6 +529,8 @@ class LogisticRegression:
         *,
         progress: Progress | None = None,
         reveal_loss: bool = False,
+        start: Secret | None = None,
+        offset: Secret | None = None,
     ) -> SecureModel:
         """Train on shared rows (SPMD: every party calls it with its shares); nothing revealed.
 
@@ -524,20 +538,37 @@ class LogisticRegression:
         with shared labels `y` of shape (n,) (integers 0/1 or fixed point). `progress` is called
         at every party after every epoch with an `EpochRecord`; with `reveal_loss=True` the
         records carry the Brier loss, revealed to every party (a leak the caller accepts).
+
+        `start` (shared weights to start from, default 0) and `offset` (a shared vector added
+        to the gradient sum X^T (p - y) of every step, full batch only) serve objective
+        perturbation (`mpc.dp.objective`): gradient descent on the mean loss plus b.w/n for
+        b = offset, from `start`. Their public bounds enter the range checks.
         """
         x, labels, limit = _resolve(data, y, self.feature_limit)
         zero_one = isinstance(data, SharedDataset)  # labels checked 0/1 by their owners
         n, d = x.shape
         _check_protocol(ctx, self.sigmoid)
-        self.check_range(n, d, ctx.fixed_point, limit, type(ctx.protocol), zero_one)
-        weight_bounds = iter(self.weight_bounds(n, d, ctx.fixed_point, limit, zero_one)[1:])
+        width = d + (1 if self.fit_intercept else 0)
+        for name, extra in (("start", start), ("offset", offset)):
+            if extra is not None and extra.shape != (width,):
+                raise InvalidDataError(f"{name} must have shape ({width},), got {extra.shape}")
+        if offset is not None and self.batch_size is not None and self.batch_size < n:
+            raise ConfigurationError("an offset needs full-batch training: set batch_size=None")
+        extra_bounds = (
+            0.0 if start is None else start.bound,
+            0.0 if offset is None else offset.bound,
+        )
+        self.check_range(n, d, ctx.fixed_point, limit, type(ctx.protocol), zero_one, *extra_bounds)
+        weight_bounds = iter(
+            self.weight_bounds(n, d, ctx.fixed_point, limit, zero_one, *extra_bounds)[1:]
+        )
         started = time.perf_counter()
         design = x
         if self.fit_intercept:
             ones = ctx.constant(np.ones((n, 1)))
             design = ctx.concat([x, ones], axis=1)
         width = design.shape[1]
-        w = ctx.constant(np.zeros(width))
+        w = ctx.constant(np.zeros(width)) if start is None else as_fixed(start)
         decay = self.decay(width)
         full = self.batch_size is None or self.batch_size >= n
         # Full batch: the design matrix is opened once under a dealer mask, with its first
@@ -555,12 +586,18 @@ class LogisticRegression:
             full_x is not None
             and self.sigmoid == "piecewise"
             and ctx.protocol.settles_in_masked_products()
+            # the fused sigmoid works at scale 3f + 2 with values up to 1 + 1/(2a) < 4:
+            # beyond 19 fractional bits (64-bit ring) the unfused steps are used
+            and 4.0 * 2.0 ** (3 * ctx.fixed_point.frac_bits + PIECEWISE_EXTRA_BITS)
+            < bounds.wrap_limit(ctx.protocol.algebra)
         )
         logits: Secret | None = None
         if deferred:
             zeros = ctx.constant(np.zeros(n))
             f = ctx.fixed_point.frac_bits
             logits = Secret(ctx, zeros.share, 2 * f, f, bound=0.0)  # X @ 0, untruncated
+            if start is not None and full_x is not None:  # X @ start, untruncated (a round)
+                logits = full_x.product(w, deferred=True)
         steps = sum(len(self.batches(n, e)) for e in range(1, self.epochs + 1))
         history: list[EpochRecord] = []
         for epoch in range(1, self.epochs + 1):
@@ -581,6 +618,7 @@ class LogisticRegression:
                         zero_one,
                         reveal_loss,
                         last=steps == 0,
+                        offset=offset,
                     )
                     if loss_part is not None:
                         loss_sum = loss_part if loss_sum is None else loss_sum + loss_part
@@ -610,6 +648,8 @@ class LogisticRegression:
                     # w - lr g - decay w; with `deferred`, truncated in the round of the next
                     # epoch's forward product
                     step = [(grad_sum, self.learning_rate / len(rows)), (w, decay)]
+                    if offset is not None:  # full batch: the same coefficient as the gradient
+                        step.append((offset, self.learning_rate / len(rows)))
                     w = _combine(step, skip_zero=True, defer=deferred, subtract_from=w)
                 # (1 - decay) w - lr g exactly, up to the truncation: `weight_bounds`
                 w = w._bounded(next(weight_bounds))
@@ -637,6 +677,7 @@ class LogisticRegression:
         zero_one: bool,
         reveal_loss: bool,
         last: bool,
+        offset: Secret | None = None,
     ) -> tuple[Secret, Secret, Secret | None]:
         """One full-batch `piecewise` step with every truncation in a product's round
         (additive): the sigmoid on the untruncated logits z = X w (4 rounds), the gradient
@@ -656,9 +697,10 @@ class LogisticRegression:
         with ctx.channel.operation("logreg.gradient"):
             grad_sum = x.T.product(residual, deferred=True)
         with ctx.channel.operation("logreg.update"):
-            step = _combine(
-                [(grad_sum, self.learning_rate / n), (w, decay)], skip_zero=True, defer=True
-            )
+            terms = [(grad_sum, self.learning_rate / n), (w, decay)]
+            if offset is not None:  # + b: the same encoded coefficient as the gradient sum
+                terms.append((offset, self.learning_rate / n))
+            step = _combine(terms, skip_zero=True, defer=True)
             if not last:
                 moved = x.product(step, deferred=True)  # X s, with s's truncation in its round
                 logits = _raw_difference(logits, moved)
