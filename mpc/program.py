@@ -18,6 +18,7 @@ hand shares to the caller).
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -585,8 +586,8 @@ class Secret:
         bytes (`comparison.WIDE_TREE`), for short vectors over slow links."""
         proto = self.ctx.protocol
         with self.ctx.channel.operation("compare", shapes=(self.shape,)):
-            if fewer_rounds:
-                return self._like(proto.less_than_zero(self.share, True), 1.0, 0)
+            if fewer_rounds and _takes_wide(proto.less_than_zero):
+                return self._like(proto.less_than_zero(self.share, wide=True), 1.0, 0)
             return self._like(proto.less_than_zero(self.share), 1.0, 0)
 
     def ltz_times(self, other: Secret, fewer_rounds: bool = False) -> tuple[Secret, Secret]:
@@ -598,8 +599,8 @@ class Secret:
             raise ShapeMismatchError(f"ltz_times: shapes {self.shape} and {other.shape} differ")
         proto = self.ctx.protocol
         with self.ctx.channel.operation("compare", shapes=(self.shape,)):
-            if fewer_rounds:
-                bit, product = proto.less_than_zero_times(self.share, other.share, True)
+            if fewer_rounds and _takes_wide(proto.less_than_zero_times):
+                bit, product = proto.less_than_zero_times(self.share, other.share, wide=True)
             else:
                 bit, product = proto.less_than_zero_times(self.share, other.share)
             return self._like(bit, 1.0, 0), other._like(product, other.bound)
@@ -765,6 +766,12 @@ class MaskedMatrix:
 
     def __repr__(self) -> str:
         return f"MaskedMatrix(shape={self.shape}, party={self._source.ctx.me!r})"
+
+
+def _takes_wide(method: Any) -> bool:
+    """Whether a protocol's comparison takes the `wide` hint (a plug-in's override written to
+    the older signature (x) or (x, y) does not: it is called without it)."""
+    return "wide" in inspect.signature(method).parameters
 
 
 def _check_matmul(shape_x: tuple[int, ...], shape_y: tuple[int, ...]) -> None:

@@ -226,3 +226,19 @@ def test_ltz_times_gives_the_bit_and_its_product_in_five_rounds() -> None:
     # The product of a 0/1 integer with a fixed-point value is exact: y as encoded, or 0.
     np.testing.assert_array_equal(product, np.where(x < 0, np.round(y * 2**16) / 2**16, 0.0))
     assert outcome.stats.by_kind["compare"].rounds == 5
+
+
+def test_a_comparison_override_without_the_wide_hint_still_works() -> None:
+    """A plug-in written to the older signature less_than_zero_times(x, y) is called without
+    `wide` (it would raise TypeError if it were passed)."""
+    from mpc.program import _takes_wide
+    from mpc.protocols.additive import AdditiveBeaver
+
+    class Older(AdditiveBeaver):
+        def less_than_zero_times(
+            self, x: np.ndarray, y: np.ndarray
+        ) -> tuple[np.ndarray, np.ndarray]:
+            return super().less_than_zero_times(x, y)
+
+    assert not _takes_wide(Older.less_than_zero_times)
+    assert _takes_wide(AdditiveBeaver.less_than_zero_times)

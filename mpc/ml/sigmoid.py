@@ -227,10 +227,12 @@ def sigmoid_piecewise(z: Secret, frac: int | None = None) -> Secret:
         wide = n <= WIDE_COMPARISON_LIMIT
         bits, picked = tests.ltz_times(ctx.concat([raw, raw]), fewer_rounds=wide)
         low, high = bits[:n], bits[n:]
-        middle = raw - picked[:n] - picked[n:]  # z where |z| <= T, else 0 (exact)
+        # z where |z| <= T, else 0: exact, so bounded by T (the tracked 3|z| would refuse
+        # logits that the schedule admits; an intermediate wrap cancels in the ring)
+        middle = proto.sub(proto.sub(raw.share, picked.share[:n]), picked.share[n:])
         top = scale + slope_bits
         bounds.check_wrap(1.0 + threshold, top, alg, operation)
-        share = proto.mul_public(middle.share, alg.from_signed(np.asarray(slope)))
+        share = proto.mul_public(middle, alg.from_signed(np.asarray(slope)))
         half = alg.from_signed(np.asarray(1 << (top - 1), dtype=object))
         inside = proto.mul_public(proto.add(low.share, high.share), half)  # (b_lo + b_hi) / 2
         share = proto.add(proto.sub(share, inside), proto.mul_public(high.share, half + half))
