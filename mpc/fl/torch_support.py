@@ -175,16 +175,18 @@ def train_local(
     loss_fn: Callable[..., Any],
     seed: int,
 ) -> float:
-    """`epochs` passes of mini-batch training on (x, y) in a public order (a torch.Generator
-    seeded with `seed`); the mean training loss over the steps."""
+    """`epochs` passes of mini-batch training on (x, y) in an order derived from `seed` with
+    the crypto PRG (`mpc.ml.logreg.public_permutation`); the mean training loss over the
+    steps."""
+    from mpc.ml.logreg import public_permutation
+
     torch = require_torch()
-    generator = torch.Generator().manual_seed(seed)
     n = int(x.shape[0])
     batch = n if batch_size is None else min(batch_size, n)
     model.train()
     total, steps = 0.0, 0
-    for _ in range(epochs):
-        order = torch.randperm(n, generator=generator)
+    for epoch in range(epochs):
+        order = torch.from_numpy(public_permutation(n, ("mpc.fl.train_local", seed, epoch)))
         for start in range(0, n, batch):
             rows = order[start : start + batch]
             optimizer.zero_grad()
